@@ -1,0 +1,138 @@
+"""Run the eligibility service: `python -m service [--port 50051] [--metrics-port 9464] [--policies DIR]`.
+
+Every flag has an environment variable (shown in --help). With --workers N > 1 this process
+supervises N worker processes sharing the gRPC port (SO_REUSEPORT) and serves their aggregated
+metrics; durable-rules holds the GIL, so processes are how the service uses more than one core.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+
+
+def default_policies() -> str:
+    """The repository's policies/ when run from a checkout, else the copy bundled in the package."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "policies"
+    return str(checkout if (checkout / "policy.yaml").is_file() else here / "bundled_policies")
+
+
+def _env(name: str, default):
+    return os.environ.get(name, default)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m service", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default=_env("SUBSIDY_HOST", "0.0.0.0"), help="gRPC bind address (SUBSIDY_HOST)")
+    p.add_argument("--port", type=int, default=int(_env("SUBSIDY_PORT", 50051)), help="gRPC port (SUBSIDY_PORT)")
+    p.add_argument("--metrics-port", type=int, default=int(_env("SUBSIDY_METRICS_PORT", 9464)),
+                   help="Prometheus metrics port, 0 for none (SUBSIDY_METRICS_PORT)")
+    p.add_argument("--policies", default=_env("SUBSIDY_POLICIES", default_policies()),
+                   help="policy directory (SUBSIDY_POLICIES)")
+    p.add_argument("--workers", type=int, default=int(_env("SUBSIDY_WORKERS", 1)),
+                   help="worker processes sharing the port (SUBSIDY_WORKERS)")
+    p.add_argument("--threads", type=int, default=int(_env("SUBSIDY_THREADS", 8)),
+                   help="gRPC threads per worker (SUBSIDY_THREADS)")
+    p.add_argument("--redis-url", default=_env("REDIS_URL", ""),
+                   help="Redis for the decision cache; empty for an in-process LRU (REDIS_URL)")
+    p.add_argument("--cache-ttl", type=float, default=float(_env("SUBSIDY_CACHE_TTL", 3600)),
+                   help="decision cache TTL in seconds (SUBSIDY_CACHE_TTL)")
+    p.add_argument("--grace", type=float, default=float(_env("SUBSIDY_GRACE", 10)),
+                   help="seconds to finish in-flight requests on SIGTERM (SUBSIDY_GRACE)")
+    p.add_argument("--log-level", default=_env("SUBSIDY_LOG_LEVEL", "INFO"), help="(SUBSIDY_LOG_LEVEL)")
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    return args
+
+
+def hmac_key() -> bytes:
+    """SUBSIDY_HMAC_KEY keys the request hash (cache key and audit); set it so hashes survive restarts."""
+    key = os.environ.get("SUBSIDY_HMAC_KEY")
+    return key.encode() if key else b""
+
+
+def supervise(args: argparse.Namespace, argv: list[str]) -> int:
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="subsidy-metrics-"))
+    os.environ.setdefault("SUBSIDY_HMAC_KEY", secrets.token_hex(32))
+    from . import logs, metrics
+    logs.setup(args.log_level)
+    worker_argv = [a for a in argv if not a.startswith("--workers")]
+    cmd = [sys.executable, "-m", "service", *worker_argv, "--workers", "1", "--metrics-port", "0", "--reuse-port"]
+    children = [subprocess.Popen(cmd) for _ in range(args.workers)]
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+
+    def forward(signum, _frame):
+        for child in children:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGHUP, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from . import logs, metrics
+    from .cache import make_cache
+    from .decisions import DecisionService, PolicyHolder
+    from .server import Canary, ServerConfig, build_server
+    from grpc_health.v1 import health_pb2
+    import logging
+
+    logs.setup(args.log_level)
+    log = logging.getLogger("service")
+    key = hmac_key()
+    if not key:
+        key = secrets.token_bytes(32)
+        log.warning("SUBSIDY_HMAC_KEY is not set: request hashes and cache keys last only for this process")
+    holder = PolicyHolder(args.policies)
+    decisions = DecisionService(holder, make_cache(args.redis_url or None, args.cache_ttl), key)
+    cfg = ServerConfig(host=args.host, port=args.port, threads=args.threads, reuse_port=args.reuse_port)
+    server, health_servicer, port = build_server(decisions, cfg)
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    server.start()
+    canary = Canary(decisions, health_servicer, cfg)
+    canary.start()
+    log.info("serving", extra={"port": port, "metrics_port": args.metrics_port,
+                               "policy_version": holder.engine.version, "pid": os.getpid()})
+    stopped = threading.Event()
+
+    def drain(signum, _frame):
+        canary.draining = True
+        for name in ("", "subsidy.v1.EligibilityService"):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        log.info("draining", extra={"signal": signum, "grace_seconds": args.grace})
+        threading.Thread(target=lambda: (server.stop(args.grace).wait(), stopped.set()), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=holder.reload, daemon=True).start())
+    stopped.wait()
+    canary.stop()
+    decisions.cache.close()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    return supervise(args, argv) if args.workers > 1 else serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The service core behind the gRPC layer: validate, look up the cache, decide, store.
+
+It holds the policy set serving and swaps it atomically on reload: a request uses one engine
+from start to end, so no reply mixes two policy versions.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from pathlib import Path
+
+from . import convert, metrics
+from .api import eligibility_pb2 as pb
+from .cache import cache_key
+from .engine.decide import Engine, EngineDisagreement
+from .engine.durable_backend import EngineClosed
+from .policy.loader import load_policies
+from .request import InvalidRequest, parse_evaluation_date, resolve_region, to_case
+
+log = logging.getLogger(__name__)
+
+
+class PolicyHolder:
+    """The engine serving now; `reload` builds and checks a new one before swapping it in."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.engine = Engine(load_policies(self.path))
+        self._lock = threading.Lock()
+        metrics.set_policy_version(self.engine.version)
+
+    def reload(self) -> bool:
+        with self._lock:
+            try:
+                new = Engine(load_policies(self.path))
+            except Exception as exc:  # any failure keeps the old set serving
+                metrics.RELOADS.labels(result="failure").inc()
+                log.error("policy reload failed; the old version keeps serving",
+                          extra={"policy_version": self.engine.version, "error": str(exc)})
+                return False
+            old, self.engine = self.engine, new
+            metrics.set_policy_version(new.version, old.version)
+            metrics.RELOADS.labels(result="success").inc()
+            log.info("policy reloaded", extra={"policy_version": new.version, "previous": old.version})
+            old.close()
+            return True
+
+
+class DecisionService:
+    def __init__(self, holder: PolicyHolder, cache, hmac_key: bytes):
+        self.holder = holder
+        self.cache = cache
+        self._hmac_key = hmac_key
+
+    def request_hash(self, request: pb.EvaluateRequest, on: str) -> str:
+        """Keyed hash of the canonical request: audit and cache key without the ID number."""
+        canonical = pb.EvaluateRequest()
+        canonical.CopyFrom(request)
+        canonical.as_of = on
+        canonical.person.id_number = canonical.person.id_number.strip().upper()
+        data = canonical.SerializeToString(deterministic=True)
+        return hmac.new(self._hmac_key, data, hashlib.sha256).hexdigest()
+
+    def evaluate(self, request: pb.EvaluateRequest) -> pb.EvaluateResponse:
+        for _ in range(3):
+            engine = self.holder.engine
+            try:
+                return self._evaluate(engine, request)
+            except EngineClosed:
+                continue  # a reload replaced the engine mid-request: decide again with the new one
+        raise RuntimeError("policy engine kept changing during the request")
+
+    def _evaluate(self, engine: Engine, request: pb.EvaluateRequest) -> pb.EvaluateResponse:
+        case = to_case(request, engine.policy)
+        digest = self.request_hash(request, case.on.isoformat())
+        key = cache_key(engine.version, digest)
+        cached = self.cache.get(key)
+        if cached is not None:
+            metrics.CACHE_LOOKUPS.labels(result="hit").inc()
+            reply = pb.EvaluateResponse.FromString(cached)
+            reply.from_cache = True
+            return reply
+        metrics.CACHE_LOOKUPS.labels(result="miss").inc()
+        started = time.perf_counter()
+        try:
+            decision = engine.evaluate(case.facts, case.region, case.on, case.programs)
+        except EngineDisagreement:
+            metrics.DISAGREEMENTS.inc()
+            raise
+        metrics.ENGINE_TIME.observe(time.perf_counter() - started)
+        reply = convert.response(decision, engine.policy, digest)
+        for d in decision.programs:
+            metrics.DECISIONS.labels(program=d.program.id, outcome=d.outcome).inc()
+            if d.amount_fen:
+                metrics.AMOUNT.labels(program=d.program.id).inc(d.amount_fen)
+        self.cache.set(key, reply.SerializeToString())
+        return reply
+
+    def list_programs(self, request: pb.ListProgramsRequest) -> pb.ListProgramsResponse:
+        engine = self.holder.engine
+        policy = engine.policy
+        bad: list[tuple[str, str]] = []
+        on = parse_evaluation_date(request.as_of, policy, "as_of", bad)
+        region = resolve_region(request.region_code or policy.regions.province_code, policy, "region_code", bad)
+        if bad:
+            raise InvalidRequest(bad)
+        engine.check_date(on)
+        reply = pb.ListProgramsResponse(policy_version=engine.version, as_of=on.isoformat())
+        for p in policy.programs.values():
+            reply.programs.append(pb.ProgramInfo(program_id=p.id, name_zh=p.name.zh, name_en=p.name.en,
+                                                 citation=p.citation, rule_ids=[r.id for r in p.rules]))
+        reply.parameters.extend(convert.parameter(v, policy) for v in policy.resolve_parameters(region, on).values())
+        return reply

@@ -1,0 +1,211 @@
+"""The decision for one person: facts in, per-program outcomes, amounts and reasons out.
+
+This is the domain core: it knows nothing of gRPC. durable-rules decides which rules hold; the
+same conditions evaluated here (three-valued) explain why the others failed or could not be
+decided, and the two must agree.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Iterable
+
+from ..policy.expressions import Cmp, Fact, evaluate, evaluate_operand, date_to_yyyymmdd, leaves, operand_refs
+from ..policy.policyset import ParamValue, PolicySet, Program, ResolvedRegion, Rule
+from .durable_backend import DurableMatcher, engine_value
+from .render import Renderer
+
+log = logging.getLogger(__name__)
+ELIGIBLE, INELIGIBLE, UNDETERMINED = "ELIGIBLE", "INELIGIBLE", "UNDETERMINED"
+FEN_PER_YUAN = Decimal(100)
+AMOUNT_WORDS = {"zh": {"amount": "金额", "multiply": "乘以"}, "en": {"amount": "amount", "multiply": "times"}}
+
+
+class EngineDisagreement(RuntimeError):
+    """durable-rules and the explanation evaluator disagree: a bug, never a decision."""
+
+
+class OutsidePolicyPeriod(ValueError):
+    """The evaluation date is outside the policy set's period."""
+
+
+@dataclass
+class RuleOutcome:
+    rule: Rule
+    result: bool | None
+    text: dict[str, str]  # zh, en: the rule's text and each test with its numbers
+
+
+@dataclass
+class InteractionOutcome:
+    id: str
+    kind: str  # exclusion, take_higher, both
+    programs: list[str]
+    amounts: list[int]
+    kept: str
+    text: dict[str, str]
+    citation: str
+
+
+@dataclass
+class ProgramDecision:
+    program: Program
+    outcome: str
+    amount_fen: int
+    amount_before_interactions_fen: int
+    reasons: list[RuleOutcome]
+    missing: list[tuple[str, str]]  # (fact, rule id)
+    passed_routes: list[str]
+    interactions: list[InteractionOutcome] = field(default_factory=list)
+
+
+@dataclass
+class Decision:
+    policy_version: str
+    evaluation_date: dt.date
+    region: ResolvedRegion
+    parameters: dict[str, ParamValue]
+    programs: list[ProgramDecision]
+    referrals: list[RuleOutcome]
+
+    @property
+    def total_fen(self) -> int:
+        return sum(p.amount_fen for p in self.programs)
+
+
+def round_yuan_half_up(fen: Decimal) -> int:
+    return int((fen / FEN_PER_YUAN).quantize(Decimal(1), rounding=ROUND_HALF_UP) * FEN_PER_YUAN)
+
+
+ROUNDING = {"yuan_half_up": round_yuan_half_up}
+
+
+class Engine:
+    """A policy set compiled for evaluation. Thread-safe; build a new one to change policies."""
+
+    def __init__(self, policy: PolicySet):
+        self.policy = policy
+        self.version = policy.version
+        self.rules = policy.rules
+        self.matcher = DurableMatcher(self.rules, f"policy@{policy.version}")
+        self.renderer = Renderer(policy)
+        self.defaults = {name: f.default for name, f in policy.facts.items() if f.default is not None}
+        self.disagreements = 0
+
+    def close(self) -> None:
+        self.matcher.close()
+
+    def check_date(self, on: dt.date) -> None:
+        period = self.policy.manifest.period
+        if not period.effective_from <= on <= period.effective_until:
+            raise OutsidePolicyPeriod(
+                f"{on} is outside the policy period {period.effective_from} to {period.effective_until}")
+
+    def evaluate(self, facts: dict[str, Any], region: ResolvedRegion, on: dt.date,
+                 programs: Iterable[str] | None = None) -> Decision:
+        """Decide every program (interactions need them all) and return the ones asked for."""
+        self.check_date(on)
+        param_values = self.policy.resolve_parameters(region, on)
+        params = {k: v.value for k, v in param_values.items()}
+        values = {**self.defaults, **{k: v for k, v in facts.items() if v is not None}}
+        values["evaluation_date"] = date_to_yyyymmdd(on)
+        values["in_zhejiang"] = region.in_zhejiang
+
+        fired = self.matcher.match(self._message(values, params))
+        outcomes = {rule.id: self._outcome(rule, values, params, fired) for rule in self.rules}
+
+        decisions = {p.id: self._program(p, outcomes, values, params) for p in self.policy.programs.values()}
+        self._interactions(decisions)
+        referrals = [outcomes[r.id] for r in self.policy.referrals if outcomes[r.id].result]
+        wanted = list(programs) if programs else list(decisions)
+        return Decision(self.version, on, region, param_values, [decisions[p] for p in wanted], referrals)
+
+    def _message(self, values: dict[str, Any], params: dict[str, Decimal]) -> dict[str, Any]:
+        message = {k: engine_value(v) for k, v in values.items()}
+        message.update({"p__" + k: engine_value(v) for k, v in params.items()})
+        for op, name in self.matcher.slots.computed.items():
+            value = evaluate_operand(op, values, params)
+            if value is not None:
+                message[name] = engine_value(value)
+        return message
+
+    def _outcome(self, rule: Rule, values: dict, params: dict, fired: set[str]) -> RuleOutcome:
+        seen: list[tuple[Cmp, bool | None]] = []
+        result = evaluate(rule.when, values, params, seen)
+        if (result is True) != (rule.id in fired):
+            self.disagreements += 1
+            log.error("engine disagreement", extra={"rule_id": rule.id, "engine": rule.id in fired, "explained": result})
+            raise EngineDisagreement(f"rule {rule.id}: engine {'fired' if rule.id in fired else 'did not fire'}, "
+                                     f"explanation says {result}")
+        text = {}
+        for lang in ("zh", "en"):
+            tests = "; ".join(self.renderer.leaf(leaf, r, values, params, lang) for leaf, r in seen)
+            text[lang] = f"{getattr(rule.text, lang)} — {tests}"
+            formula = rule.amount if rule.amount is not None else rule.multiply
+            if result and formula is not None:
+                word = AMOUNT_WORDS[lang]["amount" if rule.amount is not None else "multiply"]
+                text[lang] += f"; {word} {self.renderer.operand(formula, values, params, lang)}"
+        return RuleOutcome(rule, result, text)
+
+    def _program(self, program: Program, outcomes: dict[str, RuleOutcome], values: dict, params: dict) -> ProgramDecision:
+        reasons = [outcomes[r.id] for r in program.rules]
+        conditions = [outcomes[r.id].result for r in program.conditions]
+        exclusions = [outcomes[r.id].result for r in program.exclusions]
+        routes = [r for r in program.routes if outcomes[r.id].result]
+        adjustments = [outcomes[r.id].result for r in program.adjustments]
+        unknown = [r for r in program.rules if outcomes[r.id].result is None]
+
+        if False in conditions or True in exclusions:
+            outcome = INELIGIBLE
+        elif None in conditions or None in exclusions or (not routes and None in
+                                                          [outcomes[r.id].result for r in program.routes]):
+            outcome = UNDETERMINED
+        elif not routes:
+            outcome = INELIGIBLE
+        elif None in adjustments:
+            outcome = UNDETERMINED
+        else:
+            outcome = ELIGIBLE
+
+        amount = 0
+        if outcome == ELIGIBLE:
+            best = max(evaluate_operand(r.amount, {}, params) for r in routes)
+            for rule in program.adjustments:
+                if outcomes[rule.id].result:
+                    best *= evaluate_operand(rule.multiply, {}, params)
+            amount = ROUNDING[program.rounding](best)
+        missing: list[tuple[str, str]] = []
+        if outcome == UNDETERMINED:
+            for rule in unknown:
+                for leaf in leaves(rule.when):
+                    names = [leaf.fact]
+                    if not isinstance(leaf.rhs, tuple):
+                        names += [r.name for r in operand_refs(leaf.rhs) if isinstance(r, Fact)]
+                    missing += [(n, rule.id) for n in names if n not in values and (n, rule.id) not in missing]
+        return ProgramDecision(program, outcome, amount, amount, reasons, missing, [r.id for r in routes])
+
+    def _interactions(self, decisions: dict[str, ProgramDecision]) -> None:
+        for ex in self.policy.exclusions:
+            source, target = decisions[ex.program], decisions[ex.excludes]
+            if source.outcome == ELIGIBLE and set(source.passed_routes) & set(ex.routes) and target.outcome == ELIGIBLE:
+                item = InteractionOutcome(ex.id, "exclusion", [ex.program, ex.excludes],
+                                          [source.amount_fen, target.amount_fen], ex.program,
+                                          ex.text.model_dump(), ex.citation)
+                target.outcome, target.amount_fen = INELIGIBLE, 0
+                target.interactions.append(item)
+                source.interactions.append(item)
+        for combo in self.policy.combinations:
+            pair = [decisions[p] for p in combo.programs]
+            if not all(d.outcome == ELIGIBLE for d in pair):
+                continue
+            amounts = [d.amount_fen for d in pair]
+            kept = combo.programs[0] if amounts[0] >= amounts[1] else combo.programs[1]
+            item = InteractionOutcome(combo.id, combo.mode, list(combo.programs), amounts,
+                                      kept if combo.mode == "take_higher" else "",
+                                      combo.text.model_dump(), combo.citation)
+            for d in pair:
+                d.interactions.append(item)
+                if combo.mode == "take_higher" and d.program.id != kept:
+                    d.amount_fen = 0

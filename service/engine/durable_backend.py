@@ -1,0 +1,149 @@
+"""Compile the backend-neutral rules to a durable-rules ruleset and match facts against it.
+
+durable-rules is used as a stateless matcher through its C module (`durable_rules_engine`):
+the default Host runs background timer threads that crash or steal firings under threads (see
+the design notes). The C module is process-global and never releases the GIL, so one lock guards
+every call; the service scales with worker processes, not threads.
+
+Each evaluation asserts the person as one fact on one reused session, reads every rule that
+fired, and retracts the fact. A catch-all rule makes every fact fire something (a fact that fires
+nothing can corrupt a later state delete).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from decimal import Decimal
+from typing import Any, Iterable
+
+import durable_rules_engine as dre
+
+from ..policy.expressions import AddMonths, All, AnyOf, Cmp, Cond, Fact, Lit, Mul, Operand, Param, leaves
+from ..policy.policyset import Rule
+
+ENGINE_LOCK = threading.Lock()
+MARKER = ("fact_kind", "person")
+CATCH_ALL = "catch_all"
+_SID = "0"
+_names = itertools.count()
+
+_CMP = {"lt": "$lt", "le": "$lte", "gt": "$gt", "ge": "$gte", "ne": "$neq"}
+
+
+class EngineError(RuntimeError):
+    """durable-rules failed; the state has been reset."""
+
+
+class EngineClosed(EngineError):
+    """The ruleset was replaced by a reload; evaluate again with the current one."""
+
+
+def engine_value(value: Any) -> Any:
+    """A value as the C engine compares it: integers stay integers (fen, yyyymmdd)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+class Slots:
+    """Names in the message for parameters and computed operands (products, date shifts)."""
+
+    def __init__(self) -> None:
+        self.computed: dict[Operand, str] = {}
+
+    def ref(self, op: Operand) -> Any:
+        if isinstance(op, Lit):
+            return engine_value(op.value)
+        if isinstance(op, Fact):
+            return {"$m": op.name}
+        if isinstance(op, Param):
+            return {"$m": "p__" + op.name}
+        assert isinstance(op, (Mul, AddMonths))
+        name = self.computed.setdefault(op, f"x__{len(self.computed)}")
+        return {"$m": name}
+
+
+def _compile(cond: Cond, slots: Slots) -> dict:
+    if isinstance(cond, All):
+        return {"$and": [_compile(c, slots) for c in cond.items]}
+    if isinstance(cond, AnyOf):
+        return {"$or": [_compile(c, slots) for c in cond.items]}
+    if cond.op == "in":
+        tests = [{cond.fact: engine_value(v)} for v in cond.rhs]
+        return tests[0] if len(tests) == 1 else {"$or": tests}
+    rhs = slots.ref(cond.rhs)
+    test = {cond.fact: rhs} if cond.op == "eq" else {_CMP[cond.op]: {cond.fact: rhs}}
+    if isinstance(rhs, dict):
+        # A reference to an absent attribute does not fail a test in durable-rules: guard it, so
+        # that a missing fact or parameter leaves the rule unmatched (unknown, never true).
+        return {"$and": [{"$ex": {rhs["$m"]: 1}}, test]}
+    return test
+
+
+def compile_ruleset(rules: Iterable[Rule]) -> tuple[dict, dict[str, str], Slots]:
+    """The durable-rules definition, the engine name -> rule id table, and the slot table."""
+    slots = Slots()
+    definition: dict[str, dict] = {}
+    names: dict[str, str] = {}
+    marker = {MARKER[0]: MARKER[1]}
+    for i, rule in enumerate(rules):
+        name = f"r{i}"
+        names[name] = rule.id
+        definition[name] = {"all": [{"m": {"$and": [marker, _compile(rule.when, slots)]}}]}
+    definition[CATCH_ALL] = {"all": [{"m": marker}]}
+    return definition, names, slots
+
+
+class DurableMatcher:
+    """One compiled ruleset; `match` says which rules a message satisfies."""
+
+    def __init__(self, rules: Iterable[Rule], label: str):
+        rules = list(rules)
+        facts = {leaf.fact for rule in rules for leaf in leaves(rule.when)}
+        if MARKER[0] in facts:
+            raise EngineError(f"fact name {MARKER[0]!r} is reserved")
+        self.definition, self._names, self.slots = compile_ruleset(rules)
+        # A unique ruleset name per compile, so a reload never collides with the version serving.
+        self.name = f"{label}#{next(_names)}"
+        self._closed = False
+        with ENGINE_LOCK:
+            self._handle = dre.create_ruleset(self.name, json.dumps(self.definition, ensure_ascii=False))
+
+    def match(self, message: dict[str, Any]) -> set[str]:
+        fact = dict(message)
+        fact.update({MARKER[0]: MARKER[1], "sid": _SID, "id": "person"})
+        payload = json.dumps(fact, ensure_ascii=False)
+        fired: set[str] = set()
+        with ENGINE_LOCK:
+            if self._closed:
+                raise EngineClosed(self.name)
+            try:
+                result = dre.assert_fact(self._handle, payload)
+                state = result[1]
+                action = dre.start_action_for_state(self._handle, state)
+                text = action[1] if action else None
+                while text:
+                    fired.update(json.loads(text))
+                    text = dre.complete_and_start_action(self._handle, state)
+                dre.retract_fact(self._handle, payload)
+            except BaseException as exc:
+                self._reset()
+                raise EngineError(f"durable-rules failed: {exc}") from exc
+        if CATCH_ALL not in fired:
+            raise EngineError("the catch-all rule did not fire")
+        return {self._names[n] for n in fired if n != CATCH_ALL}
+
+    def _reset(self) -> None:
+        try:
+            dre.delete_state(self._handle, _SID)
+        except BaseException:  # the state may not exist; nothing more to clean
+            pass
+
+    def close(self) -> None:
+        with ENGINE_LOCK:
+            if self._closed:
+                return
+            self._closed = True
+            self._reset()
+            dre.delete_ruleset(self._handle)

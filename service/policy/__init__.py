@@ -1,0 +1,1 @@
+"""Policy files: loading, validation and the backend-neutral form they compile to."""

@@ -1,0 +1,138 @@
+"""The schema of every policy file, as pydantic models (validated at load, errors name file and line)."""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RegionCode = str  # six digits, checked by the loader
+SOURCES = ("plan", "national", "zj", "reference")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Text(_Strict):
+    zh: str = Field(min_length=1)
+    en: str = Field(min_length=1)
+
+
+class Period(_Strict):
+    effective_from: dt.date
+    effective_until: dt.date
+
+
+class Manifest(_Strict):
+    name: str
+    jurisdiction: RegionCode
+    period: Period
+    timezone: str
+    sources: dict[Literal["plan", "national", "zj", "reference"], str]
+
+
+class Fact(_Strict):
+    type: Literal["integer", "boolean", "enum", "money", "date"]
+    label: Text
+    unit: str | None = None
+    values: list[str] | None = None
+    default: Any = None
+
+
+class FactsFile(_Strict):
+    facts: dict[str, Fact]
+
+
+class Region(_Strict):
+    zh: str
+    en: str
+
+
+class ProvinceRegion(Region):
+    code: RegionCode
+
+
+class Alias(_Strict):
+    to: RegionCode
+    since: dt.date
+    note: str
+
+
+class RegionsFile(_Strict):
+    province: ProvinceRegion
+    cities: dict[RegionCode, Region]
+    counties: dict[RegionCode, Region]
+    aliases: dict[RegionCode, Alias] = {}
+
+
+class DatedValue(_Strict):
+    from_: dt.date = Field(alias="from")
+    value: Decimal
+    source: Literal["plan", "national", "zj", "reference"]
+    confidence: str | None = None
+
+
+class ParameterFile(_Strict):
+    description: Text
+    unit: Literal["yuan_per_month", "ratio", "years", "months"]
+    values: dict[RegionCode, list[DatedValue]]
+
+    @field_validator("values")
+    @classmethod
+    def _dated_in_order(cls, values: dict[str, list[DatedValue]]) -> dict[str, list[DatedValue]]:
+        for region, rows in values.items():
+            dates = [r.from_ for r in rows]
+            if not rows or dates != sorted(set(dates)):
+                raise ValueError(f"region {region}: dated values must be non-empty, in order, without repeats")
+        return values
+
+
+class Rule(_Strict):
+    id: str = Field(pattern=r"^[a-z_]+\.[a-z0-9_]+$")
+    text: Text
+    citation: str = Field(min_length=3)
+    when: dict[str, Any]
+
+
+class Route(Rule):
+    amount: dict[str, Any]
+
+
+class Adjustment(Rule):
+    multiply: dict[str, Any]
+
+
+class ProgramFile(_Strict):
+    id: str = Field(pattern=r"^[a-z_]+$")
+    name: Text
+    citation: str
+    rounding: Literal["yuan_half_up"]
+    conditions: list[Rule] = Field(min_length=1)
+    exclusions: list[Rule] = []
+    routes: list[Route] = Field(min_length=1)
+    adjustments: list[Adjustment] = []
+
+
+class ExclusionInteraction(_Strict):
+    id: str
+    text: Text
+    citation: str
+    program: str
+    routes: list[str]
+    excludes: str
+
+
+class Combination(_Strict):
+    id: str
+    text: Text
+    citation: str
+    programs: list[str] = Field(min_length=2, max_length=2)
+    mode: Literal["take_higher", "both"]
+
+
+class InteractionsFile(_Strict):
+    exclusions: list[ExclusionInteraction] = []
+    combinations: list[Combination] = []
+    referrals: list[Rule] = []

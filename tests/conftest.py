@@ -1,0 +1,31 @@
+"""Shared fixtures: a real service process on free ports, a private redis-server."""
+from __future__ import annotations
+
+import pytest
+
+from support import POLICIES, RedisProcess, free_port, start_service
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    service = start_service(tmp_path_factory.mktemp("service"))
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def stub(server):
+    return server.stub()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    redis = RedisProcess(free_port(), tmp_path)
+    redis.start()
+    yield redis
+    redis.kill()
+
+
+@pytest.fixture(scope="session")
+def policies_dir():
+    return POLICIES

@@ -1,0 +1,164 @@
+"""Helpers for the tests: free ports, real processes, requests from plain dicts."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.api import eligibility_pb2 as pb
+from service.api import eligibility_pb2_grpc as pb_grpc
+from service.idnumber import check_char
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICIES = ROOT / "policies"
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_id(birth: str, region: str = "330102", seq: int = 1) -> str:
+    first = f"{region}{birth.replace('-', '')}{seq % 1000:03d}"
+    return first + check_char(first)
+
+
+def _enum_name(enum_type, short: str) -> str:
+    prefix = "".join("_" + c if c.isupper() else c for c in enum_type.name).lstrip("_").upper() + "_"
+    return prefix + str(short).upper()
+
+
+def _expand(descriptor, data: dict) -> dict:
+    """Short enum names (dibao_edge) to proto names (HOUSEHOLD_STATUS_DIBAO_EDGE), recursively."""
+    out = {}
+    for key, value in data.items():
+        field = descriptor.fields_by_name[key]
+        if field.enum_type is not None:
+            conv = lambda v: _enum_name(field.enum_type, v)
+            out[key] = [conv(v) for v in value] if isinstance(value, list) else conv(value)
+        elif field.message_type is not None and isinstance(value, dict):
+            out[key] = _expand(field.message_type, value)
+        else:
+            out[key] = value
+    return out
+
+
+def person(**data) -> pb.Person:
+    data = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in data.items()}
+    if "birth_date" in data and "id_number" not in data:
+        data["id_number"] = make_id(data["birth_date"])
+    if isinstance(data.get("capacity_assessment", {}).get("assessed_on"), dt.date):
+        data["capacity_assessment"]["assessed_on"] = data["capacity_assessment"]["assessed_on"].isoformat()
+    return json_format.ParseDict(_expand(pb.Person.DESCRIPTOR, data), pb.Person())
+
+
+def request(as_of: str | dt.date, programs: list[str] | None = None, **person_data) -> pb.EvaluateRequest:
+    return pb.EvaluateRequest(person=person(**person_data), as_of=str(as_of), programs=programs or [])
+
+
+HANGZHOU_NURSING_CASE = dict(birth_date="1970-05-05", region_code="330102", household_status="dibao",
+                             disability={"grade": 1, "category": "physical"}, long_term_care_need=True,
+                             self_care="fully_dependent")
+
+
+@dataclass
+class ServiceProcess:
+    proc: subprocess.Popen
+    port: int
+    metrics_port: int
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stub(self) -> pb_grpc.EligibilityServiceStub:
+        return pb_grpc.EligibilityServiceStub(grpc.insecure_channel(self.address))
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def wait_serving(address: str, timeout: float = 30, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    channel = grpc.insecure_channel(address)
+    stub = health_pb2_grpc.HealthStub(channel)
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.returncode}")
+        try:
+            if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                channel.close()
+                return
+        except grpc.RpcError:
+            time.sleep(0.1)
+    channel.close()
+    raise TimeoutError(f"service at {address} not serving after {timeout}s")
+
+
+def start_service(tmp: Path, *args: str, env: dict | None = None, name: str = "service") -> ServiceProcess:
+    port, metrics_port = free_port(), free_port()
+    log_path = tmp / f"{name}-{port}.log"
+    full_env = {**os.environ, "SUBSIDY_HMAC_KEY": "test-key", **(env or {})}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
+                                 "--metrics-port", str(metrics_port), *args],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    service = ServiceProcess(proc, port, metrics_port, log_path)
+    try:
+        wait_serving(service.address, proc=proc)
+    except Exception:
+        service.stop(signal.SIGKILL)
+        raise RuntimeError(f"service did not start:\n{service.log_text()}")
+    return service
+
+
+@dataclass
+class RedisProcess:
+    port: int
+    dir: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+                                      "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                      "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True,
+                              check=True).stdout

@@ -1,0 +1,48 @@
+"""The parts around the code: stubs match the .proto, buf lint, hadolint, the README's commands."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+from support import ROOT
+
+
+def run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+
+
+def test_committed_stubs_match_the_proto():
+    result = run(sys.executable, "-m", "service.api.generate", "--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_buf_lint_is_clean():
+    buf = ROOT / ".tools/node_modules/.bin/buf"
+    assert buf.exists(), "make setup installs buf"
+    result = run(str(buf), "lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(ROOT / ".venv/bin/hadolint")
+    result = run(hadolint, "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_installs_as_the_readme_does():
+    """The Dockerfile's set-up is the README's: the same package install and the same start."""
+    docker = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"pip install .*--no-cache-dir \.", docker)
+    assert 'CMD ["python", "-m", "service"]' in docker
+    assert "USER " in docker and "HEALTHCHECK" in docker
+    readme = (ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+    ci = (ROOT / ".ci/run").read_text()
+    assert "make test" in ci
+
+
+def test_healthcheck_command_against_a_live_server(server):
+    result = run(sys.executable, "-m", "service.healthcheck", "--address", server.address)
+    assert result.returncode == 0, result.stderr
