@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-url", default=_env("REDIS_URL", ""),
                    help="Redis for the decision cache; empty for an in-process LRU (REDIS_URL)")
     p.add_argument("--cache-ttl", type=float, default=float(_env("SUBSIDY_CACHE_TTL", 3600)),
-                   help="decision cache TTL in seconds (SUBSIDY_CACHE_TTL)")
+                   help="decision cache TTL in seconds, 0 turns caching off (SUBSIDY_CACHE_TTL)")
     p.add_argument("--grace", type=float, default=float(_env("SUBSIDY_GRACE", 10)),
                    help="seconds to finish in-flight requests on SIGTERM (SUBSIDY_GRACE)")
     p.add_argument("--log-level", default=_env("SUBSIDY_LOG_LEVEL", "INFO"), help="(SUBSIDY_LOG_LEVEL)")

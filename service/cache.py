@@ -84,5 +84,20 @@ class RedisCache:
         self._client.close()
 
 
+class NoCache:
+    """Caching off (a TTL of 0): every request is decided afresh."""
+
+    def get(self, key: str) -> bytes | None:
+        return None
+
+    def set(self, key: str, value: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def make_cache(redis_url: str | None, ttl: float):
+    if ttl <= 0:
+        return NoCache()
     return RedisCache(redis_url, ttl) if redis_url else LocalCache(ttl)

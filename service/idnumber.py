@@ -25,7 +25,7 @@ def problems(id_number: str) -> list[str]:
     try:
         birth_date(value)
     except ValueError:
-        return [f"embedded birth date {value[6:14]} is not a real date"]
+        return ["the embedded birth date is not a real date"]
     return []
 
 

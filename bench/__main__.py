@@ -1,0 +1,73 @@
+"""Run the benchmarks and print a table of ratios measured side by side in one run.
+
+    python -m bench [--seconds 2] [--requests 20000] [--only engine,grpc,cache]
+"""
+from __future__ import annotations
+
+import argparse
+
+import grpc
+
+from service.api import eligibility_pb2_grpc as pb_grpc
+
+from . import engine_bench, grpc_bench
+from .people import people
+
+
+def check_reply(port: int, request) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = pb_grpc.EligibilityServiceStub(channel).Evaluate(request, timeout=10)
+        assert reply.policy_version or not reply.decisions
+
+
+def bench_engine(args) -> None:
+    rows = engine_bench.run(args.seconds)
+    print("\n## Engine alone (evaluations per second, one thread)")
+    base = rows[-2][1]
+    for name, value in rows:
+        ratio = "" if name.startswith("(") else f"  {value / base:7.4f} of plain Python"
+        print(f"{value:12.0f}  {name}{ratio}")
+
+
+def bench_grpc(args) -> None:
+    request = people(1)[0]
+    body = grpc_bench.grpc_body(request)
+    n = args.requests
+    results = {}
+    port = grpc_bench.free_port()
+    with grpc_bench.noop(port):
+        check_reply(port, request)
+        grpc_bench.h2load(port, body, n // 10)  # warm-up
+        results["no-op handler"] = grpc_bench.h2load(port, body, n)
+    port = grpc_bench.free_port()
+    with grpc_bench.service(port, "--cache-ttl", "0"):
+        check_reply(port, request)
+        grpc_bench.h2load(port, body, n // 10)
+        results["Evaluate, cache off"] = grpc_bench.h2load(port, body, n)
+    port = grpc_bench.free_port()
+    with grpc_bench.service(port):
+        check_reply(port, request)
+        grpc_bench.h2load(port, body, n // 10)
+        results["Evaluate, cache hit (in-process LRU)"] = grpc_bench.h2load(port, body, n)
+    base = results["no-op handler"].rps
+    print(f"\n## gRPC unary (h2load, 8 connections x 8 streams, {n} requests, one worker)")
+    print(f"{'':40} {'req/s':>9} {'mean ms':>8} {'max ms':>8} {'of no-op':>9}")
+    for name, r in results.items():
+        print(f"{name:40} {r.rps:9.0f} {r.mean_ms:8.2f} {r.max_ms:8.2f} {r.rps / base:9.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per engine measurement")
+    parser.add_argument("--requests", type=int, default=20000, help="per gRPC measurement")
+    parser.add_argument("--only", default="engine,grpc")
+    args = parser.parse_args()
+    sections = set(args.only.split(","))
+    if "engine" in sections:
+        bench_engine(args)
+    if "grpc" in sections:
+        bench_grpc(args)
+
+
+if __name__ == "__main__":
+    main()
