@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 
@@ -48,11 +49,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="decision cache TTL in seconds, 0 turns caching off (SUBSIDY_CACHE_TTL)")
     p.add_argument("--grace", type=float, default=float(_env("SUBSIDY_GRACE", 10)),
                    help="seconds to finish in-flight requests on SIGTERM (SUBSIDY_GRACE)")
+    p.add_argument("--drain-delay", type=float, default=float(_env("SUBSIDY_DRAIN_DELAY", 0)),
+                   help="on SIGTERM, seconds to keep accepting while health says NOT_SERVING, so load balancers "
+                        "move away before the server stops accepting (SUBSIDY_DRAIN_DELAY)")
     p.add_argument("--log-level", default=_env("SUBSIDY_LOG_LEVEL", "INFO"), help="(SUBSIDY_LOG_LEVEL)")
+    p.add_argument("--audit", action=argparse.BooleanOptionalAction,
+                   default=_env("SUBSIDY_AUDIT", "1").lower() not in ("0", "false", "no", "off"),
+                   help="an audit log line per decision: caller, policy version, rule ids, request hash (SUBSIDY_AUDIT)")
+    limits = p.add_argument_group("limits")
+    limits.add_argument("--max-message-bytes", type=int, default=int(_env("SUBSIDY_MAX_MESSAGE_BYTES", 256 * 1024)),
+                        help="largest request message; larger ones get RESOURCE_EXHAUSTED (SUBSIDY_MAX_MESSAGE_BYTES)")
+    limits.add_argument("--max-batch", type=int, default=int(_env("SUBSIDY_MAX_BATCH", 100_000)),
+                        help="most requests in one EvaluateBatch stream (SUBSIDY_MAX_BATCH)")
+    limits.add_argument("--max-concurrent-rpcs", type=int, default=int(_env("SUBSIDY_MAX_CONCURRENT_RPCS", 100)),
+                        help="RPCs running or queued per worker; beyond it RESOURCE_EXHAUSTED at once "
+                             "(SUBSIDY_MAX_CONCURRENT_RPCS)")
+    tls = p.add_argument_group("transport security (plaintext unless --tls-cert is given)")
+    tls.add_argument("--tls-cert", default=_env("SUBSIDY_TLS_CERT", None),
+                     help="server certificate chain, PEM (SUBSIDY_TLS_CERT)")
+    tls.add_argument("--tls-key", default=_env("SUBSIDY_TLS_KEY", None), help="server private key, PEM (SUBSIDY_TLS_KEY)")
+    tls.add_argument("--tls-client-ca", default=_env("SUBSIDY_TLS_CLIENT_CA", None),
+                     help="CA for client certificates: mutual TLS, a caller without a certificate from it is refused "
+                          "(SUBSIDY_TLS_CLIENT_CA)")
+    tls.add_argument("--allowed-callers", default=_env("SUBSIDY_ALLOWED_CALLERS", None),
+                     help="comma list of client certificate subject CNs or SAN values allowed to call; others get "
+                          "PERMISSION_DENIED (SUBSIDY_ALLOWED_CALLERS)")
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
+    for name in ("max_message_bytes", "max_batch", "max_concurrent_rpcs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    from .security import TlsConfig, TlsConfigError
+    try:
+        args.tls = TlsConfig.from_args(args.tls_cert, args.tls_key, args.tls_client_ca, args.allowed_callers)
+    except TlsConfigError as exc:
+        p.error(str(exc))
     return args
 
 
@@ -89,7 +122,6 @@ def serve(args: argparse.Namespace) -> int:
     from .cache import make_cache
     from .decisions import DecisionService, PolicyHolder
     from .server import Canary, ServerConfig, build_server
-    from grpc_health.v1 import health_pb2
     import logging
 
     logs.setup(args.log_level)
@@ -100,7 +132,9 @@ def serve(args: argparse.Namespace) -> int:
         log.warning("SUBSIDY_HMAC_KEY is not set: request hashes and cache keys last only for this process")
     holder = PolicyHolder(args.policies)
     decisions = DecisionService(holder, make_cache(args.redis_url or None, args.cache_ttl), key)
-    cfg = ServerConfig(host=args.host, port=args.port, threads=args.threads, reuse_port=args.reuse_port)
+    cfg = ServerConfig(host=args.host, port=args.port, threads=args.threads, reuse_port=args.reuse_port,
+                       max_message_bytes=args.max_message_bytes, max_batch=args.max_batch,
+                       max_concurrent_rpcs=args.max_concurrent_rpcs, tls=args.tls, audit=args.audit)
     server, health_servicer, port = build_server(decisions, cfg)
     if args.metrics_port:
         metrics.serve(args.metrics_port)
@@ -108,15 +142,28 @@ def serve(args: argparse.Namespace) -> int:
     canary = Canary(decisions, health_servicer, cfg)
     canary.start()
     log.info("serving", extra={"port": port, "metrics_port": args.metrics_port,
-                               "policy_version": holder.engine.version, "pid": os.getpid()})
+                               "policy_version": holder.engine.version, "pid": os.getpid(),
+                               "transport": "mtls" if args.tls.mutual else "tls" if args.tls.enabled else "plaintext",
+                               "allowed_callers": list(args.tls.allowed_callers)})
     stopped = threading.Event()
+    draining = threading.Event()
+
+    def stop_server():
+        if args.drain_delay > 0:  # still accepting, but health says NOT_SERVING: balancers move away
+            time.sleep(args.drain_delay)
+        log.info("stopped accepting; finishing requests in flight", extra={"grace_seconds": args.grace})
+        server.stop(args.grace).wait()
+        stopped.set()
 
     def drain(signum, _frame):
+        if draining.is_set():  # a second SIGTERM does not cut the grace period short
+            return
+        draining.set()
         canary.draining = True
-        for name in ("", "subsidy.v1.EligibilityService"):
-            health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        log.info("draining", extra={"signal": signum, "grace_seconds": args.grace})
-        threading.Thread(target=lambda: (server.stop(args.grace).wait(), stopped.set()), daemon=True).start()
+        health_servicer.enter_graceful_shutdown()  # NOT_SERVING everywhere, and it stays so
+        log.info("draining", extra={"signal": signum, "grace_seconds": args.grace,
+                                    "drain_delay_seconds": args.drain_delay})
+        threading.Thread(target=stop_server, daemon=True, name="drain").start()
 
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
@@ -125,6 +172,7 @@ def serve(args: argparse.Namespace) -> int:
     canary.stop()
     decisions.cache.close()
     log.info("stopped")
+    logging.shutdown()  # flush the log handlers before exit
     return 0
 
 

@@ -2,8 +2,8 @@
 
 Keys are `subsidy:decision:<policy version>:<HMAC of the canonical request>`: a new policy version
 never reads an old decision, and no ID number is readable in Redis. Redis can never fail or slow
-a request: a short socket timeout, the error counted, and Redis left alone for a back-off before
-it is tried again; caching resumes by itself when it answers.
+a request: a short socket timeout, no client-side retries, the error counted, and Redis left alone
+for a back-off before one request probes it again; caching resumes by itself when it answers.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import time
 
 import redis
 from cachetools import TTLCache
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import metrics
 
@@ -25,10 +27,12 @@ def cache_key(policy_version: str, request_hash: str) -> str:
 
 
 class LocalCache:
+    """In-process LRU with a TTL: the same keys and hit/miss behaviour as Redis, per process."""
+
     def __init__(self, ttl: float, max_entries: int = 100_000):
         self._data: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl)
         self._lock = threading.Lock()
-        metrics.CACHE_UP.set(1)
+        metrics.set_cache_up("local", True)
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
@@ -43,49 +47,74 @@ class LocalCache:
 
 
 class RedisCache:
+    """Redis as a best-effort cache.
+
+    Every error (refused, reset, timeout, any RedisError) is counted and turns the cache off for
+    `backoff` seconds; after that, one request at a time probes Redis (the others go without the
+    cache meanwhile), so a blackholed Redis costs at most one socket timeout per back-off period.
+    """
+
     def __init__(self, url: str, ttl: float, timeout: float = 0.05, backoff: float = 1.0):
         self.ttl = max(1, int(ttl))
         self.backoff = backoff
         self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                            retry_on_timeout=False)
+                                            retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
+                                            health_check_interval=0)
         self._down_until = 0.0
-        metrics.CACHE_UP.set(1)
+        self._down = False
+        self._probe = threading.Lock()
+        metrics.set_cache_up("redis", True)
 
-    def _available(self) -> bool:
-        return time.monotonic() >= self._down_until
+    def _call(self, operation: str, fn):
+        """Run one Redis command, or skip it (None) while Redis is backed off or being probed."""
+        if self._down:
+            if time.monotonic() < self._down_until or not self._probe.acquire(blocking=False):
+                return None
+            try:
+                return self._attempt(operation, fn)
+            finally:
+                self._probe.release()
+        return self._attempt(operation, fn)
+
+    def _attempt(self, operation: str, fn):
+        try:
+            result = fn()
+        except (redis.RedisError, OSError) as exc:
+            self._failed(operation, exc)
+            return None
+        if self._down:
+            self._down = False
+            metrics.set_cache_up("redis", True)
+            log.info("decision cache available again")
+        return result
 
     def _failed(self, operation: str, exc: Exception) -> None:
         metrics.CACHE_ERRORS.labels(operation=operation).inc()
-        metrics.CACHE_UP.set(0)
-        if self._available():
-            log.warning("decision cache unavailable; computing without it", extra={"error": type(exc).__name__})
+        if not self._down:
+            log.warning("decision cache unavailable; computing without it",
+                        extra={"error": type(exc).__name__, "retry_seconds": self.backoff})
+        self._down = True
         self._down_until = time.monotonic() + self.backoff
+        metrics.set_cache_up("redis", False)
 
     def get(self, key: str) -> bytes | None:
-        if not self._available():
-            return None
-        try:
-            value = self._client.get(key)
-        except redis.RedisError as exc:
-            self._failed("get", exc)
-            return None
-        metrics.CACHE_UP.set(1)
-        return value
+        return self._call("get", lambda: self._client.get(key))
 
     def set(self, key: str, value: bytes) -> None:
-        if not self._available():
-            return
-        try:
-            self._client.set(key, value, ex=self.ttl)
-        except redis.RedisError as exc:
-            self._failed("set", exc)
+        self._call("set", lambda: self._client.set(key, value, ex=self.ttl))
 
     def close(self) -> None:
-        self._client.close()
+        try:
+            self._client.close()
+        except (redis.RedisError, OSError):
+            pass
 
 
 class NoCache:
     """Caching off (a TTL of 0): every request is decided afresh."""
+
+    def __init__(self):
+        metrics.set_cache_up("off", True)  # off by configuration is not an outage
 
     def get(self, key: str) -> bytes | None:
         return None

@@ -1,11 +1,20 @@
-"""Domain decisions to protobuf replies (the receipt)."""
+"""Domain decisions to protobuf replies (the receipt), as serialized bytes.
+
+The reply is built from parts: reason lines and parameter lists repeat across people, so each is
+serialized once and cached (see wire.py); the per-person fields are serialized fresh.
+"""
 from __future__ import annotations
 
 from .api import eligibility_pb2 as pb
 from .engine.decide import Decision, RuleOutcome
 from .policy.policyset import ParamValue, PolicySet
+from .wire import embedded
 
 _RESULT = {True: pb.RULE_RESULT_PASSED, False: pb.RULE_RESULT_FAILED, None: pb.RULE_RESULT_UNKNOWN}
+_F = pb.EvaluateResponse.DESCRIPTOR.fields_by_name
+_DECISIONS, _PARAMETERS = _F["decisions"].number, _F["parameters"].number
+_REASONS = pb.ProgramDecision.DESCRIPTOR.fields_by_name["reasons"].number
+CACHE_SIZE = 100_000
 
 
 def parameter(value: ParamValue, policy: PolicySet) -> pb.ParameterValue:
@@ -14,38 +23,70 @@ def parameter(value: ParamValue, policy: PolicySet) -> pb.ParameterValue:
                              source=policy.sources.get(value.source, value.source), confidence=value.source)
 
 
-def _reason(outcome: RuleOutcome) -> pb.Reason:
-    return pb.Reason(rule_id=outcome.rule.id, result=_RESULT[outcome.result], text_zh=outcome.text["zh"],
-                     text_en=outcome.text["en"], citation=outcome.rule.citation, kind=outcome.rule.kind)
+def _bounded_put(cache: dict, key, value):
+    if len(cache) >= CACHE_SIZE:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
-def response(decision: Decision, policy: PolicySet, request_hash: str) -> pb.EvaluateResponse:
-    region = decision.region
-    reply = pb.EvaluateResponse(
-        policy_version=decision.policy_version,
-        evaluation_date=decision.evaluation_date.isoformat(),
-        region=pb.ResolvedRegion(code=region.code, name_zh=region.name.zh, name_en=region.name.en,
-                                 level=region.level, in_zhejiang=region.in_zhejiang),
-        request_hash=request_hash,
-        total_monthly_amount=pb.Money(fen=decision.total_fen),
-    )
-    for d in decision.programs:
-        facts = policy.facts
-        reply.decisions.append(pb.ProgramDecision(
-            program_id=d.program.id, name_zh=d.program.name.zh, name_en=d.program.name.en,
-            outcome=pb.Outcome.Value("OUTCOME_" + d.outcome),
-            monthly_amount=pb.Money(fen=d.amount_fen),
-            amount_before_interactions=pb.Money(fen=d.amount_before_interactions_fen),
-            reasons=[_reason(r) for r in d.reasons],
-            missing_facts=[pb.MissingFact(fact=f, rule_id=r, label_zh=facts[f].label.zh, label_en=facts[f].label.en)
-                           for f, r in d.missing],
-            interactions=[pb.Interaction(rule_id=i.id, kind=i.kind, programs=i.programs,
-                                         amounts=[pb.Money(fen=a) for a in i.amounts], kept_program=i.kept,
-                                         text_zh=i.text["zh"], text_en=i.text["en"], citation=i.citation)
-                          for i in d.interactions],
-        ))
-    for r in decision.referrals:
-        reply.referrals.append(pb.Referral(rule_id=r.rule.id, text_zh=r.rule.text.zh, text_en=r.rule.text.en,
-                                           citation=r.rule.citation))
-    reply.parameters.extend(parameter(v, policy) for v in decision.parameters.values())
-    return reply
+class ReplyBuilder:
+    """Builds serialized EvaluateResponse bytes for one policy set."""
+
+    def __init__(self, policy: PolicySet):
+        self.policy = policy
+        self._reasons: dict[int, tuple[RuleOutcome, bytes]] = {}
+        self._parameters: dict[tuple, bytes] = {}
+
+    def _reason(self, outcome: RuleOutcome) -> bytes:
+        # The engine shares one RuleOutcome per distinct explanation; the entry keeps it alive,
+        # so its id cannot be reused while the entry exists.
+        found = self._reasons.get(id(outcome))
+        if found is None or found[0] is not outcome:
+            reason = pb.Reason(rule_id=outcome.rule.id, result=_RESULT[outcome.result], text_zh=outcome.text["zh"],
+                               text_en=outcome.text["en"], citation=outcome.rule.citation, kind=outcome.rule.kind)
+            found = _bounded_put(self._reasons, id(outcome),
+                                 (outcome, embedded(_REASONS, reason.SerializeToString())))
+        return found[1]
+
+    def _parameter_list(self, decision: Decision) -> bytes:
+        key = (decision.region.code, decision.evaluation_date)
+        found = self._parameters.get(key)
+        if found is None:
+            found = _bounded_put(self._parameters, key, b"".join(
+                embedded(_PARAMETERS, parameter(v, self.policy).SerializeToString())
+                for v in decision.parameters.values()))
+        return found
+
+    def response(self, decision: Decision, request_hash: str) -> bytes:
+        region = decision.region
+        head = pb.EvaluateResponse(
+            policy_version=decision.policy_version,
+            evaluation_date=decision.evaluation_date.isoformat(),
+            region=pb.ResolvedRegion(code=region.code, name_zh=region.name.zh, name_en=region.name.en,
+                                     level=region.level, in_zhejiang=region.in_zhejiang),
+            request_hash=request_hash,
+            total_monthly_amount=pb.Money(fen=decision.total_fen),
+        )
+        facts = self.policy.facts
+        for r in decision.referrals:
+            head.referrals.append(pb.Referral(rule_id=r.rule.id, text_zh=r.rule.text.zh, text_en=r.rule.text.en,
+                                              citation=r.rule.citation))
+        parts = [head.SerializeToString()]
+        for d in decision.programs:
+            program = pb.ProgramDecision(
+                program_id=d.program.id, name_zh=d.program.name.zh, name_en=d.program.name.en,
+                outcome=pb.Outcome.Value("OUTCOME_" + d.outcome),
+                monthly_amount=pb.Money(fen=d.amount_fen),
+                amount_before_interactions=pb.Money(fen=d.amount_before_interactions_fen),
+                missing_facts=[pb.MissingFact(fact=f, rule_id=r, label_zh=facts[f].label.zh,
+                                              label_en=facts[f].label.en) for f, r in d.missing],
+                interactions=[pb.Interaction(rule_id=i.id, kind=i.kind, programs=i.programs,
+                                             amounts=[pb.Money(fen=a) for a in i.amounts], kept_program=i.kept,
+                                             text_zh=i.text["zh"], text_en=i.text["en"], citation=i.citation)
+                              for i in d.interactions],
+            ).SerializeToString()
+            program += b"".join(self._reason(r) for r in d.reasons)
+            parts.append(embedded(_DECISIONS, program))
+        parts.append(self._parameter_list(decision))
+        return b"".join(parts)

@@ -10,38 +10,58 @@ import hmac
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import convert, metrics
+from . import convert, metrics, wire
 from .api import eligibility_pb2 as pb
 from .cache import cache_key
+from .convert import ReplyBuilder
 from .engine.decide import Engine, EngineDisagreement
 from .engine.durable_backend import EngineClosed
 from .policy.loader import load_policies
 from .request import InvalidRequest, parse_evaluation_date, resolve_region, to_case
 
 log = logging.getLogger(__name__)
+FROM_CACHE = wire.boolean(pb.EvaluateResponse.DESCRIPTOR.fields_by_name["from_cache"].number, True)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What one policy version serves with: its engine and its reply builder, swapped together."""
+    engine: Engine
+    replies: ReplyBuilder
+
+    @classmethod
+    def load(cls, path: Path) -> "Serving":
+        engine = Engine(load_policies(path))
+        return cls(engine, ReplyBuilder(engine.policy))
 
 
 class PolicyHolder:
-    """The engine serving now; `reload` builds and checks a new one before swapping it in."""
+    """The policy version serving now; `reload` builds and checks a new one before swapping it in."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.engine = Engine(load_policies(self.path))
+        self.serving = Serving.load(self.path)
         self._lock = threading.Lock()
         metrics.set_policy_version(self.engine.version)
+
+    @property
+    def engine(self) -> Engine:
+        return self.serving.engine
 
     def reload(self) -> bool:
         with self._lock:
             try:
-                new = Engine(load_policies(self.path))
+                new_serving = Serving.load(self.path)
             except Exception as exc:  # any failure keeps the old set serving
                 metrics.RELOADS.labels(result="failure").inc()
                 log.error("policy reload failed; the old version keeps serving",
                           extra={"policy_version": self.engine.version, "error": str(exc)})
                 return False
-            old, self.engine = self.engine, new
+            old, new = self.engine, new_serving.engine
+            self.serving = new_serving
             metrics.set_policy_version(new.version, old.version)
             metrics.RELOADS.labels(result="success").inc()
             log.info("policy reloaded", extra={"policy_version": new.version, "previous": old.version})
@@ -65,24 +85,27 @@ class DecisionService:
         return hmac.new(self._hmac_key, data, hashlib.sha256).hexdigest()
 
     def evaluate(self, request: pb.EvaluateRequest) -> pb.EvaluateResponse:
+        return pb.EvaluateResponse.FromString(self.evaluate_bytes(request))
+
+    def evaluate_bytes(self, request: pb.EvaluateRequest) -> bytes:
+        """The serialized reply: the gRPC layer sends these bytes as they are."""
         for _ in range(3):
-            engine = self.holder.engine
+            serving = self.holder.serving
             try:
-                return self._evaluate(engine, request)
+                return self._evaluate(serving, request)
             except EngineClosed:
                 continue  # a reload replaced the engine mid-request: decide again with the new one
         raise RuntimeError("policy engine kept changing during the request")
 
-    def _evaluate(self, engine: Engine, request: pb.EvaluateRequest) -> pb.EvaluateResponse:
+    def _evaluate(self, serving: "Serving", request: pb.EvaluateRequest) -> bytes:
+        engine = serving.engine
         case = to_case(request, engine.policy)
         digest = self.request_hash(request, case.on.isoformat())
         key = cache_key(engine.version, digest)
         cached = self.cache.get(key)
         if cached is not None:
             metrics.CACHE_LOOKUPS.labels(result="hit").inc()
-            reply = pb.EvaluateResponse.FromString(cached)
-            reply.from_cache = True
-            return reply
+            return cached + FROM_CACHE
         metrics.CACHE_LOOKUPS.labels(result="miss").inc()
         started = time.perf_counter()
         try:
@@ -91,12 +114,12 @@ class DecisionService:
             metrics.DISAGREEMENTS.inc()
             raise
         metrics.ENGINE_TIME.observe(time.perf_counter() - started)
-        reply = convert.response(decision, engine.policy, digest)
+        reply = serving.replies.response(decision, digest)
         for d in decision.programs:
             metrics.DECISIONS.labels(program=d.program.id, outcome=d.outcome).inc()
             if d.amount_fen:
                 metrics.AMOUNT.labels(program=d.program.id).inc(d.amount_fen)
-        self.cache.set(key, reply.SerializeToString())
+        self.cache.set(key, reply)
         return reply
 
     def list_programs(self, request: pb.ListProgramsRequest) -> pb.ListProgramsResponse:

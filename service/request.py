@@ -6,6 +6,7 @@ map by name (HOUSEHOLD_STATUS_DIBAO_EDGE -> dibao_edge) so that nothing here res
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -47,8 +48,15 @@ def enum_value(message: Message, field: str) -> str | None:
         raise ValueError(f"unknown value {number}")
     if number == 0:
         return None
+    return _policy_names(enum.full_name)[number]
+
+
+@functools.cache
+def _policy_names(enum_full_name: str) -> dict[int, str]:
+    """Enum numbers to policy names: HOUSEHOLD_STATUS_DIBAO_EDGE -> dibao_edge."""
+    enum = pb.DESCRIPTOR.pool.FindEnumTypeByName(enum_full_name)
     prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
-    return value.name.removeprefix(prefix).lower()
+    return {v.number: v.name.removeprefix(prefix).lower() for v in enum.values}
 
 
 def today(policy: PolicySet) -> dt.date:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable
 
-from ..policy.expressions import Cmp, Fact, evaluate, evaluate_operand, date_to_yyyymmdd, leaves, operand_refs
+from ..policy.expressions import Cmp, Fact, condition_refs, date_to_yyyymmdd, evaluate, evaluate_operand, leaves, operand_refs
 from ..policy.policyset import ParamValue, PolicySet, Program, ResolvedRegion, Rule
 from .durable_backend import DurableMatcher, engine_value
 from .render import Renderer
@@ -75,6 +75,19 @@ class Decision:
         return sum(p.amount_fen for p in self.programs)
 
 
+EXPLAINED_CACHE_SIZE = 100_000
+PARAM_CACHE_SIZE = 10_000
+
+
+def _reads(rule: Rule) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    refs = set(condition_refs(rule.when))
+    for formula in (rule.amount, rule.multiply):
+        if formula is not None:
+            refs |= set(operand_refs(formula))
+    return (tuple(sorted(r.name for r in refs if isinstance(r, Fact))),
+            tuple(sorted(r.name for r in refs if not isinstance(r, Fact))))
+
+
 def round_yuan_half_up(fen: Decimal) -> int:
     return int((fen / FEN_PER_YUAN).quantize(Decimal(1), rounding=ROUND_HALF_UP) * FEN_PER_YUAN)
 
@@ -93,6 +106,9 @@ class Engine:
         self.renderer = Renderer(policy)
         self.defaults = {name: f.default for name, f in policy.facts.items() if f.default is not None}
         self.disagreements = 0
+        self._reads = {rule.id: _reads(rule) for rule in self.rules}
+        self._explained: dict[tuple, RuleOutcome] = {}
+        self._param_cache: dict[tuple, dict[str, ParamValue]] = {}
 
     def close(self) -> None:
         self.matcher.close()
@@ -107,7 +123,7 @@ class Engine:
                  programs: Iterable[str] | None = None) -> Decision:
         """Decide every program (interactions need them all) and return the ones asked for."""
         self.check_date(on)
-        param_values = self.policy.resolve_parameters(region, on)
+        param_values = self._parameters(region, on)
         params = {k: v.value for k, v in param_values.items()}
         values = {**self.defaults, **{k: v for k, v in facts.items() if v is not None}}
         values["evaluation_date"] = date_to_yyyymmdd(on)
@@ -122,6 +138,16 @@ class Engine:
         wanted = list(programs) if programs else list(decisions)
         return Decision(self.version, on, region, param_values, [decisions[p] for p in wanted], referrals)
 
+    def _parameters(self, region: ResolvedRegion, on: dt.date) -> dict[str, ParamValue]:
+        key = (region.code, on)
+        found = self._param_cache.get(key)
+        if found is None:
+            found = self.policy.resolve_parameters(region, on)
+            if len(self._param_cache) >= PARAM_CACHE_SIZE:
+                self._param_cache.clear()
+            self._param_cache[key] = found
+        return found
+
     def _message(self, values: dict[str, Any], params: dict[str, Decimal]) -> dict[str, Any]:
         message = {k: engine_value(v) for k, v in values.items()}
         message.update({"p__" + k: engine_value(v) for k, v in params.items()})
@@ -132,13 +158,27 @@ class Engine:
         return message
 
     def _outcome(self, rule: Rule, values: dict, params: dict, fired: set[str]) -> RuleOutcome:
-        seen: list[tuple[Cmp, bool | None]] = []
-        result = evaluate(rule.when, values, params, seen)
-        if (result is True) != (rule.id in fired):
+        # A rule's result and text are functions of the facts and parameters it reads alone, so
+        # both are computed once per distinct set of those values (most people share most of them).
+        facts_read, params_read = self._reads[rule.id]
+        key = (rule.id, tuple(map(values.get, facts_read)), tuple(map(params.get, params_read)))
+        known = self._explained.get(key)
+        if known is None:
+            seen: list[tuple[Cmp, bool | None]] = []
+            result = evaluate(rule.when, values, params, seen)
+            known = RuleOutcome(rule, result, self._render(rule, result, seen, values, params))
+            if len(self._explained) >= EXPLAINED_CACHE_SIZE:
+                self._explained.clear()
+            self._explained[key] = known
+        if (known.result is True) != (rule.id in fired):
             self.disagreements += 1
-            log.error("engine disagreement", extra={"rule_id": rule.id, "engine": rule.id in fired, "explained": result})
+            log.error("engine disagreement", extra={"rule_id": rule.id, "engine": rule.id in fired,
+                                                    "explained": known.result})
             raise EngineDisagreement(f"rule {rule.id}: engine {'fired' if rule.id in fired else 'did not fire'}, "
-                                     f"explanation says {result}")
+                                     f"explanation says {known.result}")
+        return known
+
+    def _render(self, rule: Rule, result: bool | None, seen: list, values: dict, params: dict) -> dict[str, str]:
         text = {}
         for lang in ("zh", "en"):
             tests = "; ".join(self.renderer.leaf(leaf, r, values, params, lang) for leaf, r in seen)
@@ -147,7 +187,7 @@ class Engine:
             if result and formula is not None:
                 word = AMOUNT_WORDS[lang]["amount" if rule.amount is not None else "multiply"]
                 text[lang] += f"; {word} {self.renderer.operand(formula, values, params, lang)}"
-        return RuleOutcome(rule, result, text)
+        return text
 
     def _program(self, program: Program, outcomes: dict[str, RuleOutcome], values: dict, params: dict) -> ProgramDecision:
         reasons = [outcomes[r.id] for r in program.rules]

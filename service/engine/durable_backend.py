@@ -124,7 +124,7 @@ class DurableMatcher:
                 action = dre.start_action_for_state(self._handle, state)
                 text = action[1] if action else None
                 while text:
-                    fired.update(json.loads(text))
+                    fired.add(self._rule_name(text))
                     text = dre.complete_and_start_action(self._handle, state)
                 dre.retract_fact(self._handle, payload)
             except BaseException as exc:
@@ -133,6 +133,16 @@ class DurableMatcher:
         if CATCH_ALL not in fired:
             raise EngineError("the catch-all rule did not fire")
         return {self._names[n] for n in fired if n != CATCH_ALL}
+
+    def _rule_name(self, text: str) -> str:
+        # An action message is {"<rule>": {"m": <the whole fact>}}: read the name without
+        # decoding the fact again (that decode was most of the engine's time).
+        if text.startswith('{"'):
+            name = text[2:text.find('"', 2)]
+            if name in self._names or name == CATCH_ALL:
+                return name
+        (name,) = json.loads(text)
+        return name
 
     def _reset(self) -> None:
         try:

@@ -60,7 +60,7 @@ class Renderer:
         value = evaluate_operand(op, values, params)
         shown = self._fmt(value, self._kind(op), lang)
         if isinstance(op, Fact):
-            return f"{self.policy.facts[op.name].label.model_dump()[lang]} {shown}"
+            return f"{getattr(self.policy.facts[op.name].label, lang)} {shown}"
         if isinstance(op, Param):
             return f"{op.name} {shown}"
         if isinstance(op, Mul):
@@ -71,7 +71,7 @@ class Renderer:
 
     def leaf(self, leaf: Cmp, result: bool | None, values: Mapping, params: Mapping, lang: str) -> str:
         fact = self.policy.facts[leaf.fact]
-        lhs = f"{fact.label.model_dump()[lang]} {self._fmt(values.get(leaf.fact), fact.type, lang)}"
+        lhs = f"{getattr(fact.label, lang)} {self._fmt(values.get(leaf.fact), fact.type, lang)}"
         if isinstance(leaf.rhs, tuple):
             rhs = "{" + ", ".join(self._fmt(v, fact.type, lang) for v in leaf.rhs) + "}"
         elif isinstance(leaf.rhs, Lit):
