@@ -6,7 +6,7 @@ serialized once and cached (see wire.py); the per-person fields are serialized f
 from __future__ import annotations
 
 from .api import eligibility_pb2 as pb
-from .engine.decide import Decision, RuleOutcome
+from .engine.decide import Decision, ProgramDecision, RuleOutcome
 from .policy.policyset import ParamValue, PolicySet
 from .wire import embedded
 
@@ -37,6 +37,7 @@ class ReplyBuilder:
         self.policy = policy
         self._reasons: dict[int, tuple[RuleOutcome, bytes]] = {}
         self._parameters: dict[tuple, bytes] = {}
+        self._programs: dict[tuple, bytes] = {}
 
     def _reason(self, outcome: RuleOutcome) -> bytes:
         # The engine shares one RuleOutcome per distinct explanation; the entry keeps it alive,
@@ -58,23 +59,14 @@ class ReplyBuilder:
                 for v in decision.parameters.values()))
         return found
 
-    def response(self, decision: Decision, request_hash: str) -> bytes:
-        region = decision.region
-        head = pb.EvaluateResponse(
-            policy_version=decision.policy_version,
-            evaluation_date=decision.evaluation_date.isoformat(),
-            region=pb.ResolvedRegion(code=region.code, name_zh=region.name.zh, name_en=region.name.en,
-                                     level=region.level, in_zhejiang=region.in_zhejiang),
-            request_hash=request_hash,
-            total_monthly_amount=pb.Money(fen=decision.total_fen),
-        )
-        facts = self.policy.facts
-        for r in decision.referrals:
-            head.referrals.append(pb.Referral(rule_id=r.rule.id, text_zh=r.rule.text.zh, text_en=r.rule.text.en,
-                                              citation=r.rule.citation))
-        parts = [head.SerializeToString()]
-        for d in decision.programs:
-            program = pb.ProgramDecision(
+    def _program_head(self, d: ProgramDecision) -> bytes:
+        """A program's decision without its reasons: few distinct values, so cached."""
+        key = (d.program.id, d.outcome, d.amount_fen, d.amount_before_interactions_fen, tuple(d.missing),
+               tuple((i.id, tuple(i.amounts), i.kept) for i in d.interactions))
+        found = self._programs.get(key)
+        if found is None:
+            facts = self.policy.facts
+            found = _bounded_put(self._programs, key, pb.ProgramDecision(
                 program_id=d.program.id, name_zh=d.program.name.zh, name_en=d.program.name.en,
                 outcome=pb.Outcome.Value("OUTCOME_" + d.outcome),
                 monthly_amount=pb.Money(fen=d.amount_fen),
@@ -85,8 +77,25 @@ class ReplyBuilder:
                                              amounts=[pb.Money(fen=a) for a in i.amounts], kept_program=i.kept,
                                              text_zh=i.text["zh"], text_en=i.text["en"], citation=i.citation)
                               for i in d.interactions],
-            ).SerializeToString()
-            program += b"".join(self._reason(r) for r in d.reasons)
+            ).SerializeToString())
+        return found
+
+    def response(self, decision: Decision, request_hash: str) -> bytes:
+        region = decision.region
+        head = pb.EvaluateResponse(
+            policy_version=decision.policy_version,
+            evaluation_date=decision.evaluation_date.isoformat(),
+            region=pb.ResolvedRegion(code=region.code, name_zh=region.name.zh, name_en=region.name.en,
+                                     level=region.level, in_zhejiang=region.in_zhejiang),
+            request_hash=request_hash,
+            total_monthly_amount=pb.Money(fen=decision.total_fen),
+        )
+        for r in decision.referrals:
+            head.referrals.append(pb.Referral(rule_id=r.rule.id, text_zh=r.rule.text.zh, text_en=r.rule.text.en,
+                                              citation=r.rule.citation))
+        parts = [head.SerializeToString()]
+        for d in decision.programs:
+            program = self._program_head(d) + b"".join([self._reason(r) for r in d.reasons])
             parts.append(embedded(_DECISIONS, program))
         parts.append(self._parameter_list(decision))
         return b"".join(parts)
