@@ -81,6 +81,9 @@ def test_the_version_is_the_content_hash(policy_copy):
      "no value in force for region 330000 on 2016-07-01"),
     ("programs/disability_living_allowance.yaml", "citation: Zhejiang implementing measures for the living allowance (zj)\n    when: {fact: in_zhejiang",
      "when: {fact: in_zhejiang", r"disability_living_allowance.yaml:\d+: conditions.0.citation: Field required"),
+    ("programs/disability_nursing_subsidy.yaml", "- {fact: disability_grade, ge: 3}",
+     "- {fact: disability_grade, ge: 3}\n                - {fact: disability_grade, lt: 2}",
+     "nursing.severe_or_intellectual_mental_with_care_need .*can never hold: no disability_grade is both above 3"),
     ("programs/disability_nursing_subsidy.yaml", "when: {fact: self_care, eq: fully_dependent}",
      "when: {fact: self_care, eq: fully_dependent, lt: 3}", r"disability_nursing_subsidy.yaml:\d+: rule nursing.amount_fully_dependent"),
 ])

@@ -34,9 +34,11 @@ class Renderer:
                 return True
         return False
 
-    def _fmt(self, value: Any, kind: str, lang: str) -> str:
+    def _fmt(self, value: Any, kind: str, lang: str, enum: dict | None = None) -> str:
         if value is None:
             return UNKNOWN[lang]
+        if enum and value in enum:
+            return getattr(enum[value], lang)
         if isinstance(value, bool):
             return BOOL[lang][value]
         if kind == "money":
@@ -71,11 +73,11 @@ class Renderer:
 
     def leaf(self, leaf: Cmp, result: bool | None, values: Mapping, params: Mapping, lang: str) -> str:
         fact = self.policy.facts[leaf.fact]
-        lhs = f"{getattr(fact.label, lang)} {self._fmt(values.get(leaf.fact), fact.type, lang)}"
+        lhs = f"{getattr(fact.label, lang)} {self._fmt(values.get(leaf.fact), fact.type, lang, fact.values)}"
         if isinstance(leaf.rhs, tuple):
-            rhs = "{" + ", ".join(self._fmt(v, fact.type, lang) for v in leaf.rhs) + "}"
+            rhs = "{" + ", ".join(self._fmt(v, fact.type, lang, fact.values) for v in leaf.rhs) + "}"
         elif isinstance(leaf.rhs, Lit):
-            rhs = self._fmt(leaf.rhs.value, fact.type, lang)
+            rhs = self._fmt(leaf.rhs.value, fact.type, lang, fact.values)
         else:
             rhs = self.operand(leaf.rhs, values, params, lang)
         return f"{MARK[result]} {lhs} {OPS[leaf.op][0]} {rhs}"

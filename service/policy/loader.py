@@ -13,7 +13,7 @@ from typing import Iterable, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from . import model
-from .expressions import Cmp, ExpressionError, Fact, Lit, Param, condition_refs, leaves, operand_refs, parse_condition, parse_operand
+from .expressions import All, Cmp, ExpressionError, Fact, Lit, Param, condition_refs, leaves, operand_refs, parse_condition, parse_operand
 from .policyset import Parameter, PolicySet, Program, Regions, Rule
 from .yamlio import PolicyFileError, YamlDoc
 
@@ -105,6 +105,39 @@ def load_policies(root: str | Path) -> PolicySet:
     return policy
 
 
+def _contradictions(cond) -> list[str]:
+    """Conjunctions of literal comparisons that no value satisfies (a rule that can never hold)."""
+    found: list[str] = []
+    if isinstance(cond, Cmp):
+        return found
+    for item in cond.items:
+        found += _contradictions(item)
+    if not isinstance(cond, All):
+        return found
+    allowed: dict[str, set] = {}
+    low: dict[str, tuple] = {}
+    high: dict[str, tuple] = {}
+    for leaf in (c for c in cond.items if isinstance(c, Cmp)):
+        if leaf.op in ("eq", "in"):
+            values = set(leaf.rhs) if leaf.op == "in" else ({leaf.rhs.value} if isinstance(leaf.rhs, Lit) else None)
+            if values is not None:
+                allowed[leaf.fact] = allowed.get(leaf.fact, values) & values
+        elif isinstance(leaf.rhs, Lit) and leaf.op in ("lt", "le", "gt", "ge"):
+            bound = (leaf.rhs.value, leaf.op in ("le", "ge"))
+            side = low if leaf.op in ("gt", "ge") else high
+            current = side.get(leaf.fact)
+            tighter = current is None or (bound[0] > current[0] if side is low else bound[0] < current[0])
+            side[leaf.fact] = bound if tighter else current
+    for fact, values in allowed.items():
+        if not values:
+            found.append(f"{fact} cannot take two different values at once")
+    for fact in set(low) & set(high):
+        (lo, lo_incl), (hi, hi_incl) = low[fact], high[fact]
+        if lo > hi or (lo == hi and not (lo_incl and hi_incl)):
+            found.append(f"no {fact} is both above {lo} and below {hi}")
+    return found
+
+
 def _check(policy: PolicySet, root: Path, param_docs: dict[str, YamlDoc], inter_doc: YamlDoc) -> None:
     """Whole-set checks: references, reachability, parameters in force, engine limits."""
     problems: list[str] = []
@@ -132,7 +165,9 @@ def _check(policy: PolicySet, root: Path, param_docs: dict[str, YamlDoc], inter_
             for value in literals:
                 if value not in (fact.values or []):
                     # A comparison with a value the fact never takes makes the rule unreachable.
-                    problems.append(f"{where}: {leaf.fact} never equals {value!r} (values: {fact.values})")
+                    problems.append(f"{where}: {leaf.fact} never equals {value!r} (values: {sorted(fact.values or {})})")
+        for contradiction in _contradictions(rule.when):
+            problems.append(f"{where}: can never hold: {contradiction}")
     for ex in policy.exclusions:
         if ex.program not in policy.programs or ex.excludes not in policy.programs:
             problems.append(f"interaction {ex.id}: unknown program")

@@ -37,7 +37,8 @@ class Fact(_Strict):
     type: Literal["integer", "boolean", "enum", "money", "date"]
     label: Text
     unit: str | None = None
-    values: list[str] | None = None
+    # For an enum: each value with its labels, as shown in reasons.
+    values: dict[str, Text] | None = None
     default: Any = None
 
 
