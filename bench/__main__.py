@@ -10,7 +10,7 @@ import grpc
 
 from service.api import eligibility_pb2_grpc as pb_grpc
 
-from . import engine_bench, grpc_bench
+from . import cache_bench, engine_bench, grpc_bench
 from .people import people
 
 
@@ -51,22 +51,24 @@ def bench_grpc(args) -> None:
         results["Evaluate, cache hit (in-process LRU)"] = grpc_bench.h2load(port, body, n)
     base = results["no-op handler"].rps
     print(f"\n## gRPC unary (h2load, 8 connections x 8 streams, {n} requests, one worker)")
-    print(f"{'':40} {'req/s':>9} {'mean ms':>8} {'max ms':>8} {'of no-op':>9}")
+    print(f"{'':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of no-op':>9}")
     for name, r in results.items():
-        print(f"{name:40} {r.rps:9.0f} {r.mean_ms:8.2f} {r.max_ms:8.2f} {r.rps / base:9.2f}")
+        print(f"{name:40} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.rps / base:9.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="per engine measurement")
     parser.add_argument("--requests", type=int, default=20000, help="per gRPC measurement")
-    parser.add_argument("--only", default="engine,grpc")
+    parser.add_argument("--only", default="engine,grpc,cache")
     args = parser.parse_args()
     sections = set(args.only.split(","))
     if "engine" in sections:
         bench_engine(args)
     if "grpc" in sections:
         bench_grpc(args)
+    if "cache" in sections:
+        cache_bench.print_rows(cache_bench.run(args.requests), args.requests)
 
 
 if __name__ == "__main__":

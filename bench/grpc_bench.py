@@ -73,24 +73,35 @@ def noop(port: int, *args: str):
 @dataclass
 class Load:
     rps: float
-    mean_ms: float
-    max_ms: float
+    p50_ms: float
+    p99_ms: float
 
 
-def h2load(port: int, body: bytes, requests: int, clients: int = 8, streams: int = 8,
-           path: str = PATH) -> Load:
-    """Throughput and latency of `requests` identical calls. h2load sees HTTP status only (gRPC
-    errors are trailers), so callers check one reply through a real client first."""
-    with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+def h2load(port: int, body: bytes, requests: int = 0, clients: int = 8, streams: int = 8,
+           path: str = PATH, rate: float | None = None, seconds: float | None = None) -> Load:
+    """Throughput and latency percentiles of identical calls (a count, or a duration at a rate).
+    h2load sees HTTP status only (gRPC errors are trailers), so callers check one reply through a
+    real client first."""
+    with tempfile.NamedTemporaryFile(suffix=".bin") as f, tempfile.NamedTemporaryFile(suffix=".log") as log:
         f.write(body)
         f.flush()
-        cmd = ["h2load", "-n", str(requests), "-c", str(clients), "-m", str(streams), "-t", "1", "-d", f.name,
-               "-H", "content-type: application/grpc", "-H", "te: trailers", f"http://127.0.0.1:{port}{path}"]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        cmd = ["h2load", "-c", str(clients), "-m", str(streams), "-t", "1", "-d", f.name, "--log-file", log.name,
+               "-H", "content-type: application/grpc", "-H", "te: trailers"]
+        cmd += ["-D", str(seconds)] if seconds else ["-n", str(requests)]
+        if rate:
+            cmd += ["--rps", f"{rate / clients:.2f}"]
+        out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
+                             check=True).stdout
+        rows = [line.split("\t") for line in Path(log.name).read_text().splitlines() if line.strip()]
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    if int(done.group(3)) or int(done.group(4)) or any(r[1] != "200" for r in rows):
+        raise RuntimeError(f"h2load: requests failed:\n{out}")
+    latencies = sorted(int(r[2]) / 1000 for r in rows)
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
-    ok = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
-    if int(ok.group(1)) != requests:
-        raise RuntimeError(f"h2load: not every request succeeded:\n{out}")
-    lat = re.search(r"time for request:\s+([\d.]+)(\w+)\s+([\d.]+)(\w+)\s+([\d.]+)(\w+)", out)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    return Load(rps, float(lat.group(5)) * scale[lat.group(6)], float(lat.group(3)) * scale[lat.group(4)])
+    return Load(rps, percentile(latencies, 50), percentile(latencies, 99))
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]

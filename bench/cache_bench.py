@@ -1,0 +1,107 @@
+"""Decision cache: Evaluate throughput on the cache-hit path against the miss path, side by side in
+one run, with h2load sending one prepared gRPC body (bench/grpc_bench.py).
+
+- miss: `--cache-ttl 0`, every call decided by the engine;
+- hit, in-process LRU: cache on, the same body every time, so every call after the first is a hit;
+- hit, Redis: the same against a private redis-server on a free port (never the shared 6379).
+
+    python -m bench.cache_bench [--requests 20000]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+
+import grpc
+
+from service.api import eligibility_pb2_grpc as pb_grpc
+
+from . import grpc_bench
+from .people import people
+
+MISS = "Evaluate, cache miss (--cache-ttl 0)"
+HIT_LOCAL = "Evaluate, cache hit (in-process LRU)"
+HIT_REDIS = "Evaluate, cache hit (Redis)"
+RATIO_LOCAL = "ratio: hit (in-process LRU) / miss"
+RATIO_REDIS = "ratio: hit (Redis) / miss"
+
+
+@contextmanager
+def redis_server():
+    """A private redis-server on a free port, no persistence; stopped on exit."""
+    port = grpc_bench.free_port()
+    workdir = tempfile.mkdtemp(prefix="bench-redis-")
+    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", workdir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check(port: int, request, expect_hit: bool) -> None:
+    """One real call before measuring (h2load sees HTTP status only): the path is the one named."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.EligibilityServiceStub(channel)
+        stub.Evaluate(request, timeout=10)
+        reply = stub.Evaluate(request, timeout=10)
+    if reply.from_cache != expect_hit:
+        raise RuntimeError(f"expected from_cache={expect_hit}, got {reply.from_cache}")
+
+
+def _measure(request, requests: int, expect_hit: bool, *service_args: str) -> float:
+    body = grpc_bench.grpc_body(request)
+    port = grpc_bench.free_port()
+    with grpc_bench.service(port, *service_args):
+        _check(port, request, expect_hit)
+        grpc_bench.h2load(port, body, max(100, requests // 10))  # warm-up
+        return grpc_bench.h2load(port, body, requests).rps
+
+
+def run(requests: int) -> list[tuple[str, float]]:
+    """Rows (name, req/s) for the miss path and the hit paths, then the hit/miss ratios."""
+    request = people(1)[0]
+    miss = _measure(request, requests, False, "--cache-ttl", "0")
+    hit_local = _measure(request, requests, True)
+    with redis_server() as url:
+        hit_redis = _measure(request, requests, True, "--redis-url", url)
+    return [(MISS, miss), (HIT_LOCAL, hit_local), (HIT_REDIS, hit_redis),
+            (RATIO_LOCAL, hit_local / miss), (RATIO_REDIS, hit_redis / miss)]
+
+
+def print_rows(rows: list[tuple[str, float]], requests: int) -> None:
+    print(f"\n## Decision cache (h2load, 8 connections x 8 streams, {requests} requests, one worker)")
+    for name, value in rows:
+        print(f"{value:12.2f}x  {name}" if name.startswith("ratio") else f"{value:12.0f}   {name} (req/s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20000, help="per measurement")
+    args = parser.parse_args()
+    print_rows(run(args.requests), args.requests)
+
+
+if __name__ == "__main__":
+    main()

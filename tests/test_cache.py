@@ -1,0 +1,344 @@
+"""The decision cache against real processes: a private redis-server on a free port (never the
+shared one on 6379) and the service as a subprocess.
+
+Hits and misses, a policy change never serving an old decision, what Redis holds (no ID number,
+no birth date), the TTL, Redis killed and restarted mid-run with no failed call, a Redis that
+accepts connections but never answers, the in-process LRU without REDIS_URL, and TTL 0.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from contextlib import closing
+
+import grpc
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.api import eligibility_pb2 as pb
+from service.api import eligibility_pb2_grpc as pb_grpc
+from support import HANGZHOU_NURSING_CASE, POLICIES, make_id, request, start_service
+
+pytestmark = pytest.mark.timeout(60)
+
+KEY_RE = re.compile(r"^subsidy:decision:(?P<version>[0-9a-f]+):(?P<hmac>[0-9a-f]{64})$")
+BIRTH = HANGZHOU_NURSING_CASE["birth_date"]
+
+
+def nursing_request(as_of: str = "2020-08-01", seq: int = 16) -> pb.EvaluateRequest:
+    return request(as_of, id_number=make_id(BIRTH, seq=seq), **HANGZHOU_NURSING_CASE)
+
+
+def without_cache_flag(reply: pb.EvaluateResponse) -> pb.EvaluateResponse:
+    copy = pb.EvaluateResponse()
+    copy.CopyFrom(reply)
+    copy.from_cache = False
+    return copy
+
+
+def amounts(reply: pb.EvaluateResponse) -> dict[str, int]:
+    return {d.program_id: d.monthly_amount.fen for d in reply.decisions}
+
+
+def scrape(service) -> dict[tuple[str, tuple], float]:
+    """Every sample of the service's metrics endpoint: {(name, sorted labels): value}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def metric(samples, name: str, **labels) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items())
+
+
+def scan(redis_proc) -> list[str]:
+    return [k for k in redis_proc.cli("--scan").splitlines() if k]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def policy_version(stub) -> str:
+    return stub.ListPrograms(pb.ListProgramsRequest(as_of="2020-08-01"), timeout=5).policy_version
+
+
+def bump_nursing_share(policies) -> None:
+    """A policy change: the fully dependent nursing share from 50% to 60% of the dibao standard."""
+    path = policies / "parameters" / "disability" / "nursing_share_fully_dependent.yaml"
+    text = path.read_text()
+    assert "value: 0.5," in text
+    path.write_text(text.replace("value: 0.5,", "value: 0.6,"))
+
+
+@pytest.fixture
+def service_factory(tmp_path):
+    started = []
+
+    def start(*args, **kwargs):
+        service = start_service(tmp_path, *args, **kwargs)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop(signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- hits and misses
+
+
+@pytest.mark.parametrize("backend", ["redis", "local"])
+def test_second_identical_call_hits_and_a_different_request_misses(backend, request_fixture_redis, service_factory):
+    args = ("--redis-url", request_fixture_redis.url) if backend == "redis" else ()
+    service = service_factory(*args)
+    stub = service.stub()
+    first = stub.Evaluate(nursing_request(), timeout=10)
+    second = stub.Evaluate(nursing_request(), timeout=10)
+    assert not first.from_cache
+    assert second.from_cache
+    assert without_cache_flag(second) == first  # the same decision receipt, byte for byte
+    assert amounts(first)["disability_nursing_subsidy"] == 54000
+
+    other_date = stub.Evaluate(nursing_request(as_of="2020-06-30"), timeout=10)
+    other_person = stub.Evaluate(nursing_request(seq=17), timeout=10)
+    assert not other_date.from_cache and not other_person.from_cache
+    assert amounts(other_date)["disability_nursing_subsidy"] == 50900
+    assert stub.Evaluate(nursing_request(seq=17), timeout=10).from_cache
+
+    samples = scrape(service)
+    assert metric(samples, "subsidy_cache_lookups_total", result="hit") == 2
+    assert metric(samples, "subsidy_cache_lookups_total", result="miss") == 3
+    assert metric(samples, "subsidy_cache_up", backend=backend) == 1
+    if backend == "redis":
+        assert len(scan(request_fixture_redis)) == 3
+
+
+@pytest.fixture
+def request_fixture_redis(request):
+    """The private redis-server, only for the parameter that uses it."""
+    if request.node.callspec.params.get("backend") == "redis":
+        return request.getfixturevalue("redis_server")
+    return None
+
+
+@pytest.mark.parametrize("backend", ["redis", "local"])
+def test_policy_change_misses_and_keys_carry_the_new_version(backend, request_fixture_redis, service_factory,
+                                                             tmp_path):
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    args = ("--redis-url", request_fixture_redis.url) if backend == "redis" else ()
+    service = service_factory("--policies", str(policies), *args)
+    stub = service.stub()
+    old_version = policy_version(stub)
+    before = stub.Evaluate(nursing_request(), timeout=10)
+    assert stub.Evaluate(nursing_request(), timeout=10).from_cache
+    assert before.policy_version == old_version
+
+    bump_nursing_share(policies)
+    service.proc.send_signal(signal.SIGHUP)
+    new_version = wait_for(lambda: (v := policy_version(stub)) != old_version and v, timeout=15)
+
+    after = stub.Evaluate(nursing_request(), timeout=10)
+    assert not after.from_cache, "a new policy version served an old decision"
+    assert after.policy_version == new_version
+    assert amounts(after)["disability_nursing_subsidy"] == 64800  # 60% of 1,080
+    again = stub.Evaluate(nursing_request(), timeout=10)
+    assert again.from_cache and again.policy_version == new_version
+    assert amounts(again)["disability_nursing_subsidy"] == 64800
+
+    if backend == "redis":
+        versions = sorted(KEY_RE.match(k).group("version") for k in scan(request_fixture_redis))
+        assert versions == sorted([old_version, new_version])
+        # Same request, same HMAC: only the version part of the key differs.
+        hmacs = {KEY_RE.match(k).group("hmac") for k in scan(request_fixture_redis)}
+        assert hmacs == {before.request_hash}
+
+
+# ----------------------------------------------------------------------------- what Redis holds
+
+
+def test_redis_holds_no_id_number_or_birth_date_and_the_configured_ttl(redis_server, service_factory):
+    service = service_factory("--redis-url", redis_server.url, "--cache-ttl", "120")
+    stub = service.stub()
+    ids = [make_id(BIRTH, seq=seq) for seq in (16, 17, 18)]
+    replies = [stub.Evaluate(request("2020-08-01", id_number=i, **HANGZHOU_NURSING_CASE), timeout=10) for i in ids]
+    child_birth = "2012-03-04"
+    child_id = make_id(child_birth, seq=21)
+    replies.append(stub.Evaluate(request("2020-08-01", id_number=child_id, birth_date=child_birth,
+                                         region_code="330102", household_status="dibao",
+                                         child_status="community_orphan"), timeout=10))
+    keys = scan(redis_server)
+    assert len(keys) == 4
+    secrets = [*ids, child_id, BIRTH, BIRTH.replace("-", ""), child_birth, child_birth.replace("-", "")]
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        for key in keys:
+            match = KEY_RE.match(key)
+            assert match, f"unexpected key {key!r}"
+            assert match.group("version") == replies[0].policy_version
+            assert match.group("hmac") in {r.request_hash for r in replies}
+            for secret in secrets:
+                assert secret not in key
+            raw = client.get(key)
+            assert raw is not None
+            for secret in [*ids, child_id]:
+                assert secret.encode() not in raw, "an ID number in clear in a cached value"
+                assert secret[:17].encode() not in raw
+            ttl = int(redis_server.cli("ttl", key).strip())
+            assert 110 <= ttl <= 120, ttl
+    finally:
+        client.close()
+
+
+def test_ttl_zero_means_no_caching(redis_server, service_factory):
+    for args in (("--cache-ttl", "0"), ("--cache-ttl", "0", "--redis-url", redis_server.url)):
+        service = service_factory(*args)
+        stub = service.stub()
+        replies = [stub.Evaluate(nursing_request(), timeout=10) for _ in range(3)]
+        assert not any(r.from_cache for r in replies)
+        samples = scrape(service)
+        assert metric(samples, "subsidy_cache_lookups_total", result="hit") == 0
+        assert metric(samples, "subsidy_cache_lookups_total", result="miss") == 3
+        assert metric(samples, "subsidy_cache_up") == 1  # off by configuration is not an outage
+        service.stop()
+    assert scan(redis_server) == []
+
+
+def test_local_cache_entries_expire_after_the_ttl(service_factory):
+    service = service_factory("--cache-ttl", "1")
+    stub = service.stub()
+    assert not stub.Evaluate(nursing_request(), timeout=10).from_cache
+    assert stub.Evaluate(nursing_request(), timeout=10).from_cache
+    time.sleep(1.3)
+    assert not stub.Evaluate(nursing_request(), timeout=10).from_cache
+
+
+# ----------------------------------------------------------------------------- Redis failures
+
+
+class SteadyCalls:
+    """A thread sending calls back to back (a few distinct people, so there are hits and misses),
+    recording every failure and the slowest call."""
+
+    def __init__(self, service):
+        self.channel = grpc.insecure_channel(service.address)
+        self.stub = pb_grpc.EligibilityServiceStub(self.channel)
+        self.stop = threading.Event()
+        self.calls = 0
+        self.failures: list[str] = []
+        self.wrong: list[str] = []
+        self.slowest = 0.0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            seq = 100 + i % 5
+            i += 1
+            started = time.monotonic()
+            try:
+                reply = self.stub.Evaluate(nursing_request(seq=seq), timeout=5)
+                if amounts(reply).get("disability_nursing_subsidy") != 54000:
+                    self.wrong.append(str(amounts(reply)))
+            except grpc.RpcError as exc:
+                self.failures.append(f"{exc.code()}: {exc.details()}")
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            self.calls += 1
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(10)
+        self.channel.close()
+
+
+def test_killing_redis_loses_no_request_and_restarting_it_resumes_caching(redis_server, service_factory):
+    service = service_factory("--redis-url", redis_server.url)
+    stub = service.stub()
+    with SteadyCalls(service) as load:
+        wait_for(lambda: load.calls >= 20, timeout=10)
+        assert metric(scrape(service), "subsidy_cache_lookups_total", result="hit") > 0
+
+        redis_server.kill()
+        calls_at_kill = load.calls
+        wait_for(lambda: load.calls >= calls_at_kill + 50, timeout=10)
+        samples = scrape(service)
+        assert metric(samples, "subsidy_cache_errors_total") >= 1
+        assert metric(samples, "subsidy_cache_up", backend="redis") == 0
+        assert "decision cache unavailable" in service.log_text()
+        # While Redis is down every call is a fresh decision, not a failure.
+        reply = stub.Evaluate(nursing_request(seq=999), timeout=5)
+        assert not reply.from_cache and amounts(reply)["disability_nursing_subsidy"] == 54000
+
+        redis_server.start()  # same port, empty: caching resumes by itself
+
+        def hits_again():
+            stub.Evaluate(nursing_request(seq=998), timeout=5)
+            return stub.Evaluate(nursing_request(seq=998), timeout=5).from_cache
+
+        wait_for(hits_again, timeout=8, interval=0.2)
+        assert scan(redis_server), "nothing cached after Redis came back"
+        assert metric(scrape(service), "subsidy_cache_up", backend="redis") == 1
+        calls_at_restart = load.calls
+        wait_for(lambda: load.calls >= calls_at_restart + 20, timeout=10)
+
+    assert load.calls > 100
+    assert load.failures == [], load.failures[:5]
+    assert load.wrong == [], load.wrong[:5]
+    assert load.slowest < 1.0, load.slowest
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections (kernel backlog) and never answers: a hung Redis."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(128)
+        yield s.getsockname()[1]
+
+
+def test_a_redis_that_never_answers_costs_at_most_about_the_socket_timeout(silent_port, service_factory):
+    baseline = service_factory("--cache-ttl", "0", name="baseline")
+    hung = service_factory("--redis-url", f"redis://127.0.0.1:{silent_port}/0", name="hung")
+
+    def timings(service, n):
+        stub = service.stub()
+        out = []
+        for i in range(n):
+            started = time.monotonic()
+            reply = stub.Evaluate(nursing_request(seq=200 + i), timeout=5)
+            out.append(time.monotonic() - started)
+            assert amounts(reply)["disability_nursing_subsidy"] == 54000 and not reply.from_cache
+        return out
+
+    timings(baseline, 5)  # warm both up
+    base = timings(baseline, 20)
+    slow = timings(hung, 5)
+    time.sleep(1.2)  # past the back-off: Redis is probed again
+    slow += timings(hung, 20)
+    socket_timeout = 0.05
+    # Each probe of a hung Redis costs one socket timeout; a call never waits for more than that.
+    assert max(slow) < max(base) + 2 * socket_timeout + 0.1, (max(slow), max(base))
+    assert sorted(slow)[len(slow) // 2] < sorted(base)[len(base) // 2] + socket_timeout
+    samples = scrape(hung)
+    assert metric(samples, "subsidy_cache_errors_total", operation="get") >= 2  # first call and the probe
+    assert metric(samples, "subsidy_cache_errors_total") <= 6  # backed off, not one error per call
+    assert metric(samples, "subsidy_cache_up", backend="redis") == 0
