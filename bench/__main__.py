@@ -10,7 +10,7 @@ import grpc
 
 from service.api import eligibility_pb2_grpc as pb_grpc
 
-from . import cache_bench, engine_bench, grpc_bench
+from . import cache_bench, engine_bench, grpc_bench, growth
 from .people import people
 
 
@@ -60,13 +60,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="per engine measurement")
     parser.add_argument("--requests", type=int, default=20000, help="per gRPC measurement")
-    parser.add_argument("--only", default="engine,grpc,cache")
+    parser.add_argument("--evaluations", type=int, default=1_000_000, help="for the memory measurement")
+    parser.add_argument("--only", default="engine,grpc,cache,growth")
     args = parser.parse_args()
     sections = set(args.only.split(","))
     if "engine" in sections:
         bench_engine(args)
     if "grpc" in sections:
         bench_grpc(args)
+    if "growth" in sections:
+        print(f"\n## Growth and memory (engine alone, {args.evaluations} evaluations for memory)")
+        for name, value in growth.run(args.seconds, evaluations=args.evaluations):
+            print(f"{value:14.2f}  {name}")
     if "cache" in sections:
         cache_bench.print_rows(cache_bench.run(args.requests), args.requests)
 

@@ -108,6 +108,7 @@ class Engine:
         self.disagreements = 0
         self._reads = {rule.id: _reads(rule) for rule in self.rules}
         self._explained: dict[tuple, RuleOutcome] = {}
+        self._closures: dict[tuple[str, ...], list[str]] = {}
         self._param_cache: dict[tuple, dict[str, ParamValue]] = {}
 
     def close(self) -> None:
@@ -130,13 +131,36 @@ class Engine:
         values["in_zhejiang"] = region.in_zhejiang
 
         fired = self.matcher.match(self._message(values, params))
-        outcomes = {rule.id: self._outcome(rule, values, params, fired) for rule in self.rules}
+        wanted = list(programs) if programs else list(self.policy.programs)
+        needed = self._closure(tuple(wanted))
+        outcomes = {rule.id: self._outcome(rule, values, params, fired)
+                    for pid in needed for rule in self.policy.programs[pid].rules}
+        outcomes.update((r.id, self._outcome(r, values, params, fired)) for r in self.policy.referrals)
 
-        decisions = {p.id: self._program(p, outcomes, values, params) for p in self.policy.programs.values()}
+        decisions = {pid: self._program(self.policy.programs[pid], outcomes, values, params) for pid in needed}
         self._interactions(decisions)
         referrals = [outcomes[r.id] for r in self.policy.referrals if outcomes[r.id].result]
-        wanted = list(programs) if programs else list(decisions)
         return Decision(self.version, on, region, param_values, [decisions[p] for p in wanted], referrals)
+
+    def _closure(self, wanted: tuple[str, ...]) -> list[str]:
+        """The programs to decide: those asked for and every program they interact with."""
+        found = self._closures.get(wanted)
+        if found is None:
+            links: dict[str, set[str]] = {}
+            for ex in self.policy.exclusions:
+                links.setdefault(ex.excludes, set()).add(ex.program)
+                links.setdefault(ex.program, set()).add(ex.excludes)
+            for combo in self.policy.combinations:
+                for pid in combo.programs:
+                    links.setdefault(pid, set()).update(combo.programs)
+            needed, todo = set(), list(wanted)
+            while todo:
+                pid = todo.pop()
+                if pid not in needed:
+                    needed.add(pid)
+                    todo.extend(links.get(pid, ()))
+            found = self._closures[wanted] = [p for p in self.policy.programs if p in needed]
+        return found
 
     def _parameters(self, region: ResolvedRegion, on: dt.date) -> dict[str, ParamValue]:
         key = (region.code, on)
@@ -228,6 +252,8 @@ class Engine:
 
     def _interactions(self, decisions: dict[str, ProgramDecision]) -> None:
         for ex in self.policy.exclusions:
+            if ex.program not in decisions:
+                continue
             source, target = decisions[ex.program], decisions[ex.excludes]
             if source.outcome == ELIGIBLE and set(source.passed_routes) & set(ex.routes) and target.outcome == ELIGIBLE:
                 item = InteractionOutcome(ex.id, "exclusion", [ex.program, ex.excludes],
@@ -237,6 +263,8 @@ class Engine:
                 target.interactions.append(item)
                 source.interactions.append(item)
         for combo in self.policy.combinations:
+            if combo.programs[0] not in decisions:
+                continue
             pair = [decisions[p] for p in combo.programs]
             if not all(d.outcome == ELIGIBLE for d in pair):
                 continue

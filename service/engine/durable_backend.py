@@ -23,7 +23,11 @@ from ..policy.expressions import AddMonths, All, AnyOf, Cmp, Cond, Fact, Lit, Mu
 from ..policy.policyset import Rule
 
 ENGINE_LOCK = threading.Lock()
-MARKER = ("fact_kind", "person")
+# Every rule tests a marker attribute, so rules only ever match our facts (a rule of "absent"
+# tests alone would match the engine's own state). durable-rules fails with more than 256 rules
+# on one condition, so rules are spread over several marker attributes of at most RULES_PER_MARKER.
+MARKER_PREFIX = "rule_group_"
+RULES_PER_MARKER = 200
 CATCH_ALL = "catch_all"
 _SID = "0"
 _names = itertools.count()
@@ -86,12 +90,12 @@ def compile_ruleset(rules: Iterable[Rule]) -> tuple[dict, dict[str, str], Slots]
     slots = Slots()
     definition: dict[str, dict] = {}
     names: dict[str, str] = {}
-    marker = {MARKER[0]: MARKER[1]}
     for i, rule in enumerate(rules):
         name = f"r{i}"
         names[name] = rule.id
+        marker = {f"{MARKER_PREFIX}{i // RULES_PER_MARKER}": 1}
         definition[name] = {"all": [{"m": {"$and": [marker, _compile(rule.when, slots)]}}]}
-    definition[CATCH_ALL] = {"all": [{"m": marker}]}
+    definition[CATCH_ALL] = {"all": [{"m": {f"{MARKER_PREFIX}0": 1}}]}
     return definition, names, slots
 
 
@@ -101,8 +105,9 @@ class DurableMatcher:
     def __init__(self, rules: Iterable[Rule], label: str):
         rules = list(rules)
         facts = {leaf.fact for rule in rules for leaf in leaves(rule.when)}
-        if MARKER[0] in facts:
-            raise EngineError(f"fact name {MARKER[0]!r} is reserved")
+        if any(f.startswith(MARKER_PREFIX) for f in facts):
+            raise EngineError(f"fact names starting {MARKER_PREFIX!r} are reserved")
+        self._markers = {f"{MARKER_PREFIX}{g}": 1 for g in range(max(1, -(-len(rules) // RULES_PER_MARKER)))}
         self.definition, self._names, self.slots = compile_ruleset(rules)
         # A unique ruleset name per compile, so a reload never collides with the version serving.
         self.name = f"{label}#{next(_names)}"
@@ -112,7 +117,8 @@ class DurableMatcher:
 
     def match(self, message: dict[str, Any]) -> set[str]:
         fact = dict(message)
-        fact.update({MARKER[0]: MARKER[1], "sid": _SID, "id": "person"})
+        fact.update(self._markers)
+        fact.update(sid=_SID, id="person")
         payload = json.dumps(fact, ensure_ascii=False)
         fired: set[str] = set()
         with ENGINE_LOCK:

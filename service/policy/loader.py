@@ -19,8 +19,8 @@ from .yamlio import PolicyFileError, YamlDoc
 
 M = TypeVar("M", bound=BaseModel)
 _REGION = re.compile(r"^\d{6}$")
-# Limits of the durable-rules engine that crash or hang it (see the design notes).
-MAX_RULES = 256
+# Limits of the durable-rules engine that crash or hang it (see the design notes); the
+# 256-rules-per-condition limit is handled by the backend, which spreads rules over groups.
 MAX_TESTS_PER_ATTRIBUTE = 511
 
 
@@ -185,8 +185,6 @@ def _check(policy: PolicySet, root: Path, param_docs: dict[str, YamlDoc], inter_
                 param.resolve(region, start)
             except LookupError:
                 problems.append(f"{param_docs[pid].where()}: no value in force for region {code} on {start}")
-    if len(policy.rules) + 1 > MAX_RULES:
-        problems.append(f"{len(policy.rules)} rules: the engine takes at most {MAX_RULES - 1}")
     tests_per_attr: dict[str, set] = {}
     for rule in policy.rules:
         for leaf in leaves(rule.when):

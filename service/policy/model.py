@@ -91,7 +91,7 @@ class ParameterFile(_Strict):
 
 
 class Rule(_Strict):
-    id: str = Field(pattern=r"^[a-z_]+\.[a-z0-9_]+$")
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z0-9_]+$")
     text: Text
     citation: str = Field(min_length=3)
     when: dict[str, Any]
@@ -106,7 +106,7 @@ class Adjustment(Rule):
 
 
 class ProgramFile(_Strict):
-    id: str = Field(pattern=r"^[a-z_]+$")
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     name: Text
     citation: str
     rounding: Literal["yuan_half_up"]
