@@ -46,3 +46,28 @@ def test_dockerfile_installs_as_the_readme_does():
 def test_healthcheck_command_against_a_live_server(server):
     result = run(sys.executable, "-m", "service.healthcheck", "--address", server.address)
     assert result.returncode == 0, result.stderr
+
+
+def test_pip_install_alone_gives_a_working_service(tmp_path):
+    """`pip install .` (not editable) into a fresh venv runs with the bundled policies."""
+    import signal
+
+    from support import free_port, wait_serving
+
+    venv = tmp_path / "venv"
+    assert run(sys.executable, "-m", "venv", str(venv)).returncode == 0
+    install = subprocess.run([str(venv / "bin/pip"), "install", "--quiet", str(ROOT)], capture_output=True,
+                             text=True, env={**__import__("os").environ, "CPPFLAGS": "-O2"}, cwd=tmp_path)
+    assert install.returncode == 0, install.stderr[-3000:]
+    port = free_port()
+    proc = subprocess.Popen([str(venv / "bin/subsidy-service"), "--host", "127.0.0.1", "--port", str(port),
+                             "--metrics-port", "0"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_serving(f"127.0.0.1:{port}", timeout=60, proc=proc)
+        health = subprocess.run([str(venv / "bin/python"), "-m", "service.healthcheck", "--address",
+                                 f"127.0.0.1:{port}"], capture_output=True, text=True, cwd=tmp_path)
+        assert health.returncode == 0 and "SERVING" in health.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
