@@ -3,6 +3,11 @@
 Every flag has an environment variable (shown in --help). With --workers N > 1 this process
 supervises N worker processes sharing the gRPC port (SO_REUSEPORT) and serves their aggregated
 metrics; durable-rules holds the GIL, so processes are how the service uses more than one core.
+
+Plaintext by default (local development). --tls-cert/--tls-key turn on TLS; --tls-client-ca adds
+mutual TLS and --allowed-callers the list of client certificate names (CN or SAN) let in.
+SIGTERM drains (health NOT_SERVING, in-flight requests finish within --grace, exit 0); SIGHUP
+reloads the policies (a broken set is refused and the old one keeps serving).
 """
 from __future__ import annotations
 
@@ -100,7 +105,14 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     os.environ.setdefault("SUBSIDY_HMAC_KEY", secrets.token_hex(32))
     from . import logs, metrics
     logs.setup(args.log_level)
-    worker_argv = [a for a in argv if not a.startswith("--workers")]
+    worker_argv, skip = [], False
+    for a in argv:  # drop "--workers N" / "--workers=N" and "--metrics-port N" / "--metrics-port=N"
+        if skip:
+            skip = False
+        elif a in ("--workers", "--metrics-port"):
+            skip = True
+        elif not a.startswith(("--workers=", "--metrics-port=")):
+            worker_argv.append(a)
     cmd = [sys.executable, "-m", "service", *worker_argv, "--workers", "1", "--metrics-port", "0", "--reuse-port"]
     children = [subprocess.Popen(cmd) for _ in range(args.workers)]
     if args.metrics_port:
@@ -113,8 +125,11 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGHUP, forward)
     signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return max(codes)
+    # Poll, never block in wait(): a signal delivered to another thread only sets a flag that
+    # Python's main thread checks when it runs, and a blocked wait() would never notice it.
+    while any(child.poll() is None for child in children):
+        time.sleep(0.2)
+    return max(child.returncode for child in children)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -168,7 +183,8 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=holder.reload, daemon=True).start())
-    stopped.wait()
+    while not stopped.wait(0.2):  # poll: see supervise() on signals delivered to other threads
+        pass
     canary.stop()
     decisions.cache.close()
     log.info("stopped")

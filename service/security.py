@@ -1,0 +1,178 @@
+"""Transport security: TLS server credentials, mutual TLS and the allow-list of callers.
+
+Callers are other government systems, each with a client certificate from the CA given by
+`--tls-client-ca`. With a client CA the TLS handshake itself refuses a caller without a
+certificate or with one from another CA (the connection never opens). An interceptor then checks
+the verified certificate's subject common name and subject alternative names against
+`--allowed-callers`: a caller not on the list gets PERMISSION_DENIED, a connection without a
+verified identity UNAUTHENTICATED. The health service answers any caller that passed the
+handshake, so an orchestrator's probe needs a certificate but not a place on the list.
+
+A caller's identity (the allow-list entry it matched, else its certificate's common name) goes
+into metrics and logs; it names a system, never a person. Plaintext has the identity
+`anonymous`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS = "anonymous"        # plaintext, or TLS without client certificates
+UNVERIFIED = "unverified"      # a TLS connection without a verified client certificate
+DENIED = "denied"              # a verified certificate that is not on the allow-list
+# Services any caller that passed the TLS handshake may use (probes, load balancers).
+OPEN_SERVICES = ("/grpc.health.v1.Health/",)
+
+
+class TlsConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = None
+    allowed_callers: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_ca is not None
+
+    def check(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise TlsConfigError("--tls-cert and --tls-key go together")
+        if self.client_ca is not None and not self.enabled:
+            raise TlsConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        if self.allowed_callers and not self.mutual:
+            raise TlsConfigError("--allowed-callers needs --tls-client-ca: callers are identified by their certificates")
+        for path in (self.cert, self.key, self.client_ca):
+            if path is not None and not Path(path).is_file():
+                raise TlsConfigError(f"no such file: {path}")
+
+    @classmethod
+    def from_args(cls, cert: str | None, key: str | None, client_ca: str | None, allowed: str | None) -> "TlsConfig":
+        callers = tuple(c.strip() for c in (allowed or "").split(",") if c.strip())
+        config = cls(Path(cert) if cert else None, Path(key) if key else None,
+                     Path(client_ca) if client_ca else None, callers)
+        config.check()
+        return config
+
+
+def server_credentials(config: TlsConfig) -> grpc.ServerCredentials:
+    """TLS credentials; with a client CA the handshake requires and verifies a client certificate."""
+    key, cert = Path(config.key).read_bytes(), Path(config.cert).read_bytes()
+    client_ca = Path(config.client_ca).read_bytes() if config.client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
+
+
+def _text(values) -> list[str]:
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values or ()]
+
+
+def peer_names(context: grpc.ServicerContext) -> tuple[list[str], list[str]]:
+    """The verified peer certificate's common names and subject alternative names (empty without one)."""
+    auth = context.auth_context() or {}
+    return _text(auth.get("x509_common_name")), _text(auth.get("x509_subject_alternative_name"))
+
+
+class Callers:
+    """Who is calling, and may they. One instance serves the interceptor, metrics and logs."""
+
+    def __init__(self, config: TlsConfig):
+        self.config = config
+        self.allowed = frozenset(config.allowed_callers)
+
+    def identify(self, context: grpc.ServicerContext) -> tuple[str, bool]:
+        """(caller identity, allowed?). The identity is bounded: an allow-list entry, a CN, or a fixed word."""
+        if not self.config.mutual:
+            return ANONYMOUS, True
+        common_names, alt_names = peer_names(context)
+        if not common_names and not alt_names:
+            return UNVERIFIED, False
+        if not self.allowed:  # mutual TLS without a list: any certificate from the client CA
+            return (common_names or alt_names)[0][:64], True
+        for name in (*common_names, *alt_names):
+            if name in self.allowed:
+                return name, True
+        return DENIED, False
+
+    def caller(self, context: grpc.ServicerContext) -> str:
+        return self.identify(context)[0]
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Refuses callers not on the allow-list before any handler runs."""
+
+    def __init__(self, callers: Callers, on_refused: Callable[[str, str, grpc.StatusCode], None] | None = None):
+        self.callers = callers
+        self.on_refused = on_refused
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not self.callers.config.mutual or method.startswith(OPEN_SERVICES):
+            return handler
+        return _guarded(handler, self._check(method))
+
+    def _check(self, method: str) -> Callable[[grpc.ServicerContext], None]:
+        def check(context: grpc.ServicerContext) -> None:
+            caller, allowed = self.callers.identify(context)
+            if allowed:
+                return
+            code = grpc.StatusCode.UNAUTHENTICATED if caller == UNVERIFIED else grpc.StatusCode.PERMISSION_DENIED
+            common_names, alt_names = peer_names(context)
+            # A refused certificate's names are a system's, not a person's; bounded in length.
+            log.warning("caller refused", extra={"method": method, "code": code.name,
+                                                 "certificate_cn": [n[:64] for n in common_names][:2],
+                                                 "certificate_san": [n[:64] for n in alt_names][:4]})
+            if self.on_refused:
+                self.on_refused(method, caller, code)
+            context.abort(code, "this caller is not allowed" if code == grpc.StatusCode.PERMISSION_DENIED
+                          else "a verified client certificate is required")
+        return check
+
+
+def _guarded(handler: grpc.RpcMethodHandler, check: Callable[[grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
+    if handler.unary_unary:
+        inner = handler.unary_unary
+
+        def unary_unary(request, context):
+            check(context)
+            return inner(request, context)
+        return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer,
+                                                   handler.response_serializer)
+    if handler.unary_stream:
+        inner_us = handler.unary_stream
+
+        def unary_stream(request, context):
+            check(context)
+            yield from inner_us(request, context)
+        return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer,
+                                                    handler.response_serializer)
+    if handler.stream_unary:
+        inner_su = handler.stream_unary
+
+        def stream_unary(request_iterator, context):
+            check(context)
+            return inner_su(request_iterator, context)
+        return grpc.stream_unary_rpc_method_handler(stream_unary, handler.request_deserializer,
+                                                    handler.response_serializer)
+    inner_ss = handler.stream_stream
+
+    def stream_stream(request_iterator, context):
+        check(context)
+        yield from inner_ss(request_iterator, context)
+    return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer,
+                                                 handler.response_serializer)

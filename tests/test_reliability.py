@@ -1,0 +1,358 @@
+"""Limits, deadlines, the bounded queue, SIGTERM drain and policy reload under load, on real servers."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from concurrent import futures
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from service.api import eligibility_pb2 as pb
+from service.api import eligibility_pb2_grpc as pb_grpc
+from support import HANGZHOU_NURSING_CASE, POLICIES, ROOT, make_id, request, start_service
+
+NURSING = "disability_nursing_subsidy"
+LIVING = "disability_living_allowance"
+
+
+def good_request(seq: int = 1) -> pb.EvaluateRequest:
+    return request("2020-08-01", **{**HANGZHOU_NURSING_CASE, "id_number": make_id("1970-05-05", seq=seq)})
+
+
+def scrape(service) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).read().decode()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and \
+                all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def audit_lines(service, method: str | None = None) -> list[dict]:
+    out = []
+    for line in service.log_text().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("name") == "audit" and (method is None or entry.get("method") == method):
+                out.append(entry)
+    return out
+
+
+def violations(err: grpc.RpcError) -> set[str]:
+    fields = set()
+    for detail in rpc_status.from_call(err).details:
+        bad = error_details_pb2.BadRequest()
+        assert detail.Unpack(bad)
+        fields |= {v.field for v in bad.field_violations}
+    return fields
+
+
+class Hold:
+    """Occupies one server thread: a batch stream whose next request never comes until release()."""
+
+    def __init__(self, stub):
+        self.released = threading.Event()
+
+        def items():
+            yield pb.EvaluateBatchRequest(ref="hold", request=good_request())
+            self.released.wait(30)
+
+        self.call = stub.EvaluateBatch(items(), timeout=60)
+        assert next(self.call).ref == "hold"  # the server thread is inside our stream now
+
+    def release(self) -> None:
+        self.released.set()
+        list(self.call)
+
+
+@pytest.fixture
+def started(tmp_path):
+    """start_service for one test; whatever it started is killed at the end if still running."""
+    services = []
+
+    def start(*args: str, **kwargs):
+        service = start_service(tmp_path, *args, **kwargs)
+        services.append(service)
+        return service
+
+    yield start
+    for service in services:
+        if service.proc.poll() is None:
+            service.proc.kill()
+            service.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory):
+    """One gRPC thread, at most 3 RPCs at once, batch streams of at most 5."""
+    service = start_service(tmp_path_factory.mktemp("small"), "--threads", "1", "--max-concurrent-rpcs", "3",
+                            "--max-batch", "5", name="small")
+    yield service
+    assert service.stop() == 0
+
+
+# --- limits --------------------------------------------------------------------------------------
+
+def test_oversized_message_is_refused(stub):
+    big = good_request()
+    big.person.id_number = "9" * 300_000
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Evaluate(big, timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Under the limit, a long field is an ordinary bad field.
+    big.person.id_number = "9" * 100_000
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Evaluate(big, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "person.id_number" in violations(err.value)
+
+
+def test_malformed_protobuf_is_invalid_argument_not_internal(server):
+    with grpc.insecure_channel(server.address) as channel:
+        call = channel.unary_unary("/subsidy.v1.EligibilityService/Evaluate")
+        for junk in (b"\xff\xff\xff", b"\x0a\x05\xc3\x28abc", b"\x12\x80\x80\x80\x80\x10"):
+            with pytest.raises(grpc.RpcError) as err:
+                call(junk, timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert violations(err.value) == {"request"}
+
+
+def test_batch_stream_length_is_bounded(small_server):
+    items = [pb.EvaluateBatchRequest(ref=f"r{i}", request=good_request(i)) for i in range(7)]
+    replies = []
+    with pytest.raises(grpc.RpcError) as err:
+        for reply in small_server.stub().EvaluateBatch(iter(items), timeout=30):
+            replies.append(reply)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert [r.ref for r in replies] == [f"r{i}" for i in range(5)]
+
+
+def test_full_server_answers_resource_exhausted_at_once(small_server):
+    stub = small_server.stub()
+    hold = Hold(stub)  # 1 of 3 slots, and the only thread
+    started = time.monotonic()
+    calls = [stub.Evaluate.future(good_request(100 + i), timeout=20) for i in range(10)]
+    time.sleep(0.5)
+    refused = [c for c in calls if c.done()]
+    assert len(refused) == 8 and all(c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for c in refused)
+    assert time.monotonic() - started < 5
+    hold.release()
+    codes = Counter(c.code() for c in calls)
+    assert codes == {grpc.StatusCode.OK: 2, grpc.StatusCode.RESOURCE_EXHAUSTED: 8}
+
+
+def test_deadline_passed_in_the_queue_does_no_work(small_server):
+    stub = small_server.stub()
+    before = len(audit_lines(small_server, "Evaluate"))
+    decided_before = metric(scrape(small_server), "subsidy_decisions_total")
+    hold = Hold(stub)
+    calls = [stub.Evaluate.future(good_request(200 + i), timeout=0.3) for i in range(2)]
+    for c in calls:
+        assert c.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(0.2)
+    hold.release()
+    time.sleep(0.5)
+    text = scrape(small_server)
+    # The two queued requests reached a thread after their deadline and were not decided: grpc drops a
+    # call its client has given up on before the handler runs, and the handler checks the deadline
+    # again itself before any work.
+    assert len(audit_lines(small_server, "Evaluate")) == before
+    assert metric(text, "subsidy_decisions_total") <= decided_before + 4  # the hold item at most (4 programs)
+
+
+def test_batch_deadline_stops_the_work(server):
+    stub = server.stub()
+    produced = Counter()
+
+    def endless():
+        for i in range(1_000_000):
+            produced["n"] += 1
+            yield pb.EvaluateBatchRequest(ref=str(i), request=good_request(i))
+
+    before = len(audit_lines(server, "EvaluateBatch"))
+    with pytest.raises(grpc.RpcError) as err:
+        for _ in stub.EvaluateBatch(endless(), timeout=1.0):
+            pass
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(0.5)
+    done = len(audit_lines(server, "EvaluateBatch")) - before
+    time.sleep(1.0)
+    assert len(audit_lines(server, "EvaluateBatch")) - before == done  # nothing more after the deadline
+    assert 0 < done < produced["n"] < 1_000_000
+
+
+# --- SIGTERM ---------------------------------------------------------------------------------------
+
+def watch_health(address: str, seen: list, stop: threading.Event) -> None:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            for reply in health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30):
+                seen.append(reply.status)
+                if stop.is_set():
+                    return
+        except grpc.RpcError:
+            pass
+
+
+@pytest.mark.parametrize("drain_delay", ["0", "1"])
+def test_sigterm_drains_in_flight_work_and_exits_0(started, drain_delay):
+    service = started("--grace", "10", "--drain-delay", drain_delay)
+    seen: list = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_health, args=(service.address, seen, stop), daemon=True)
+    watcher.start()
+
+    def slow_items():
+        for i in range(150):
+            time.sleep(0.01)
+            yield pb.EvaluateBatchRequest(ref=f"r{i}", request=good_request(i))
+
+    replies, sent_term = [], None
+    for reply in service.stub().EvaluateBatch(slow_items(), timeout=30):
+        replies.append(reply)
+        if len(replies) == 10:
+            service.proc.send_signal(signal.SIGTERM)
+            sent_term = time.monotonic()
+            if drain_delay != "0":
+                # Still accepting during the delay, and saying NOT_SERVING so balancers move away.
+                with grpc.insecure_channel(service.address) as channel:
+                    status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                    assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    # The stream in flight when SIGTERM came finished, every item decided.
+    assert [r.ref for r in replies] == [f"r{i}" for i in range(150)]
+    assert all(r.WhichOneof("result") == "response" for r in replies)
+    assert service.proc.wait(15) == 0
+    assert time.monotonic() - sent_term < 12
+    stop.set()
+    watcher.join(5)
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in seen
+    with pytest.raises(grpc.RpcError) as err:
+        service.stub().Evaluate(good_request(), timeout=3)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    messages = [json.loads(line).get("message") for line in service.log_text().splitlines() if line.startswith("{")]
+    assert messages.index("draining") < messages.index("stopped")
+
+
+def test_sigterm_grace_period_bounds_the_shutdown(started):
+    service = started("--grace", "1")
+
+    def forever():
+        for i in range(10_000):
+            time.sleep(0.05)
+            yield pb.EvaluateBatchRequest(ref=str(i), request=good_request(i))
+
+    call = service.stub().EvaluateBatch(forever(), timeout=60)
+    next(call)
+    started = time.monotonic()
+    service.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(grpc.RpcError):
+        list(call)
+    assert service.proc.wait(10) == 0
+    assert time.monotonic() - started < 6
+
+
+def test_sigterm_with_worker_processes(started):
+    service = started("--workers", "2", "--grace", "5")
+    assert service.stub().Evaluate(good_request(), timeout=10).policy_version
+    assert service.stop(timeout=20) == 0
+
+
+# --- policy reload under load ---------------------------------------------------------------------
+
+def test_reload_under_load_broken_then_good(tmp_path, started):
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    dibao = policies / "parameters/common/dibao_standard.yaml"
+    original = dibao.read_text()
+    old_line = "{from: 2020-07-01, value: 1080, source: reference}"
+    assert old_line in original
+    service = started("--policies", str(policies), "--threads", "4")
+    v1 = service.stub().Evaluate(good_request(), timeout=10).policy_version
+    expect = {1080: (54000, 32400), 1100: (55000, 33000)}
+    results: list[tuple[float, str, int, int, int]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load(n: int) -> None:
+        stub = service.stub()
+        seq = n * 100_000
+        while not stop.is_set():
+            seq += 1
+            try:
+                reply = stub.Evaluate(good_request(seq % 997), timeout=10)
+            except grpc.RpcError as err:
+                failures.append(f"{err.code().name}: {err.details()}")
+                continue
+            d = {x.program_id: x.monthly_amount.fen for x in reply.decisions}
+            standard = int(next(p.value for p in reply.parameters if p.parameter == "dibao_standard"))
+            results.append((time.monotonic(), reply.policy_version, standard, d[NURSING], d[LIVING]))
+
+    def write(text: str) -> None:
+        tmp = dibao.with_name(".dibao.tmp")
+        tmp.write_text(text)
+        tmp.replace(dibao)
+
+    def reload_and_wait(result: str) -> None:
+        service.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while metric(scrape(service), "subsidy_policy_reloads_total", result=result) < 1:
+            assert time.monotonic() < deadline, f"no reload {result} counted"
+            time.sleep(0.1)
+
+    threads = [threading.Thread(target=load, args=(n,), daemon=True) for n in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)
+        write(original.replace(old_line, "{from: 2020-07-01, value: not a number, source: reference}"))
+        reload_and_wait("failure")
+        time.sleep(1.0)
+        write(original.replace(old_line, "{from: 2020-07-01, value: 1100, source: reference}"))
+        reload_and_wait("success")
+        switched = time.monotonic()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert failures == []
+    versions = Counter(r[1] for r in results)
+    assert len(versions) == 2 and versions[v1] > 0, versions
+    v2 = next(v for v in versions if v != v1)
+    for _, version, standard, nursing, living in results:
+        # One version from start to end: the standard read and both amounts agree with the version named.
+        assert standard == (1080 if version == v1 else 1100)
+        assert (nursing, living) == expect[standard]
+    assert all(r[1] == v2 for r in results if r[0] > switched + 0.2)
+    assert "policy reload failed; the old version keeps serving" in service.log_text()
+    assert service.stop() == 0
+
+
+# --- the soak, short -------------------------------------------------------------------------------
+
+def test_short_soak_with_redis_kills_reloads_and_sigterm():
+    out = subprocess.run([sys.executable, "-m", "bench.soak", "--seconds", "25", "--procs", "2", "--threads", "4",
+                          "--json"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert out.returncode == 0 and summary["passed"], (summary.get("problems"), out.stderr[-3000:])
+    outcomes = summary["outcomes"]
+    assert outcomes.get("ok_evaluate", 0) + outcomes.get("ok_evaluate_cached", 0) > 500
+    assert summary["unexpected"] == {}
+    assert set(summary["replies_by_policy_version"]) == {"v1", "v2"}
+    assert summary["service_exit_code"] == 0
+    assert summary["id_numbers_in_logs_or_metrics"] == 0
