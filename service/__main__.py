@@ -127,7 +127,11 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     signal.signal(signal.SIGINT, forward)
     # Poll, never block in wait(): a signal delivered to another thread only sets a flag that
     # Python's main thread checks when it runs, and a blocked wait() would never notice it.
-    while any(child.poll() is None for child in children):
+    running = set(children)
+    while running:
+        for child in [c for c in running if c.poll() is not None]:
+            running.discard(child)
+            metrics.worker_exited(child.pid)  # its live gauges stop counting in the totals
         time.sleep(0.2)
     return max(child.returncode for child in children)
 

@@ -17,44 +17,41 @@ from __future__ import annotations
 
 import logging
 
-from .api import eligibility_pb2 as pb
+from .engine.decide import ELIGIBLE, INELIGIBLE, Decision, ProgramDecision
 
 log = logging.getLogger("audit")
 
-_OUTCOME = {pb.OUTCOME_ELIGIBLE: "eligible", pb.OUTCOME_INELIGIBLE: "ineligible",
-            pb.OUTCOME_UNDETERMINED: "undetermined"}
+
+def deciding_rules(decision: ProgramDecision) -> list[str]:
+    passed = [r.rule for r in decision.reasons if r.result is True]
+    failed = [r.rule for r in decision.reasons if r.result is False]
+    if decision.outcome == ELIGIBLE:
+        return [r.id for r in passed if r.kind in ("condition", "route", "adjustment")]
+    if decision.outcome == INELIGIBLE:
+        ids = [r.id for r in failed if r.kind == "condition"]
+        ids += [r.id for r in passed if r.kind == "exclusion"]
+        return ids or [r.id for r in failed if r.kind == "route"]
+    return sorted({rule_id for _, rule_id in decision.missing}) or [
+        r.rule.id for r in decision.reasons if r.result is None]
 
 
-def deciding_rules(decision: pb.ProgramDecision) -> list[str]:
-    passed = [r for r in decision.reasons if r.result == pb.RULE_RESULT_PASSED]
-    failed = [r for r in decision.reasons if r.result == pb.RULE_RESULT_FAILED]
-    if decision.outcome == pb.OUTCOME_ELIGIBLE:
-        return [r.rule_id for r in passed if r.kind in ("condition", "route", "adjustment")]
-    if decision.outcome == pb.OUTCOME_INELIGIBLE:
-        ids = [r.rule_id for r in failed if r.kind == "condition"]
-        ids += [r.rule_id for r in passed if r.kind == "exclusion"]
-        if not ids:
-            ids = [r.rule_id for r in failed if r.kind == "route"]
-        return ids
-    return sorted({m.rule_id for m in decision.missing_facts}) or [
-        r.rule_id for r in decision.reasons if r.result == pb.RULE_RESULT_UNKNOWN]
+def summary(decision: Decision) -> dict:
+    """What the audit line says of a computed decision, per program."""
+    return {d.program.id: {"outcome": d.outcome.lower(), "amount_fen": d.amount_fen, "rules": deciding_rules(d),
+                           **({"interactions": [i.id for i in d.interactions]} if d.interactions else {})}
+            for d in decision.programs}
 
 
-def record(reply: pb.EvaluateResponse, method: str, caller: str, batch_index: int | None = None) -> None:
-    """Log the audit line for one decision receipt."""
+def record(method: str, caller: str, policy_version: str, request_hash: str, programs: dict | None,
+           batch_index: int | None = None) -> None:
+    """Log the audit line for one decision. A cache hit (programs None) names the request hash and
+    version of the computed decision it repeats, whose own line carries the rules."""
     if not log.isEnabledFor(logging.INFO):
         return
-    programs = {}
-    for d in reply.decisions:
-        programs[d.program_id] = {
-            "outcome": _OUTCOME.get(d.outcome, "unspecified"),
-            "amount_fen": d.monthly_amount.fen,
-            "rules": deciding_rules(d),
-            **({"interactions": [i.rule_id for i in d.interactions]} if len(d.interactions) else {}),
-        }
-    extra = {"event": "decision", "method": method, "caller": caller, "policy_version": reply.policy_version,
-             "evaluation_date": reply.evaluation_date, "request_hash": reply.request_hash,
-             "from_cache": reply.from_cache, "total_fen": reply.total_monthly_amount.fen, "programs": programs}
+    extra = {"event": "decision", "method": method, "caller": caller, "policy_version": policy_version,
+             "request_hash": request_hash, "from_cache": programs is None}
+    if programs is not None:
+        extra["programs"] = programs
     if batch_index is not None:  # never the caller's `ref`: free text the service cannot vouch for
         extra["batch_index"] = batch_index
     log.info("decision", extra=extra)

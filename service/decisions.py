@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import convert, metrics, wire
+from . import audit, convert, metrics, wire
 from .api import eligibility_pb2 as pb
 from .cache import cache_key
 from .convert import ReplyBuilder
@@ -24,6 +24,14 @@ from .request import InvalidRequest, parse_evaluation_date, resolve_region, to_c
 
 log = logging.getLogger(__name__)
 FROM_CACHE = wire.boolean(pb.EvaluateResponse.DESCRIPTOR.fields_by_name["from_cache"].number, True)
+
+
+@dataclass(frozen=True)
+class Reply:
+    data: bytes  # a serialized EvaluateResponse
+    policy_version: str
+    request_hash: str
+    audit: dict | None  # per program: outcome, amount, deciding rules; None for a cache hit
 
 
 @dataclass(frozen=True)
@@ -85,19 +93,19 @@ class DecisionService:
         return hmac.new(self._hmac_key, data, hashlib.sha256).hexdigest()
 
     def evaluate(self, request: pb.EvaluateRequest) -> pb.EvaluateResponse:
-        return pb.EvaluateResponse.FromString(self.evaluate_bytes(request))
+        return pb.EvaluateResponse.FromString(self.decide(request).data)
 
-    def evaluate_bytes(self, request: pb.EvaluateRequest) -> bytes:
-        """The serialized reply: the gRPC layer sends these bytes as they are."""
+    def decide(self, request: pb.EvaluateRequest) -> Reply:
+        """The serialized reply (the gRPC layer sends these bytes as they are) and its audit facts."""
         for _ in range(3):
             serving = self.holder.serving
             try:
-                return self._evaluate(serving, request)
+                return self._decide(serving, request)
             except EngineClosed:
                 continue  # a reload replaced the engine mid-request: decide again with the new one
         raise RuntimeError("policy engine kept changing during the request")
 
-    def _evaluate(self, serving: "Serving", request: pb.EvaluateRequest) -> bytes:
+    def _decide(self, serving: Serving, request: pb.EvaluateRequest) -> Reply:
         engine = serving.engine
         case = to_case(request, engine.policy)
         digest = self.request_hash(request, case.on.isoformat())
@@ -105,7 +113,7 @@ class DecisionService:
         cached = self.cache.get(key)
         if cached is not None:
             metrics.CACHE_LOOKUPS.labels(result="hit").inc()
-            return cached + FROM_CACHE
+            return Reply(cached + FROM_CACHE, engine.version, digest, None)
         metrics.CACHE_LOOKUPS.labels(result="miss").inc()
         started = time.perf_counter()
         try:
@@ -114,13 +122,13 @@ class DecisionService:
             metrics.DISAGREEMENTS.inc()
             raise
         metrics.ENGINE_TIME.observe(time.perf_counter() - started)
-        reply = serving.replies.response(decision, digest)
+        data = serving.replies.response(decision, digest)
         for d in decision.programs:
             metrics.DECISIONS.labels(program=d.program.id, outcome=d.outcome).inc()
             if d.amount_fen:
                 metrics.AMOUNT.labels(program=d.program.id).inc(d.amount_fen)
-        self.cache.set(key, reply)
-        return reply
+        self.cache.set(key, data)
+        return Reply(data, engine.version, digest, audit.summary(decision))
 
     def list_programs(self, request: pb.ListProgramsRequest) -> pb.ListProgramsResponse:
         engine = self.holder.engine

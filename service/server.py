@@ -19,14 +19,18 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import audit, errors, metrics, security
+from . import audit, errors, metrics, security, wire
 from .api import eligibility_pb2 as pb
 from .api import eligibility_pb2_grpc as pb_grpc
-from .decisions import DecisionService
+from .decisions import DecisionService, Reply
 from .request import InvalidRequest
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EligibilityService"].full_name
+_BATCH = pb.EvaluateBatchResponse.DESCRIPTOR.fields_by_name
+_BATCH_REF, _BATCH_INDEX, _BATCH_RESPONSE = (_BATCH[n].number for n in ("ref", "index", "response"))
+
+
 @dataclass
 class ServerConfig:
     host: str = "0.0.0.0"
@@ -100,8 +104,10 @@ class EligibilityServicer(pb_grpc.EligibilityServiceServicer):
             if isinstance(request, Malformed):
                 raise _malformed_error(request)
             reply = fn(request)
-            if self.audit_log and method == "Evaluate":
-                audit.record(reply, method, caller)
+            if isinstance(reply, Reply):
+                if self.audit_log:
+                    audit.record(method, caller, reply.policy_version, reply.request_hash, reply.audit)
+                return reply.data
             return reply
         except DeadlineExceeded:
             code = grpc.StatusCode.DEADLINE_EXCEEDED
@@ -115,7 +121,7 @@ class EligibilityServicer(pb_grpc.EligibilityServiceServicer):
                                         "ms": round((time.perf_counter() - started) * 1000, 3)})
 
     def Evaluate(self, request, context):
-        return self._unary("Evaluate", self.decisions.evaluate, request, context)
+        return self._unary("Evaluate", self.decisions.decide, request, context)
 
     def ListPrograms(self, request, context):
         return self._unary("ListPrograms", self.decisions.list_programs, request, context)
@@ -140,10 +146,13 @@ class EligibilityServicer(pb_grpc.EligibilityServiceServicer):
                 try:
                     if isinstance(item, Malformed):
                         raise _malformed_error(item)
-                    reply = self.decisions.evaluate(item.request)
+                    reply = self.decisions.decide(item.request)
                     if self.audit_log:
-                        audit.record(reply, "EvaluateBatch", caller, batch_index=index)
-                    yield pb.EvaluateBatchResponse(ref=ref, index=index, response=reply)
+                        audit.record("EvaluateBatch", caller, reply.policy_version, reply.request_hash, reply.audit,
+                                     batch_index=index)
+                    # Serialized by hand: the reply is already bytes (see wire.py).
+                    yield (wire.embedded(_BATCH_REF, ref.encode()) if ref else b"") + \
+                        wire.integer(_BATCH_INDEX, index) + wire.embedded(_BATCH_RESPONSE, reply.data)
                 except Exception as exc:
                     item_code, message, violations = errors.to_status(exc)
                     yield pb.EvaluateBatchResponse(ref=ref, index=index, error=pb.BatchError(
@@ -153,15 +162,24 @@ class EligibilityServicer(pb_grpc.EligibilityServiceServicer):
             observe("EvaluateBatch", code, time.perf_counter() - started, caller)
 
 
+def _serialize(message_type) -> Callable[[object], bytes]:
+    """Replies built as bytes pass as they are; messages are serialized."""
+    serialize = message_type.SerializeToString
+
+    def serializer(reply) -> bytes:
+        return reply if isinstance(reply, bytes) else serialize(reply)
+    return serializer
+
+
 def add_servicer(servicer: EligibilityServicer, server: grpc.Server) -> None:
     """As the generated add_EligibilityServiceServicer_to_server, with deserializers that never raise."""
     handlers = {
         "Evaluate": grpc.unary_unary_rpc_method_handler(
             servicer.Evaluate, request_deserializer=safe_deserializer(pb.EvaluateRequest),
-            response_serializer=pb.EvaluateResponse.SerializeToString),
+            response_serializer=_serialize(pb.EvaluateResponse)),
         "EvaluateBatch": grpc.stream_stream_rpc_method_handler(
             servicer.EvaluateBatch, request_deserializer=safe_deserializer(pb.EvaluateBatchRequest),
-            response_serializer=pb.EvaluateBatchResponse.SerializeToString),
+            response_serializer=_serialize(pb.EvaluateBatchResponse)),
         "ListPrograms": grpc.unary_unary_rpc_method_handler(
             servicer.ListPrograms, request_deserializer=safe_deserializer(pb.ListProgramsRequest),
             response_serializer=pb.ListProgramsResponse.SerializeToString),

@@ -26,3 +26,7 @@ def embedded(field_number: int, payload: bytes) -> bytes:
 
 def boolean(field_number: int, value: bool) -> bytes:
     return varint(field_number << 3) + (b"\x01" if value else b"\x00")
+
+
+def integer(field_number: int, value: int) -> bytes:
+    return varint(field_number << 3) + varint(value) if value else b""

@@ -232,7 +232,9 @@ def test_caller_identity_in_logs_and_metrics_not_personal_data(mtls_server, pki)
     audits = [line for line in lines if line.get("name") == "audit" and line.get("request_hash") == reply.request_hash]
     assert audits and audits[-1]["caller"] == ALLOWED_CN
     assert audits[-1]["policy_version"] == reply.policy_version
-    assert "nursing.amount_fully_dependent" in audits[-1]["programs"]["disability_nursing_subsidy"]["rules"]
+    # The computed decision's line names the deciding rules; a cache hit's line points to it by hash.
+    computed = [line for line in audits if not line["from_cache"]]
+    assert "nursing.amount_fully_dependent" in computed[0]["programs"]["disability_nursing_subsidy"]["rules"]
     refusals = [line for line in lines if line.get("message") == "caller refused"]
     assert refusals and refusals[-1]["code"] == "PERMISSION_DENIED"
     assert "intruder-system" in refusals[-1]["certificate_cn"]
