@@ -11,7 +11,9 @@ from service.server import ServerConfig, build_server
 
 
 class NoopDecisions:
-    def evaluate(self, request):
+    """Answers every call with an empty reply, through the same servicer and server settings."""
+
+    def decide(self, request):
         return pb.EvaluateResponse()
 
     def list_programs(self, request):

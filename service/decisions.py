@@ -112,9 +112,9 @@ class DecisionService:
         key = cache_key(engine.version, digest)
         cached = self.cache.get(key)
         if cached is not None:
-            metrics.CACHE_LOOKUPS.labels(result="hit").inc()
+            metrics.child(metrics.CACHE_LOOKUPS, "hit").inc()
             return Reply(cached + FROM_CACHE, engine.version, digest, None)
-        metrics.CACHE_LOOKUPS.labels(result="miss").inc()
+        metrics.child(metrics.CACHE_LOOKUPS, "miss").inc()
         started = time.perf_counter()
         try:
             decision = engine.evaluate(case.facts, case.region, case.on, case.programs)
@@ -124,9 +124,9 @@ class DecisionService:
         metrics.ENGINE_TIME.observe(time.perf_counter() - started)
         data = serving.replies.response(decision, digest)
         for d in decision.programs:
-            metrics.DECISIONS.labels(program=d.program.id, outcome=d.outcome).inc()
+            metrics.child(metrics.DECISIONS, d.program.id, d.outcome).inc()
             if d.amount_fen:
-                metrics.AMOUNT.labels(program=d.program.id).inc(d.amount_fen)
+                metrics.child(metrics.AMOUNT, d.program.id).inc(d.amount_fen)
         self.cache.set(key, data)
         return Reply(data, engine.version, digest, audit.summary(decision))
 

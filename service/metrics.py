@@ -64,14 +64,14 @@ DISAGREEMENTS = Counter("subsidy_engine_disagreements", "Engine and explanation 
 ANONYMOUS = "anonymous"
 OTHER_CALLER = "other"
 MAX_CALLERS = 100
-_CALLER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+_CALLER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,127}")  # CNs, DNS and URI SANs
 _callers: set[str] = set()
 _callers_lock = threading.Lock()
 
 
 def caller_label(caller: str | None) -> str:
     """A bounded label value for a caller identity: the name itself when it looks like a configured
-    identity (letters, digits, `_.-`, at most 64) and fewer than MAX_CALLERS were seen, else
+    identity (letters, digits, `_.:/-`, at most 128) and fewer than MAX_CALLERS were seen, else
     `other`; `anonymous` when there is none."""
     if not caller:
         return ANONYMOUS
@@ -86,30 +86,23 @@ def caller_label(caller: str | None) -> str:
         return caller
 
 
-def observe_request(method: str, code: str, seconds: float, caller: str | None = ANONYMOUS) -> None:
-    """Count one finished gRPC call and its latency. `code` is a grpc.StatusCode name."""
-    REQUESTS.labels(method=method, code=code, caller=caller_label(caller)).inc()
-    LATENCY.labels(method=method).observe(seconds)
+_children: dict[tuple, object] = {}
 
 
-class _RequestsCompat:
-    """`REQUESTS.labels(method=, code=)` as server.py calls it today: caller defaults to anonymous."""
-
-    def __init__(self, counter: Counter):
-        self._counter = counter
-
-    def labels(self, *args, **kwargs):
-        if not args and "caller" not in kwargs:
-            kwargs["caller"] = ANONYMOUS
-        elif "caller" in kwargs:
-            kwargs["caller"] = caller_label(kwargs["caller"])
-        return self._counter.labels(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._counter, name)
+def child(metric, *values: str):
+    """metric.labels(*values), memoized: label values are a bounded set, and labels() is slow."""
+    key = (id(metric), values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    return found
 
 
-REQUESTS = _RequestsCompat(REQUESTS)  # type: ignore[assignment]
+def observe_request(method: str, code: str, seconds: float | None, caller: str | None = ANONYMOUS) -> None:
+    """Count one finished gRPC call and its latency (none for a call refused before any handler)."""
+    child(REQUESTS, method, code, caller_label(caller)).inc()
+    if seconds is not None:
+        child(LATENCY, method).observe(seconds)
 
 
 # Series exist at 0 from the start, so that the first event shows as an increase to Prometheus.

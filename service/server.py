@@ -50,10 +50,7 @@ class ServerConfig:
 
 def observe(method: str, code: grpc.StatusCode, seconds: float | None, caller: str) -> None:
     """Count one finished call (subsidy_grpc_requests_total{method,code,caller}) and its latency."""
-    if seconds is None:  # refused before any handler ran: counted, no latency
-        metrics.REQUESTS.labels(method=method, code=code.name, caller=caller).inc()
-    else:
-        metrics.observe_request(method, code.name, seconds, caller)
+    metrics.observe_request(method, code.name, seconds, caller)
 
 
 class Malformed:
