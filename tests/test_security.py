@@ -290,3 +290,14 @@ def test_plaintext_stays_the_default(server):
     """The README's run command: no TLS flags, plaintext, callers anonymous."""
     with grpc.insecure_channel(server.address) as channel:
         assert evaluate(channel).policy_version
+
+
+def test_healthcheck_command_over_mutual_tls(mtls_server, pki):
+    """The Dockerfile's HEALTHCHECK works when the service runs with mutual TLS."""
+    base = [sys.executable, "-m", "service.healthcheck", "--address", mtls_server.address]
+    ok = subprocess.run(base + ["--ca-cert", str(pki.ca.path), "--client-cert", str(pki.allowed.cert),
+                                "--client-key", str(pki.allowed.key), "--server-name", "localhost"],
+                        capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0 and "SERVING" in ok.stdout, ok.stderr
+    plaintext = subprocess.run(base + ["--timeout", "2"], capture_output=True, text=True, cwd=ROOT)
+    assert plaintext.returncode == 1 and "unhealthy" in plaintext.stderr

@@ -75,8 +75,9 @@ class Decision:
         return sum(p.amount_fen for p in self.programs)
 
 
-EXPLAINED_CACHE_SIZE = 100_000
-PARAM_CACHE_SIZE = 10_000
+# Bounds on the per-engine memo tables (about 1 KB an entry at most): memory stays flat.
+EXPLAINED_CACHE_SIZE = 20_000
+PARAM_CACHE_SIZE = 2_000
 
 
 def _reads(rule: Rule) -> tuple[tuple[str, ...], tuple[str, ...]]:
