@@ -80,7 +80,7 @@ def run(seconds: float = 2.0, factor: int = 10, evaluations: int = 1_000_000) ->
         done += len(cases)
     gc.collect()
     end_rss = rss_kib()
-    rows += [(f"RSS KiB after warm-up", float(start_rss)), (f"RSS KiB after {done} evaluations", float(end_rss)),
+    rows += [("RSS KiB after warm-up", float(start_rss)), (f"RSS KiB after {done} evaluations", float(end_rss)),
              ("  ratio (target <= 1.10)", end_rss / start_rss),
              ("max RSS KiB", float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))]
     base.close()

@@ -14,7 +14,7 @@ _RESULT = {True: pb.RULE_RESULT_PASSED, False: pb.RULE_RESULT_FAILED, None: pb.R
 _F = pb.EvaluateResponse.DESCRIPTOR.fields_by_name
 _DECISIONS, _PARAMETERS = _F["decisions"].number, _F["parameters"].number
 _REASONS = pb.ProgramDecision.DESCRIPTOR.fields_by_name["reasons"].number
-CACHE_SIZE = 20_000  # entries per memo table; a reason line is about 0.5 KB
+CACHE_SIZE = 20_000  # entries per memo table; a reason line is about half a kilobyte
 
 
 def parameter(value: ParamValue, policy: PolicySet) -> pb.ParameterValue:

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from service.api import eligibility_pb2 as pb
 from service.cache import LocalCache
 from service.decisions import DecisionService, PolicyHolder
 from service.policy.loader import load_policies

@@ -3,7 +3,6 @@ validation and engine; and a check that the cases exercise every rule."""
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 import yaml

@@ -10,7 +10,6 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from concurrent import futures
 
 import grpc
 import pytest
@@ -19,7 +18,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from service.api import eligibility_pb2 as pb
-from service.api import eligibility_pb2_grpc as pb_grpc
 from support import HANGZHOU_NURSING_CASE, POLICIES, ROOT, make_id, request, start_service
 
 NURSING = "disability_nursing_subsidy"

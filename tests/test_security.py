@@ -248,7 +248,6 @@ def test_caller_identity_in_logs_and_metrics_not_personal_data(mtls_server, pki)
 def test_server_only_tls_with_the_caseworker_client(tmp_path, pki):
     """TLS without client certificates (callers anonymous), through the caseworker CLI's --tls flags."""
     import os
-    import signal
     from support import ServiceProcess
     port, metrics_port = free_port(), free_port()
     log_path = tmp_path / f"tls-{port}.log"

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import durable_rules_engine as dre
 
-from ..policy.expressions import AddMonths, All, AnyOf, Cmp, Cond, Fact, Lit, Mul, Operand, Param, leaves
+from ..policy.expressions import AddMonths, All, AnyOf, Cond, Fact, Lit, Mul, Operand, Param, leaves
 from ..policy.policyset import Rule
 
 ENGINE_LOCK = threading.Lock()
