@@ -20,7 +20,7 @@ from .convert import ReplyBuilder
 from .engine.decide import Engine, EngineDisagreement
 from .engine.durable_backend import EngineClosed
 from .policy.loader import load_policies
-from .request import InvalidRequest, parse_evaluation_date, resolve_region, to_case
+from .request import InvalidRequest, parse_evaluation_date, resolve_region, to_case, today
 
 log = logging.getLogger(__name__)
 FROM_CACHE = wire.boolean(pb.EvaluateResponse.DESCRIPTOR.fields_by_name["from_cache"].number, True)
@@ -107,14 +107,16 @@ class DecisionService:
 
     def _decide(self, serving: Serving, request: pb.EvaluateRequest) -> Reply:
         engine = serving.engine
-        case = to_case(request, engine.policy)
-        digest = self.request_hash(request, case.on.isoformat())
+        # Only valid requests are ever stored, and validity depends on nothing but the request, the
+        # date and the policy version (all in the key), so the cache is consulted before validating.
+        digest = self.request_hash(request, request.as_of or today(engine.policy).isoformat())
         key = cache_key(engine.version, digest)
         cached = self.cache.get(key)
         if cached is not None:
             metrics.child(metrics.CACHE_LOOKUPS, "hit").inc()
             return Reply(cached + FROM_CACHE, engine.version, digest, None)
-        metrics.child(metrics.CACHE_LOOKUPS, "miss").inc()
+        case = to_case(request, engine.policy)
+        metrics.child(metrics.CACHE_LOOKUPS, "miss").inc()  # counted for valid requests only
         started = time.perf_counter()
         try:
             decision = engine.evaluate(case.facts, case.region, case.on, case.programs)
