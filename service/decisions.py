@@ -81,7 +81,7 @@ class DecisionService:
     def __init__(self, holder: PolicyHolder, cache, hmac_key: bytes):
         self.holder = holder
         self.cache = cache
-        self._hmac_key = hmac_key
+        self._hmac = hmac.new(hmac_key, digestmod=hashlib.sha256)  # keyed once, copied per request
 
     def request_hash(self, request: pb.EvaluateRequest, on: str) -> str:
         """Keyed hash of the canonical request: audit and cache key without the ID number."""
@@ -90,7 +90,9 @@ class DecisionService:
         canonical.as_of = on
         canonical.person.id_number = canonical.person.id_number.strip().upper()
         data = canonical.SerializeToString(deterministic=True)
-        return hmac.new(self._hmac_key, data, hashlib.sha256).hexdigest()
+        mac = self._hmac.copy()
+        mac.update(data)
+        return mac.hexdigest()
 
     def evaluate(self, request: pb.EvaluateRequest) -> pb.EvaluateResponse:
         return pb.EvaluateResponse.FromString(self.decide(request).data)
