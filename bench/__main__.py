@@ -11,6 +11,7 @@ import grpc
 from service.api import eligibility_pb2_grpc as pb_grpc
 
 from . import cache_bench, engine_bench, grpc_bench, growth
+from .local import free_port
 from .people import people
 
 
@@ -34,17 +35,17 @@ def bench_grpc(args) -> None:
     body = grpc_bench.grpc_body(request)
     n = args.requests
     results = {}
-    port = grpc_bench.free_port()
+    port = free_port()
     with grpc_bench.noop(port):
         check_reply(port, request)
         grpc_bench.h2load(port, body, n // 10)  # warm-up
         results["no-op handler"] = grpc_bench.h2load(port, body, n)
-    port = grpc_bench.free_port()
+    port = free_port()
     with grpc_bench.service(port, "--cache-ttl", "0"):
         check_reply(port, request)
         grpc_bench.h2load(port, body, n // 10)
         results["Evaluate, cache off"] = grpc_bench.h2load(port, body, n)
-    port = grpc_bench.free_port()
+    port = free_port()
     with grpc_bench.service(port):
         check_reply(port, request)
         grpc_bench.h2load(port, body, n // 10)
@@ -68,7 +69,7 @@ def bench_scale(args) -> None:
     n = args.requests
     rows = {}
     for workers in (1, 2):
-        port = grpc_bench.free_port()
+        port = free_port()
         with grpc_bench.service(port, "--cache-ttl", "0", "--workers", str(workers)):
             check_reply(port, request)
             grpc_bench.h2load(port, body, n // 10)

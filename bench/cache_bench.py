@@ -10,18 +10,16 @@ one run, with h2load sending one prepared gRPC body (bench/grpc_bench.py).
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
-import subprocess
 import tempfile
-import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 
 from service.api import eligibility_pb2_grpc as pb_grpc
 
 from . import grpc_bench
+from .local import RedisProcess, free_port
 from .people import people
 
 MISS = "Evaluate, cache miss (--cache-ttl 0)"
@@ -34,30 +32,13 @@ RATIO_REDIS = "ratio: hit (Redis) / miss"
 @contextmanager
 def redis_server():
     """A private redis-server on a free port, no persistence; stopped on exit."""
-    port = grpc_bench.free_port()
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", workdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
+        redis = RedisProcess(free_port(), Path(workdir))
+        redis.start()
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+            yield redis.url
+        finally:
+            redis.kill()
 
 
 def _check(port: int, request, expect_hit: bool) -> None:
@@ -72,7 +53,7 @@ def _check(port: int, request, expect_hit: bool) -> None:
 
 def _measure(request, requests: int, expect_hit: bool, *service_args: str) -> float:
     body = grpc_bench.grpc_body(request)
-    port = grpc_bench.free_port()
+    port = free_port()
     with grpc_bench.service(port, *service_args):
         _check(port, request, expect_hit)
         grpc_bench.h2load(port, body, max(100, requests // 10))  # warm-up

@@ -32,15 +32,15 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from contextlib import closing
 from pathlib import Path
+
+from .local import RedisProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HMAC_KEY = "soak-test-key"
@@ -49,41 +49,6 @@ GOOD_CHANGE = ("{from: 2020-07-01, value: 1080, source: reference}", "{from: 202
 BROKEN_CHANGE = ("{from: 2020-07-01, value: 1080, source: reference}", "{from: 2020-07-01, value: one thousand, source: reference}")
 DIBAO_FILE = Path("parameters/common/dibao_standard.yaml")
 EXPECTED_REFUSALS = {"rejected_invalid_argument", "rejected_oversize", "refused_after_sigterm"}
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# --- redis-server of our own -------------------------------------------------------------------
-
-class Redis:
-    def __init__(self, dir: Path):
-        self.port, self.dir, self.proc = free_port(), dir, None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-                                      "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                      "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 # --- the cases and their expected replies ------------------------------------------------------
@@ -319,7 +284,7 @@ def run(args) -> dict:
         id_numbers.add(pb.EvaluateRequest.FromString(r).person.id_number)
     changed = sum(a != b for a, b in zip(replies_v1, replies_v2))
 
-    redis = Redis(tmp)
+    redis = RedisProcess(free_port(), tmp)
     redis.start()
     port, metrics_port = free_port(), free_port()
     log_path = tmp / "service.log"

@@ -144,35 +144,24 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return check
 
 
-def _guarded(handler: grpc.RpcMethodHandler, check: Callable[[grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
-    if handler.unary_unary:
-        inner = handler.unary_unary
+_HANDLER_FACTORIES = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
 
-        def unary_unary(request, context):
+
+def _guarded(handler: grpc.RpcMethodHandler, check: Callable[[grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
+    """The same handler, running `check` before the method's own behaviour."""
+    kind = next(k for k in _HANDLER_FACTORIES if getattr(handler, k))
+    inner = getattr(handler, kind)
+    if handler.response_streaming:
+        def behaviour(request, context):
+            check(context)
+            yield from inner(request, context)
+    else:
+        def behaviour(request, context):
             check(context)
             return inner(request, context)
-        return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer,
-                                                   handler.response_serializer)
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
-
-        def unary_stream(request, context):
-            check(context)
-            yield from inner_us(request, context)
-        return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer,
-                                                    handler.response_serializer)
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
-
-        def stream_unary(request_iterator, context):
-            check(context)
-            return inner_su(request_iterator, context)
-        return grpc.stream_unary_rpc_method_handler(stream_unary, handler.request_deserializer,
-                                                    handler.response_serializer)
-    inner_ss = handler.stream_stream
-
-    def stream_stream(request_iterator, context):
-        check(context)
-        yield from inner_ss(request_iterator, context)
-    return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer,
-                                                 handler.response_serializer)
+    return _HANDLER_FACTORIES[kind](behaviour, handler.request_deserializer, handler.response_serializer)

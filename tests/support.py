@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,18 +14,13 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.local import RedisProcess, free_port  # noqa: F401 (re-exported for the tests)
 from service.api import eligibility_pb2 as pb
 from service.api import eligibility_pb2_grpc as pb_grpc
 from service.idnumber import check_char
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
-
-
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_id(birth: str, region: str = "330102", seq: int = 1) -> str:
@@ -129,36 +121,3 @@ def start_service(tmp: Path, *args: str, env: dict | None = None, name: str = "s
         service.stop(signal.SIGKILL)
         raise RuntimeError(f"service did not start:\n{service.log_text()}")
     return service
-
-
-@dataclass
-class RedisProcess:
-    port: int
-    dir: Path
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-                                      "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                      "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def cli(self, *args: str) -> str:
-        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True,
-                              check=True).stdout

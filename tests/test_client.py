@@ -8,7 +8,6 @@ import ipaddress
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from concurrent import futures
@@ -24,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from clients import caseworker
 from service.api import eligibility_pb2 as pb
 from service.api import eligibility_pb2_grpc as pb_grpc
+from support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -71,11 +71,6 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "clients.caseworker", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def decisions_of(reply: dict) -> dict[str, dict]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -26,6 +25,7 @@ import pytest
 import yaml
 
 from service.api import eligibility_pb2 as pb, eligibility_pb2_grpc as pb_grpc
+from support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -54,11 +54,6 @@ def find_tool(name: str) -> str:
         "install the Debian package `prometheus` (apt-get install -y --no-install-recommends prometheus)"
     )
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
