@@ -20,6 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/subsidy.v1.EligibilityService/Evaluate"
+BATCH_PATH = "/subsidy.v1.EligibilityService/EvaluateBatch"
+FRAME = 5  # gRPC message framing: a compression flag byte and a 4-byte length
+FROM_CACHE_BYTES = 2  # the from_cache = true field a cache hit adds
 
 
 def grpc_body(message) -> bytes:
@@ -72,27 +75,62 @@ class Load:
 
 
 def h2load(port: int, body: bytes, requests: int = 0, clients: int = 8, streams: int = 8,
-           path: str = PATH, rate: float | None = None, seconds: float | None = None) -> Load:
+           path: str = PATH, rate: float | None = None, seconds: float | None = None,
+           reply_bytes: tuple[int, int] | None = None) -> Load:
     """Throughput and latency percentiles of identical calls (a count, or a duration at a rate).
-    h2load sees HTTP status only (gRPC errors are trailers), so callers check one reply through a
-    real client first."""
+
+    h2load sees HTTP status only: a gRPC error is an HTTP 200 whose status is in the trailers and
+    whose body is empty. So with `reply_bytes` (the least and most DATA bytes one good reply takes,
+    framing included) the DATA received must add up to that many bytes per request done; a
+    RESOURCE_EXHAUSTED or INTERNAL reply would fall short (so no --warm-up-time: its traffic would
+    count too; warm up with a call of its own). A duration (`seconds`) keeps every
+    connection busy to the end; a count gives each connection an equal share, so a worker that
+    happened to get fewer connections would sit idle while the others finish theirs.
+    """
     with tempfile.NamedTemporaryFile(suffix=".bin") as f, tempfile.NamedTemporaryFile(suffix=".log") as log:
         f.write(body)
         f.flush()
         cmd = ["h2load", "-c", str(clients), "-m", str(streams), "-t", "1", "-d", f.name, "--log-file", log.name,
                "-H", "content-type: application/grpc", "-H", "te: trailers"]
-        cmd += ["-D", str(seconds)] if seconds else ["-n", str(requests)]
+        cmd += ["-D", str(round(seconds))] if seconds else ["-n", str(requests)]
         if rate:
             cmd += ["--rps", f"{rate / clients:.2f}"]
         out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
                              check=True).stdout
         rows = [line.split("\t") for line in Path(log.name).read_text().splitlines() if line.strip()]
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
-    if int(done.group(3)) or int(done.group(4)) or any(r[1] != "200" for r in rows):
+    done = re.search(r"requests: \d+ total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                     r"(\d+) errored", out)
+    if int(done.group(4)) or int(done.group(5)) or any(r[1] != "200" for r in rows):
         raise RuntimeError(f"h2load: requests failed:\n{out}")
+    if reply_bytes:
+        data = int(re.search(r"traffic: .*, [\d.]+\w*B \((\d+)\) data", out).group(1))
+        started, succeeded = int(done.group(1)), int(done.group(3))
+        # Calls still running when a duration ends were cut off part way: they may add part of a reply.
+        if not succeeded * reply_bytes[0] <= data <= started * reply_bytes[1]:
+            raise RuntimeError(f"h2load: {data} bytes of replies for {succeeded} requests, expected "
+                               f"{reply_bytes[0]} to {reply_bytes[1]} each: some calls failed\n{out}")
     latencies = sorted(int(r[2]) / 1000 for r in rows)
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     return Load(rps, percentile(latencies, 50), percentile(latencies, 99))
+
+
+def unary_reply_bytes(port: int, request, path: str = PATH) -> tuple[int, int]:
+    """DATA bytes of one good reply, fetched raw through a real client: (as computed, as a cache hit)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(path, request_serializer=type(request).SerializeToString)
+        size = FRAME + len(call(request, timeout=10))
+    return size, size + FROM_CACHE_BYTES
+
+
+def stream_reply_bytes(port: int, requests: list, path: str = BATCH_PATH) -> tuple[int, int]:
+    """DATA bytes of one good reply stream to `requests`, fetched raw through a real client."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.stream_stream(path, request_serializer=type(requests[0]).SerializeToString)
+        replies = list(call(iter(requests), timeout=60))
+    if len(replies) != len(requests):
+        raise RuntimeError(f"{len(replies)} replies to {len(requests)} requests")
+    size = sum(FRAME + len(r) for r in replies)
+    return size, size
 
 
 def percentile(values: list[float], q: float) -> float:

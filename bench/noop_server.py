@@ -3,21 +3,40 @@ the real service is measured against. `python -m bench.noop_server --port P [--t
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
-import threading
+from pathlib import Path
 
 from service.api import eligibility_pb2 as pb
+from service.cache import NoCache
+from service.decisions import Reply
 from service.server import ServerConfig, build_server
 
 
 class NoopDecisions:
-    """Answers every call with an empty reply, through the same servicer and server settings."""
+    """Answers every call with an empty reply (or prepared reply bytes), through the same servicer
+    and server settings."""
 
-    def decide(self, request):
-        return pb.EvaluateResponse()
+    def __init__(self, reply: bytes = b""):
+        self.reply = reply
+        self.cache = NoCache()
+
+    def decide(self, request) -> Reply:
+        return Reply(self.reply or pb.EvaluateResponse().SerializeToString(), "noop", "", None)
 
     def list_programs(self, request):
         return pb.ListProgramsResponse()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    reply = args.reply.read_bytes() if args.reply else b""
+    server, _, _ = await build_server(NoopDecisions(reply), ServerConfig(
+        host="127.0.0.1", port=args.port, threads=args.threads, reuse_port=args.reuse_port))
+    await server.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(1)
 
 
 def main() -> None:
@@ -25,14 +44,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--reuse-port", action="store_true")
-    args = parser.parse_args()
-    server, _, _ = build_server(NoopDecisions(), ServerConfig(host="127.0.0.1", port=args.port, threads=args.threads,
-                                                              reuse_port=args.reuse_port))
-    server.start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    server.stop(1).wait()
+    parser.add_argument("--reply", type=Path, help="a file of serialized EvaluateResponse bytes to answer with")
+    asyncio.run(serve(parser.parse_args()))
 
 
 if __name__ == "__main__":

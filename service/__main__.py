@@ -12,16 +12,15 @@ reloads the policies (a broken set is refused and the old one keeps serving).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-
 
 
 def default_policies() -> str:
@@ -47,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=int(_env("SUBSIDY_WORKERS", 1)),
                    help="worker processes sharing the port (SUBSIDY_WORKERS)")
     p.add_argument("--threads", type=int, default=int(_env("SUBSIDY_THREADS", 8)),
-                   help="gRPC threads per worker (SUBSIDY_THREADS)")
+                   help="threads per worker for Redis cache calls; deciding runs on the worker's event loop "
+                        "(SUBSIDY_THREADS)")
     p.add_argument("--redis-url", default=_env("REDIS_URL", ""),
                    help="Redis for the decision cache; empty for an in-process LRU (REDIS_URL)")
     p.add_argument("--cache-ttl", type=float, default=float(_env("SUBSIDY_CACHE_TTL", 3600)),
@@ -137,13 +137,18 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from . import logs, metrics
+    from . import logs
+    logs.setup(args.log_level)
+    return asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from . import metrics
     from .cache import make_cache
     from .decisions import DecisionService, PolicyHolder
     from .server import Canary, ServerConfig, build_server
     import logging
 
-    logs.setup(args.log_level)
     log = logging.getLogger("service")
     key = hmac_key()
     if not key:
@@ -154,42 +159,42 @@ def serve(args: argparse.Namespace) -> int:
     cfg = ServerConfig(host=args.host, port=args.port, threads=args.threads, reuse_port=args.reuse_port,
                        max_message_bytes=args.max_message_bytes, max_batch=args.max_batch,
                        max_concurrent_rpcs=args.max_concurrent_rpcs, tls=args.tls, audit=args.audit)
-    server, health_servicer, port = build_server(decisions, cfg)
+    server, health_servicer, port = await build_server(decisions, cfg)
     if args.metrics_port:
         metrics.serve(args.metrics_port)
-    server.start()
+    await server.start()
     canary = Canary(decisions, health_servicer, cfg)
     canary.start()
     log.info("serving", extra={"port": port, "metrics_port": args.metrics_port,
                                "policy_version": holder.engine.version, "pid": os.getpid(),
                                "transport": "mtls" if args.tls.mutual else "tls" if args.tls.enabled else "plaintext",
                                "allowed_callers": list(args.tls.allowed_callers)})
-    stopped = threading.Event()
-    draining = threading.Event()
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    tasks: set[asyncio.Task] = set()  # the loop keeps weak references only
 
-    def stop_server():
-        if args.drain_delay > 0:  # still accepting, but health says NOT_SERVING: balancers move away
-            time.sleep(args.drain_delay)
-        log.info("stopped accepting; finishing requests in flight", extra={"grace_seconds": args.grace})
-        server.stop(args.grace).wait()
-        stopped.set()
-
-    def drain(signum, _frame):
-        if draining.is_set():  # a second SIGTERM does not cut the grace period short
-            return
-        draining.set()
-        canary.draining = True
-        health_servicer.enter_graceful_shutdown()  # NOT_SERVING everywhere, and it stays so
+    async def drain(signum: int) -> None:
+        canary.stop()
+        await health_servicer.enter_graceful_shutdown()  # NOT_SERVING everywhere, and it stays so
         log.info("draining", extra={"signal": signum, "grace_seconds": args.grace,
                                     "drain_delay_seconds": args.drain_delay})
-        threading.Thread(target=stop_server, daemon=True, name="drain").start()
+        if args.drain_delay > 0:  # still accepting, but health says NOT_SERVING: balancers move away
+            await asyncio.sleep(args.drain_delay)
+        log.info("stopped accepting; finishing requests in flight", extra={"grace_seconds": args.grace})
+        await server.stop(args.grace)
+        stopped.set()
 
-    signal.signal(signal.SIGTERM, drain)
-    signal.signal(signal.SIGINT, drain)
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=holder.reload, daemon=True).start())
-    while not stopped.wait(0.2):  # poll: see supervise() on signals delivered to other threads
-        pass
-    canary.stop()
+    def on_stop_signal(signum: int) -> None:
+        if tasks:  # a second SIGTERM does not cut the grace period short
+            return
+        task = loop.create_task(drain(signum))
+        tasks.add(task)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop_signal, signum)
+    # A reload builds and checks the new set in a thread; requests go on with the old one meanwhile.
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, holder.reload))
+    await stopped.wait()
     decisions.cache.close()
     log.info("stopped")
     logging.shutdown()  # flush the log handlers before exit

@@ -29,6 +29,8 @@ def cache_key(policy_version: str, request_hash: str) -> str:
 class LocalCache:
     """In-process LRU with a TTL: the same keys and hit/miss behaviour as Redis, per process."""
 
+    blocking = False  # never waits on I/O: the server calls it on its event loop
+
     def __init__(self, ttl: float, max_entries: int = 100_000):
         self._data: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl)
         self._lock = threading.Lock()
@@ -53,6 +55,8 @@ class RedisCache:
     `backoff` seconds; after that, one request at a time probes Redis (the others go without the
     cache meanwhile), so a blackholed Redis costs at most one socket timeout per back-off period.
     """
+
+    blocking = True  # waits on the network: the server calls it from a thread pool, off its event loop
 
     def __init__(self, url: str, ttl: float, timeout: float = 0.05, backoff: float = 1.0):
         self.ttl = max(1, int(ttl))
@@ -112,6 +116,8 @@ class RedisCache:
 
 class NoCache:
     """Caching off (a TTL of 0): every request is decided afresh."""
+
+    blocking = False
 
     def __init__(self):
         metrics.set_cache_up("off", True)  # off by configuration is not an outage

@@ -112,22 +112,22 @@ class Callers:
         return self.identify(context)[0]
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses callers not on the allow-list before any handler runs."""
 
     def __init__(self, callers: Callers, on_refused: Callable[[str, str, grpc.StatusCode], None] | None = None):
         self.callers = callers
         self.on_refused = on_refused
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or not self.callers.config.mutual or method.startswith(OPEN_SERVICES):
             return handler
         return _guarded(handler, self._check(method))
 
-    def _check(self, method: str) -> Callable[[grpc.ServicerContext], None]:
-        def check(context: grpc.ServicerContext) -> None:
+    def _check(self, method: str) -> Callable[[grpc.aio.ServicerContext], Awaitable[None]]:
+        async def check(context: grpc.aio.ServicerContext) -> None:
             caller, allowed = self.callers.identify(context)
             if allowed:
                 return
@@ -139,8 +139,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
                                                  "certificate_san": [n[:64] for n in alt_names][:4]})
             if self.on_refused:
                 self.on_refused(method, caller, code)
-            context.abort(code, "this caller is not allowed" if code == grpc.StatusCode.PERMISSION_DENIED
-                          else "a verified client certificate is required")
+            await context.abort(code, "this caller is not allowed" if code == grpc.StatusCode.PERMISSION_DENIED
+                                else "a verified client certificate is required")
         return check
 
 
@@ -152,16 +152,18 @@ _HANDLER_FACTORIES = {
 }
 
 
-def _guarded(handler: grpc.RpcMethodHandler, check: Callable[[grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
-    """The same handler, running `check` before the method's own behaviour."""
+def _guarded(handler: grpc.RpcMethodHandler,
+             check: Callable[[grpc.aio.ServicerContext], Awaitable[None]]) -> grpc.RpcMethodHandler:
+    """The same handler (coroutines, as every handler this server guards), running `check` first."""
     kind = next(k for k in _HANDLER_FACTORIES if getattr(handler, k))
     inner = getattr(handler, kind)
     if handler.response_streaming:
-        def behaviour(request, context):
-            check(context)
-            yield from inner(request, context)
+        async def behaviour(request, context):
+            await check(context)
+            async for reply in inner(request, context):
+                yield reply
     else:
-        def behaviour(request, context):
-            check(context)
-            return inner(request, context)
+        async def behaviour(request, context):
+            await check(context)
+            return await inner(request, context)
     return _HANDLER_FACTORIES[kind](behaviour, handler.request_deserializer, handler.response_serializer)
