@@ -110,7 +110,10 @@ class Engine:
         self._reads = {rule.id: _reads(rule) for rule in self.rules}
         self._explained: dict[tuple, RuleOutcome] = {}
         self._closures: dict[tuple[str, ...], list[str]] = {}
-        self._param_cache: dict[tuple, dict[str, ParamValue]] = {}
+        self._param_cache: dict[tuple, tuple[dict[str, ParamValue], dict[str, Decimal], str]] = {}
+        computed = self.matcher.slots.computed.items()
+        self._fact_ops = [(op, name) for op, name in computed if any(isinstance(r, Fact) for r in operand_refs(op))]
+        self._param_only_ops = [(op, name) for op, name in computed if (op, name) not in self._fact_ops]
 
     def close(self) -> None:
         self.matcher.close()
@@ -125,13 +128,12 @@ class Engine:
                  programs: Iterable[str] | None = None) -> Decision:
         """Decide every program (interactions need them all) and return the ones asked for."""
         self.check_date(on)
-        param_values = self._parameters(region, on)
-        params = {k: v.value for k, v in param_values.items()}
+        param_values, params, fixed = self._parameters(region, on)
         values = {**self.defaults, **{k: v for k, v in facts.items() if v is not None}}
         values["evaluation_date"] = date_to_yyyymmdd(on)
         values["in_zhejiang"] = region.in_zhejiang
 
-        fired = self.matcher.match(self._message(values, params))
+        fired = self.matcher.match(self._message(values, params), fixed)
         wanted = list(programs) if programs else list(self.policy.programs)
         needed = self._closure(tuple(wanted))
         outcomes = {rule.id: self._outcome(rule, values, params, fired)
@@ -163,20 +165,29 @@ class Engine:
             found = self._closures[wanted] = [p for p in self.policy.programs if p in needed]
         return found
 
-    def _parameters(self, region: ResolvedRegion, on: dt.date) -> dict[str, ParamValue]:
+    def _parameters(self, region: ResolvedRegion, on: dt.date) -> tuple[dict[str, ParamValue], dict[str, Decimal], str]:
+        """The parameters in force for a region on a date: as read (for the receipt), as values,
+        and as the engine message's members (with every computed operand that reads no fact)."""
         key = (region.code, on)
         found = self._param_cache.get(key)
         if found is None:
-            found = self.policy.resolve_parameters(region, on)
+            param_values = self.policy.resolve_parameters(region, on)
+            params = {k: v.value for k, v in param_values.items()}
+            shared = {"p__" + k: engine_value(v) for k, v in params.items()}
+            for op, name in self._param_only_ops:
+                value = evaluate_operand(op, {}, params)
+                if value is not None:
+                    shared[name] = engine_value(value)
+            found = (param_values, params, self.matcher.fixed_part(shared))
             if len(self._param_cache) >= PARAM_CACHE_SIZE:
                 self._param_cache.clear()
             self._param_cache[key] = found
         return found
 
     def _message(self, values: dict[str, Any], params: dict[str, Decimal]) -> dict[str, Any]:
+        """The person's part of the engine message: facts, and the computed operands that read them."""
         message = {k: engine_value(v) for k, v in values.items()}
-        message.update({"p__" + k: engine_value(v) for k, v in params.items()})
-        for op, name in self.matcher.slots.computed.items():
+        for op, name in self._fact_ops:
             value = evaluate_operand(op, values, params)
             if value is not None:
                 message[name] = engine_value(value)

@@ -115,11 +115,19 @@ class DurableMatcher:
         with ENGINE_LOCK:
             self._handle = dre.create_ruleset(self.name, json.dumps(self.definition, ensure_ascii=False))
 
-    def match(self, message: dict[str, Any]) -> set[str]:
+    def fixed_part(self, message: dict[str, Any]) -> str:
+        """The JSON members of a message part that many people share (a region's parameters on a
+        date), with the markers and ids every fact carries: encoded once, reused by `match`."""
         fact = dict(message)
         fact.update(self._markers)
         fact.update(sid=_SID, id="person")
-        payload = json.dumps(fact, ensure_ascii=False)
+        return json.dumps(fact, ensure_ascii=False)[1:-1]
+
+    def match(self, message: dict[str, Any], fixed: str | None = None) -> set[str]:
+        """The rules that `message`, with the `fixed_part` members, satisfies."""
+        fixed = self.fixed_part({}) if fixed is None else fixed
+        head = json.dumps(message, ensure_ascii=False)[:-1] if message else "{"
+        payload = f"{head}, {fixed}}}" if message else f"{{{fixed}}}"
         fired: set[str] = set()
         with ENGINE_LOCK:
             if self._closed:
