@@ -59,8 +59,9 @@ def process(cmd: list[str], port: int, env: dict | None = None):
 
 
 def service(port: int, *args: str):
+    """The service as deployed: INFO logging, so an audit line per decision (to a temporary file)."""
     return process([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-                    "--metrics-port", "0", "--log-level", "WARNING", *args], port)
+                    "--metrics-port", "0", *args], port)
 
 
 def noop(port: int, *args: str):

@@ -143,7 +143,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from . import metrics
+    from . import logs, metrics
     from .cache import make_cache
     from .decisions import DecisionService, PolicyHolder
     from .server import Canary, ServerConfig, build_server
@@ -197,7 +197,8 @@ async def _serve(args: argparse.Namespace) -> int:
     await stopped.wait()
     decisions.cache.close()
     log.info("stopped")
-    logging.shutdown()  # flush the log handlers before exit
+    logs.close()  # every audit line queued is written before exit
+    logging.shutdown()
     return 0
 
 

@@ -17,12 +17,32 @@ from __future__ import annotations
 
 import logging
 
+from . import logs
 from .engine.decide import ELIGIBLE, INELIGIBLE, Decision, ProgramDecision
+from .engine.memo import IdentityMemo
 
 log = logging.getLogger("audit")
 
 
+# A program's shared reasons tuple -> {outcome: the rule ids that decided it}
+_deciding = IdentityMemo(20_000)
+
+
+def _per_outcome(_reasons) -> dict[str, list[str]]:
+    return {}
+
+
 def deciding_rules(decision: ProgramDecision) -> list[str]:
+    """The ids of the rules that decided a program (see above); the same reasons and outcome
+    always give the same list, so it is worked out once for each."""
+    known = _deciding.get(decision.reasons, _per_outcome)
+    found = known.get(decision.outcome)
+    if found is None:
+        found = known[decision.outcome] = _deciding_rules(decision)
+    return found
+
+
+def _deciding_rules(decision: ProgramDecision) -> list[str]:
     passed = [r.rule for r in decision.reasons if r.result is True]
     failed = [r.rule for r in decision.reasons if r.result is False]
     if decision.outcome == ELIGIBLE:
@@ -48,10 +68,10 @@ def record(method: str, caller: str, policy_version: str, request_hash: str, pro
     version of the computed decision it repeats, whose own line carries the rules."""
     if not log.isEnabledFor(logging.INFO):
         return
-    extra = {"event": "decision", "method": method, "caller": caller, "policy_version": policy_version,
-             "request_hash": request_hash, "from_cache": programs is None}
+    extra: dict = {"event": "decision", "method": method, "caller": caller, "policy_version": policy_version,
+                   "request_hash": request_hash, "from_cache": programs is None}
     if programs is not None:
         extra["programs"] = programs
     if batch_index is not None:  # never the caller's `ref`: free text the service cannot vouch for
         extra["batch_index"] = batch_index
-    log.info("decision", extra=extra)
+    logs.info_line(log, "decision", extra)

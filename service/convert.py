@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from .api import eligibility_pb2 as pb
 from .engine.decide import Decision, ProgramDecision, RuleOutcome
+from .engine.memo import IdentityMemo, Memo
 from .policy.policyset import ParamValue, PolicySet
-from .wire import embedded
+from .wire import embedded, integer
 
 _RESULT = {True: pb.RULE_RESULT_PASSED, False: pb.RULE_RESULT_FAILED, None: pb.RULE_RESULT_UNKNOWN}
 _F = pb.EvaluateResponse.DESCRIPTOR.fields_by_name
 _DECISIONS, _PARAMETERS = _F["decisions"].number, _F["parameters"].number
+_REQUEST_HASH, _TOTAL = _F["request_hash"].number, _F["total_monthly_amount"].number
+_FEN = pb.Money.DESCRIPTOR.fields_by_name["fen"].number
 _REASONS = pb.ProgramDecision.DESCRIPTOR.fields_by_name["reasons"].number
 CACHE_SIZE = 20_000  # entries per memo table; a reason line is about half a kilobyte
 
@@ -23,50 +26,42 @@ def parameter(value: ParamValue, policy: PolicySet) -> pb.ParameterValue:
                              source=policy.sources.get(value.source, value.source), confidence=value.source)
 
 
-def _bounded_put(cache: dict, key, value):
-    if len(cache) >= CACHE_SIZE:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
 class ReplyBuilder:
     """Builds serialized EvaluateResponse bytes for one policy set."""
 
     def __init__(self, policy: PolicySet):
         self.policy = policy
-        self._reasons: dict[int, tuple[RuleOutcome, bytes]] = {}
-        self._parameters: dict[tuple, bytes] = {}
-        self._programs: dict[tuple, bytes] = {}
+        self._reasons = IdentityMemo(CACHE_SIZE)  # RuleOutcome -> its Reason field
+        self._reason_lists = IdentityMemo(CACHE_SIZE)  # a program's shared reasons tuple -> its Reason fields
+        self._parameters = Memo(CACHE_SIZE)
+        self._heads = Memo(CACHE_SIZE)
+        self._programs = Memo(CACHE_SIZE)
 
     def _reason(self, outcome: RuleOutcome) -> bytes:
-        # The engine shares one RuleOutcome per distinct explanation; the entry keeps it alive,
-        # so its id cannot be reused while the entry exists.
-        found = self._reasons.get(id(outcome))
-        if found is None or found[0] is not outcome:
-            reason = pb.Reason(rule_id=outcome.rule.id, result=_RESULT[outcome.result], text_zh=outcome.text["zh"],
-                               text_en=outcome.text["en"], citation=outcome.rule.citation, kind=outcome.rule.kind)
-            found = _bounded_put(self._reasons, id(outcome),
-                                 (outcome, embedded(_REASONS, reason.SerializeToString())))
-        return found[1]
+        reason = pb.Reason(rule_id=outcome.rule.id, result=_RESULT[outcome.result], text_zh=outcome.text["zh"],
+                           text_en=outcome.text["en"], citation=outcome.rule.citation, kind=outcome.rule.kind)
+        return embedded(_REASONS, reason.SerializeToString())
+
+    def _reason_list(self, reasons: tuple[RuleOutcome, ...]) -> bytes:
+        return b"".join([self._reasons.get(r, self._reason) for r in reasons])
 
     def _parameter_list(self, decision: Decision) -> bytes:
         key = (decision.region.code, decision.evaluation_date)
         found = self._parameters.get(key)
         if found is None:
-            found = _bounded_put(self._parameters, key, b"".join(
+            found = self._parameters.put(key, b"".join(
                 embedded(_PARAMETERS, parameter(v, self.policy).SerializeToString())
                 for v in decision.parameters.values()))
         return found
 
     def _program_head(self, d: ProgramDecision) -> bytes:
         """A program's decision without its reasons: few distinct values, so cached."""
-        key = (d.program.id, d.outcome, d.amount_fen, d.amount_before_interactions_fen, tuple(d.missing),
+        key = (d.program.id, d.outcome, d.amount_fen, d.amount_before_interactions_fen, d.missing,
                tuple((i.id, tuple(i.amounts), i.kept) for i in d.interactions))
         found = self._programs.get(key)
         if found is None:
             facts = self.policy.facts
-            found = _bounded_put(self._programs, key, pb.ProgramDecision(
+            found = self._programs.put(key, pb.ProgramDecision(
                 program_id=d.program.id, name_zh=d.program.name.zh, name_en=d.program.name.en,
                 outcome=pb.Outcome.Value("OUTCOME_" + d.outcome),
                 monthly_amount=pb.Money(fen=d.amount_fen),
@@ -80,22 +75,29 @@ class ReplyBuilder:
             ).SerializeToString())
         return found
 
-    def response(self, decision: Decision, request_hash: str) -> bytes:
+    def _head(self, decision: Decision) -> bytes:
+        """The fields every reply for a region and date shares."""
         region = decision.region
-        head = pb.EvaluateResponse(
-            policy_version=decision.policy_version,
-            evaluation_date=decision.evaluation_date.isoformat(),
-            region=pb.ResolvedRegion(code=region.code, name_zh=region.name.zh, name_en=region.name.en,
-                                     level=region.level, in_zhejiang=region.in_zhejiang),
-            request_hash=request_hash,
-            total_monthly_amount=pb.Money(fen=decision.total_fen),
-        )
-        for r in decision.referrals:
-            head.referrals.append(pb.Referral(rule_id=r.rule.id, text_zh=r.rule.text.zh, text_en=r.rule.text.en,
-                                              citation=r.rule.citation))
-        parts = [head.SerializeToString()]
+        key = (region.code, decision.evaluation_date)
+        found = self._heads.get(key)
+        if found is None:
+            found = self._heads.put(key, pb.EvaluateResponse(
+                policy_version=decision.policy_version,
+                evaluation_date=decision.evaluation_date.isoformat(),
+                region=pb.ResolvedRegion(code=region.code, name_zh=region.name.zh, name_en=region.name.en,
+                                         level=region.level, in_zhejiang=region.in_zhejiang),
+            ).SerializeToString())
+        return found
+
+    def response(self, decision: Decision, request_hash: str) -> bytes:
+        parts = [self._head(decision), embedded(_REQUEST_HASH, request_hash.encode()),
+                 embedded(_TOTAL, integer(_FEN, decision.total_fen))]
+        if decision.referrals:
+            parts.append(pb.EvaluateResponse(referrals=[
+                pb.Referral(rule_id=r.rule.id, text_zh=r.rule.text.zh, text_en=r.rule.text.en, citation=r.rule.citation)
+                for r in decision.referrals]).SerializeToString())
         for d in decision.programs:
-            program = self._program_head(d) + b"".join([self._reason(r) for r in d.reasons])
+            program = self._program_head(d) + self._reason_lists.get(d.reasons, self._reason_list)
             parts.append(embedded(_DECISIONS, program))
         parts.append(self._parameter_list(decision))
         return b"".join(parts)

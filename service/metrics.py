@@ -69,10 +69,22 @@ _callers: set[str] = set()
 _callers_lock = threading.Lock()
 
 
+_labels: dict[str | None, str] = {}  # caller -> label, as decided the first time; bounded
+
+
 def caller_label(caller: str | None) -> str:
     """A bounded label value for a caller identity: the name itself when it looks like a configured
     identity (letters, digits, `_.:/-`, at most 128) and fewer than MAX_CALLERS were seen, else
     `other`; `anonymous` when there is none."""
+    found = _labels.get(caller)
+    if found is None:
+        if len(_labels) >= 4 * MAX_CALLERS:
+            _labels.clear()
+        found = _labels[caller] = _caller_label(caller)
+    return found
+
+
+def _caller_label(caller: str | None) -> str:
     if not caller:
         return ANONYMOUS
     if not _CALLER_RE.fullmatch(caller) or sum(ch.isdigit() for ch in caller) >= 6:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from . import idnumber
@@ -42,21 +43,18 @@ class Case:
 def enum_value(message: Message, field: str) -> str | None:
     """An enum field as its policy name, None when unspecified; raises on an unknown number."""
     number = getattr(message, field)
-    enum = message.DESCRIPTOR.fields_by_name[field].enum_type
-    value = enum.values_by_number.get(number)
-    if value is None:
+    names = _field_names(message.DESCRIPTOR, field)
+    if number not in names:
         raise ValueError(f"unknown value {number}")
-    if number == 0:
-        return None
-    return _policy_names(enum.full_name)[number]
+    return names[number]
 
 
 @functools.cache
-def _policy_names(enum_full_name: str) -> dict[int, str]:
-    """Enum numbers to policy names: HOUSEHOLD_STATUS_DIBAO_EDGE -> dibao_edge."""
-    enum = pb.DESCRIPTOR.pool.FindEnumTypeByName(enum_full_name)
+def _field_names(message_type: Descriptor, field: str) -> dict[int, str | None]:
+    """An enum field's numbers to policy names (HOUSEHOLD_STATUS_DIBAO_EDGE -> dibao_edge), 0 to None."""
+    enum = message_type.fields_by_name[field].enum_type
     prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
-    return {v.number: v.name.removeprefix(prefix).lower() for v in enum.values}
+    return {v.number: v.name.removeprefix(prefix).lower() if v.number else None for v in enum.values}
 
 
 def today(policy: PolicySet) -> dt.date:
@@ -94,10 +92,12 @@ def age_on(born: dt.date, on: dt.date) -> int:
     return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
 
 
-def to_case(request: pb.EvaluateRequest, policy: PolicySet) -> Case:
+def to_case(request: pb.EvaluateRequest, policy: PolicySet, now: dt.date | None = None) -> Case:
+    """The case to decide; `now` is today's date where the caller has already read it."""
     bad: list[tuple[str, str]] = []
     person = request.person
-    on = parse_evaluation_date(request.as_of, policy, "as_of", bad)
+    now = now or today(policy)
+    on = parse_date(request.as_of, "as_of", bad) if request.as_of else now
 
     programs = tuple(request.programs)
     for i, pid in enumerate(programs):
@@ -115,7 +115,7 @@ def to_case(request: pb.EvaluateRequest, policy: PolicySet) -> Case:
         bad.append(("person.birth_date", "is required"))
     if born and not id_problems and idnumber.birth_date(person.id_number.strip().upper()) != born:
         bad.append(("person.birth_date", "does not agree with the birth date in the ID number"))
-    if born and born > today(policy):
+    if born and born > now:
         bad.append(("person.birth_date", "is in the future"))
     if born and on and born > on:
         bad.append(("person.birth_date", "is after the evaluation date"))

@@ -18,6 +18,7 @@ from bench.local import RedisProcess, free_port  # noqa: F401 (re-exported for t
 from service.api import eligibility_pb2 as pb
 from service.api import eligibility_pb2_grpc as pb_grpc
 from service.idnumber import check_char
+from service.logs import WRITE_INTERVAL
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -81,6 +82,10 @@ class ServiceProcess:
         return pb_grpc.EligibilityServiceStub(grpc.insecure_channel(self.address))
 
     def log_text(self) -> str:
+        """The log so far. A running service writes audit lines in batches (service/logs.py): give
+        the writer time for the lines of every call that has already returned."""
+        if self.proc.poll() is None:
+            time.sleep(4 * WRITE_INTERVAL)
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

@@ -84,6 +84,14 @@ def test_old_15_digit_id_is_refused_with_a_message(stub):
     assert "15-digit" in field_violations(err.value)["person.id_number"]
 
 
+def test_id_number_digits_are_ascii(stub):
+    good = make_id("1970-05-05", seq=3)
+    wide = good.translate(str.maketrans("0123456789", "０１２３４５６７８９"))  # full-width: int() reads them
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Evaluate(request("2020-08-01", **{**HANGZHOU_NURSING_CASE, "id_number": wide}))
+    assert "person.id_number" in field_violations(err.value)
+
+
 def test_id_and_birth_date_must_agree(stub):
     with pytest.raises(grpc.RpcError) as err:
         stub.Evaluate(request("2020-08-01", **{**HANGZHOU_NURSING_CASE, "id_number": "34052419800101001X"}))

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from ..policy.expressions import Cmp, Fact, condition_refs, date_to_yyyymmdd, evaluate, evaluate_operand, leaves, operand_refs
 from ..policy.policyset import ParamValue, PolicySet, Program, ResolvedRegion, Rule
 from .durable_backend import DurableMatcher, engine_value
+from .memo import Memo
 from .render import Renderer
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,12 @@ class OutsidePolicyPeriod(ValueError):
     """The evaluation date is outside the policy set's period."""
 
 
-@dataclass
+@dataclass(eq=False)  # shared, and compared by identity (see memo.py)
 class RuleOutcome:
     rule: Rule
     result: bool | None
     text: dict[str, str]  # zh, en: the rule's text and each test with its numbers
+    absent: tuple[str, ...] = ()  # facts its conditions read that were missing
 
 
 @dataclass
@@ -49,15 +51,26 @@ class InteractionOutcome:
     citation: str
 
 
+@dataclass(frozen=True)
+class ProgramResult:
+    """What a program's rule outcomes decide before interactions: one shared object for every
+    person whose rules came out the same (same results, same numbers in the texts)."""
+    outcome: str
+    amount_fen: int
+    reasons: tuple[RuleOutcome, ...]
+    missing: tuple[tuple[str, str], ...]  # (fact, rule id)
+    passed_routes: tuple[str, ...]
+
+
 @dataclass
 class ProgramDecision:
     program: Program
     outcome: str
     amount_fen: int
     amount_before_interactions_fen: int
-    reasons: list[RuleOutcome]
-    missing: list[tuple[str, str]]  # (fact, rule id)
-    passed_routes: list[str]
+    reasons: tuple[RuleOutcome, ...]  # shared (ProgramResult): never mutate
+    missing: tuple[tuple[str, str], ...]  # (fact, rule id)
+    passed_routes: tuple[str, ...]
     interactions: list[InteractionOutcome] = field(default_factory=list)
 
 
@@ -77,6 +90,7 @@ class Decision:
 
 # Bounds on the per-engine memo tables (about 1 KB an entry at most): memory stays flat.
 EXPLAINED_CACHE_SIZE = 20_000
+PROGRAM_CACHE_SIZE = 20_000
 PARAM_CACHE_SIZE = 2_000
 
 
@@ -108,9 +122,10 @@ class Engine:
         self.defaults = {name: f.default for name, f in policy.facts.items() if f.default is not None}
         self.disagreements = 0
         self._reads = {rule.id: _reads(rule) for rule in self.rules}
-        self._explained: dict[tuple, RuleOutcome] = {}
-        self._closures: dict[tuple[str, ...], list[str]] = {}
-        self._param_cache: dict[tuple, tuple[dict[str, ParamValue], dict[str, Decimal], str]] = {}
+        self._explained = Memo(EXPLAINED_CACHE_SIZE)  # (rule id, values read) -> RuleOutcome
+        self._programs = Memo(PROGRAM_CACHE_SIZE)  # (program id, its RuleOutcomes' ids) -> ProgramResult
+        self._closures: dict[tuple[str, ...], tuple[list[str], list[tuple[Rule, tuple, tuple]]]] = {}
+        self._param_cache = Memo(PARAM_CACHE_SIZE)  # (region, date) -> as read, values, engine members
         computed = self.matcher.slots.computed.items()
         self._fact_ops = [(op, name) for op, name in computed if any(isinstance(r, Fact) for r in operand_refs(op))]
         self._param_only_ops = [(op, name) for op, name in computed if (op, name) not in self._fact_ops]
@@ -134,19 +149,29 @@ class Engine:
         values["in_zhejiang"] = region.in_zhejiang
 
         fired = self.matcher.match(self._message(values, params), fixed)
-        wanted = list(programs) if programs else list(self.policy.programs)
-        needed = self._closure(tuple(wanted))
-        outcomes = {rule.id: self._outcome(rule, values, params, fired)
-                    for pid in needed for rule in self.policy.programs[pid].rules}
-        outcomes.update((r.id, self._outcome(r, values, params, fired)) for r in self.policy.referrals)
+        wanted = tuple(programs) if programs else tuple(self.policy.programs)
+        needed, reads = self._closure(wanted)
+        # A rule's result and text are functions of the facts and parameters it reads alone, so
+        # both are computed once per distinct set of those values (most people share most of them).
+        outcomes: dict[str, RuleOutcome] = {}
+        explained = self._explained
+        for rule, facts_read, params_read in reads:
+            key = (rule.id, tuple(map(values.get, facts_read)), tuple(map(params.get, params_read)))
+            known = explained.get(key)
+            if known is None:
+                known = explained.put(key, self._explain(rule, values, params))
+            if (known.result is True) != (rule.id in fired):
+                self._disagree(rule, known, fired)
+            outcomes[rule.id] = known
 
-        decisions = {pid: self._program(self.policy.programs[pid], outcomes, values, params) for pid in needed}
+        decisions = {pid: self._program(self.policy.programs[pid], outcomes, params) for pid in needed}
         self._interactions(decisions)
         referrals = [outcomes[r.id] for r in self.policy.referrals if outcomes[r.id].result]
         return Decision(self.version, on, region, param_values, [decisions[p] for p in wanted], referrals)
 
-    def _closure(self, wanted: tuple[str, ...]) -> list[str]:
-        """The programs to decide: those asked for and every program they interact with."""
+    def _closure(self, wanted: tuple[str, ...]) -> tuple[list[str], list[tuple[Rule, tuple, tuple]]]:
+        """The programs to decide (those asked for and every program they interact with), and
+        their rules and the referrals, each with the facts and parameters it reads."""
         found = self._closures.get(wanted)
         if found is None:
             links: dict[str, set[str]] = {}
@@ -162,7 +187,9 @@ class Engine:
                 if pid not in needed:
                     needed.add(pid)
                     todo.extend(links.get(pid, ()))
-            found = self._closures[wanted] = [p for p in self.policy.programs if p in needed]
+            programs = [p for p in self.policy.programs if p in needed]
+            rules = [r for p in programs for r in self.policy.programs[p].rules] + list(self.policy.referrals)
+            found = self._closures[wanted] = (programs, [(r, *self._reads[r.id]) for r in rules])
         return found
 
     def _parameters(self, region: ResolvedRegion, on: dt.date) -> tuple[dict[str, ParamValue], dict[str, Decimal], str]:
@@ -193,26 +220,23 @@ class Engine:
                 message[name] = engine_value(value)
         return message
 
-    def _outcome(self, rule: Rule, values: dict, params: dict, fired: set[str]) -> RuleOutcome:
-        # A rule's result and text are functions of the facts and parameters it reads alone, so
-        # both are computed once per distinct set of those values (most people share most of them).
-        facts_read, params_read = self._reads[rule.id]
-        key = (rule.id, tuple(map(values.get, facts_read)), tuple(map(params.get, params_read)))
-        known = self._explained.get(key)
-        if known is None:
-            seen: list[tuple[Cmp, bool | None]] = []
-            result = evaluate(rule.when, values, params, seen)
-            known = RuleOutcome(rule, result, self._render(rule, result, seen, values, params))
-            if len(self._explained) >= EXPLAINED_CACHE_SIZE:
-                self._explained.clear()
-            self._explained[key] = known
-        if (known.result is True) != (rule.id in fired):
-            self.disagreements += 1
-            log.error("engine disagreement", extra={"rule_id": rule.id, "engine": rule.id in fired,
-                                                    "explained": known.result})
-            raise EngineDisagreement(f"rule {rule.id}: engine {'fired' if rule.id in fired else 'did not fire'}, "
-                                     f"explanation says {known.result}")
-        return known
+    def _explain(self, rule: Rule, values: dict, params: dict) -> RuleOutcome:
+        seen: list[tuple[Cmp, bool | None]] = []
+        result = evaluate(rule.when, values, params, seen)
+        absent: list[str] = []  # the facts its conditions read that the person lacks, in order
+        for leaf in leaves(rule.when):
+            names = [leaf.fact]
+            if not isinstance(leaf.rhs, tuple):
+                names += [r.name for r in operand_refs(leaf.rhs) if isinstance(r, Fact)]
+            absent += [n for n in names if n not in values and n not in absent]
+        return RuleOutcome(rule, result, self._render(rule, result, seen, values, params), tuple(absent))
+
+    def _disagree(self, rule: Rule, known: RuleOutcome, fired: set[str]) -> None:
+        self.disagreements += 1
+        log.error("engine disagreement", extra={"rule_id": rule.id, "engine": rule.id in fired,
+                                                "explained": known.result})
+        raise EngineDisagreement(f"rule {rule.id}: engine {'fired' if rule.id in fired else 'did not fire'}, "
+                                 f"explanation says {known.result}")
 
     def _render(self, rule: Rule, result: bool | None, seen: list, values: dict, params: dict) -> dict[str, str]:
         text = {}
@@ -225,8 +249,18 @@ class Engine:
                 text[lang] += f"; {word} {self.renderer.operand(formula, values, params, lang)}"
         return text
 
-    def _program(self, program: Program, outcomes: dict[str, RuleOutcome], values: dict, params: dict) -> ProgramDecision:
-        reasons = [outcomes[r.id] for r in program.rules]
+    def _program(self, program: Program, outcomes: dict[str, RuleOutcome], params: dict) -> ProgramDecision:
+        reasons = tuple([outcomes[r.id] for r in program.rules])
+        # The entry holds the RuleOutcomes (in `reasons`), so their ids stay theirs while it lives.
+        key = (program.id, *map(id, reasons))
+        found = self._programs.get(key)
+        if found is None:
+            found = self._programs.put(key, self._decide_program(program, reasons, params))
+        return ProgramDecision(program, found.outcome, found.amount_fen, found.amount_fen, found.reasons,
+                               found.missing, found.passed_routes)
+
+    def _decide_program(self, program: Program, reasons: tuple[RuleOutcome, ...], params: dict) -> ProgramResult:
+        outcomes = {o.rule.id: o for o in reasons}
         conditions = [outcomes[r.id].result for r in program.conditions]
         exclusions = [outcomes[r.id].result for r in program.exclusions]
         routes = [r for r in program.routes if outcomes[r.id].result]
@@ -254,13 +288,10 @@ class Engine:
             amount = ROUNDING[program.rounding](best)
         missing: list[tuple[str, str]] = []
         if outcome == UNDETERMINED:
+            # The facts each unknown rule lacks, as its outcome recorded them.
             for rule in unknown:
-                for leaf in leaves(rule.when):
-                    names = [leaf.fact]
-                    if not isinstance(leaf.rhs, tuple):
-                        names += [r.name for r in operand_refs(leaf.rhs) if isinstance(r, Fact)]
-                    missing += [(n, rule.id) for n in names if n not in values and (n, rule.id) not in missing]
-        return ProgramDecision(program, outcome, amount, amount, reasons, missing, [r.id for r in routes])
+                missing += [(n, rule.id) for n in outcomes[rule.id].absent if (n, rule.id) not in missing]
+        return ProgramResult(outcome, amount, reasons, tuple(missing), tuple(r.id for r in routes))
 
     def _interactions(self, decisions: dict[str, ProgramDecision]) -> None:
         for ex in self.policy.exclusions:
