@@ -5,7 +5,7 @@ one run, with h2load sending one prepared gRPC body (bench/grpc_bench.py).
 - hit, in-process LRU: cache on, the same body every time, so every call after the first is a hit;
 - hit, Redis: the same against a private redis-server on a free port (never the shared 6379).
 
-    python -m bench.cache_bench [--requests 20000]
+    python -m bench.cache_bench [--seconds 8]
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ HIT_LOCAL = "Evaluate, cache hit (in-process LRU)"
 HIT_REDIS = "Evaluate, cache hit (Redis)"
 RATIO_LOCAL = "ratio: hit (in-process LRU) / miss"
 RATIO_REDIS = "ratio: hit (Redis) / miss"
+LOAD = {"clients": 16, "streams": 4}  # as bench/__main__.py's unary load
 
 
 @contextmanager
@@ -51,37 +52,39 @@ def _check(port: int, request, expect_hit: bool) -> None:
         raise RuntimeError(f"expected from_cache={expect_hit}, got {reply.from_cache}")
 
 
-def _measure(request, requests: int, expect_hit: bool, *service_args: str) -> float:
+def _measure(request, seconds: float, expect_hit: bool, *service_args: str) -> float:
     body = grpc_bench.grpc_body(request)
     port = free_port()
     with grpc_bench.service(port, *service_args):
         _check(port, request, expect_hit)
-        grpc_bench.h2load(port, body, max(100, requests // 10))  # warm-up
-        return grpc_bench.h2load(port, body, requests).rps
+        sizes = grpc_bench.unary_reply_bytes(port, request)
+        grpc_bench.h2load(port, body, seconds=max(1, round(seconds / 4)), reply_bytes=sizes, **LOAD)  # warm-up
+        return grpc_bench.h2load(port, body, seconds=seconds, reply_bytes=sizes, **LOAD).rps
 
 
-def run(requests: int) -> list[tuple[str, float]]:
+def run(seconds: float) -> list[tuple[str, float]]:
     """Rows (name, req/s) for the miss path and the hit paths, then the hit/miss ratios."""
     request = people(1)[0]
-    miss = _measure(request, requests, False, "--cache-ttl", "0")
-    hit_local = _measure(request, requests, True)
+    miss = _measure(request, seconds, False, "--cache-ttl", "0")
+    hit_local = _measure(request, seconds, True)
     with redis_server() as url:
-        hit_redis = _measure(request, requests, True, "--redis-url", url)
+        hit_redis = _measure(request, seconds, True, "--redis-url", url)
     return [(MISS, miss), (HIT_LOCAL, hit_local), (HIT_REDIS, hit_redis),
             (RATIO_LOCAL, hit_local / miss), (RATIO_REDIS, hit_redis / miss)]
 
 
-def print_rows(rows: list[tuple[str, float]], requests: int) -> None:
-    print(f"\n## Decision cache (h2load, 8 connections x 8 streams, {requests} requests, one worker)")
+def print_rows(rows: list[tuple[str, float]], seconds: float) -> None:
+    print(f"\n## Decision cache (h2load, {LOAD['clients']} connections x {LOAD['streams']} streams, {seconds:g} s each, "
+          "one worker)")
     for name, value in rows:
         print(f"{value:12.2f}x  {name}" if name.startswith("ratio") else f"{value:12.0f}   {name} (req/s)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=20000, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=8, help="per measurement")
     args = parser.parse_args()
-    print_rows(run(args.requests), args.requests)
+    print_rows(run(args.seconds), args.seconds)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import struct
 import subprocess
@@ -73,11 +74,28 @@ class Load:
     rps: float
     p50_ms: float
     p99_ms: float
+    server_cores: float = float("nan")  # CPU seconds per second of the server's processes
+    h2load_cores: float = float("nan")  # and of the load generator
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by a process, its threads and its child processes (the workers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def h2load(port: int, body: bytes, requests: int = 0, clients: int = 8, streams: int = 8,
            path: str = PATH, rate: float | None = None, seconds: float | None = None,
-           reply_bytes: tuple[int, int] | None = None) -> Load:
+           reply_bytes: tuple[int, int] | None = None, server_pid: int | None = None) -> Load:
     """Throughput and latency percentiles of identical calls (a count, or a duration at a rate).
 
     h2load sees HTTP status only: a gRPC error is an HTTP 200 whose status is in the trailers and
@@ -96,8 +114,15 @@ def h2load(port: int, body: bytes, requests: int = 0, clients: int = 8, streams:
         cmd += ["-D", str(round(seconds))] if seconds else ["-n", str(requests)]
         if rate:
             cmd += ["--rps", f"{rate / clients:.2f}"]
+        server_before = tree_cpu_seconds(server_pid) if server_pid else float("nan")
+        children_before, started_at = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
         out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
                              check=True).stdout
+        elapsed = time.monotonic() - started_at
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        h2load_cores = (children.ru_utime + children.ru_stime - children_before.ru_utime
+                        - children_before.ru_stime) / elapsed
+        server_cores = ((tree_cpu_seconds(server_pid) - server_before) / elapsed) if server_pid else float("nan")
         rows = [line.split("\t") for line in Path(log.name).read_text().splitlines() if line.strip()]
     done = re.search(r"requests: \d+ total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
                      r"(\d+) errored", out)
@@ -112,14 +137,19 @@ def h2load(port: int, body: bytes, requests: int = 0, clients: int = 8, streams:
                                f"{reply_bytes[0]} to {reply_bytes[1]} each: some calls failed\n{out}")
     latencies = sorted(int(r[2]) / 1000 for r in rows)
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
-    return Load(rps, percentile(latencies, 50), percentile(latencies, 99))
+    return Load(rps, percentile(latencies, 50), percentile(latencies, 99), server_cores, h2load_cores)
+
+
+def unary_reply(port: int, request, path: str = PATH) -> bytes:
+    """One reply's bytes, fetched raw through a real client."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(path, request_serializer=type(request).SerializeToString)
+        return call(request, timeout=10)
 
 
 def unary_reply_bytes(port: int, request, path: str = PATH) -> tuple[int, int]:
-    """DATA bytes of one good reply, fetched raw through a real client: (as computed, as a cache hit)."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_unary(path, request_serializer=type(request).SerializeToString)
-        size = FRAME + len(call(request, timeout=10))
+    """DATA bytes of one good reply: (as computed, as a cache hit)."""
+    size = FRAME + len(unary_reply(port, request, path))
     return size, size + FROM_CACHE_BYTES
 
 

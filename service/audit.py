@@ -68,10 +68,10 @@ def record(method: str, caller: str, policy_version: str, request_hash: str, pro
     version of the computed decision it repeats, whose own line carries the rules."""
     if not log.isEnabledFor(logging.INFO):
         return
-    extra: dict = {"event": "decision", "method": method, "caller": caller, "policy_version": policy_version,
-                   "request_hash": request_hash, "from_cache": programs is None}
+    extra: dict = {"request_hash": request_hash}
     if programs is not None:
         extra["programs"] = programs
     if batch_index is not None:  # never the caller's `ref`: free text the service cannot vouch for
         extra["batch_index"] = batch_index
-    logs.info_line(log, "decision", extra)
+    logs.info_line(log, "decision", extra, (("event", "decision"), ("method", method), ("caller", caller),
+                                            ("policy_version", policy_version), ("from_cache", programs is None)))

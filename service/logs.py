@@ -99,19 +99,28 @@ def _asctime(now: float) -> str:
     return f"{_second[1]},{int(now % 1 * 1000):03d}"
 
 
-def info_line(logger: logging.Logger, message: str, fields: dict) -> None:
-    """`logger.info(message, extra=fields)`: the same JSON line, queued for the writer thread.
-    Falls back to logging itself whenever logging is configured other than by `setup`."""
+def info_line(logger: logging.Logger, message: str, fields: dict, repeated: tuple = ()) -> None:
+    """`logger.info(message, extra=fields | dict(repeated))`: the same JSON line, queued for the
+    writer thread. `repeated` holds (name, value) pairs that recur from line to line (a method, a
+    caller, a version): they are encoded once. Falls back to logging itself whenever logging is
+    configured other than by `setup`."""
     if not logger.isEnabledFor(logging.INFO):
         return
     writer = _writer
-    if writer is None or logger.handlers or not logger.propagate or logging.getLogger().handlers != [_handler]:
-        logger.info(message, extra=fields)
+    handlers = logging.root.handlers
+    if writer is None or logger.handlers or not logger.propagate or len(handlers) != 1 or handlers[0] is not _handler:
+        logger.info(message, extra={**dict(repeated), **fields})
         return
-    head = f'{{"time": "{_asctime(time.time())}", "level": "INFO", "name": {_quoted(logger.name)}, ' \
-        f'"message": {_quoted(message)}'
-    writer.put(f"{head}, {_encode(fields)[1:]}\n" if fields else head + "}\n")
+    line = f'{{"time": "{_asctime(time.time())}", "level": "INFO", "name": {_quoted(logger.name)}, ' \
+        f'"message": {_quoted(message)}{_members(repeated)}'
+    writer.put(f"{line}, {_encode(fields)[1:]}\n" if fields else line + "}\n")
 
 
 _encode = json.JSONEncoder(default=str).encode
 _quoted = functools.lru_cache(maxsize=256)(_encode)
+
+
+@functools.lru_cache(maxsize=1024)
+def _members(pairs: tuple) -> str:
+    """`, "name": value, ...` for (name, value) pairs."""
+    return "".join(f", {_quoted(name)}: {_encode(value)}" for name, value in pairs)

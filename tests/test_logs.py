@@ -32,8 +32,8 @@ def lines(buffer: io.StringIO) -> list[dict]:
 def test_a_queued_line_is_the_line_logging_would_write(stderr):
     fields = {"event": "decision", "programs": {"p": {"outcome": "eligible", "rules": ["r.1"]}}, "n": 3,
               "text": "中文 \"quoted\""}
-    logging.getLogger("audit").info("decision", extra=fields)  # through the formatter
-    logs.info_line(logging.getLogger("audit"), "decision", fields)
+    logging.getLogger("audit").info("decision", extra={**fields, "method": "Evaluate", "hit": False})
+    logs.info_line(logging.getLogger("audit"), "decision", fields, (("method", "Evaluate"), ("hit", False)))
     logs.close()
     by_formatter, by_writer = lines(stderr)
     times = by_formatter.pop("time"), by_writer.pop("time")  # the same format, not the same millisecond

@@ -20,6 +20,7 @@ from .render import Renderer
 
 log = logging.getLogger(__name__)
 ELIGIBLE, INELIGIBLE, UNDETERMINED = "ELIGIBLE", "INELIGIBLE", "UNDETERMINED"
+REFERRALS = "referrals"  # the engine's rule group of the referral rules (programs have their ids)
 FEN_PER_YUAN = Decimal(100)
 AMOUNT_WORDS = {"zh": {"amount": "金额", "multiply": "乘以"}, "en": {"amount": "amount", "multiply": "times"}}
 
@@ -117,14 +118,15 @@ class Engine:
         self.policy = policy
         self.version = policy.version
         self.rules = policy.rules
-        self.matcher = DurableMatcher(self.rules, f"policy@{policy.version}")
+        self.matcher = DurableMatcher([*((pid, p.rules) for pid, p in policy.programs.items()),
+                                       (REFERRALS, policy.referrals)], f"policy@{policy.version}")
         self.renderer = Renderer(policy)
         self.defaults = {name: f.default for name, f in policy.facts.items() if f.default is not None}
         self.disagreements = 0
         self._reads = {rule.id: _reads(rule) for rule in self.rules}
         self._explained = Memo(EXPLAINED_CACHE_SIZE)  # (rule id, values read) -> RuleOutcome
         self._programs = Memo(PROGRAM_CACHE_SIZE)  # (program id, its RuleOutcomes' ids) -> ProgramResult
-        self._closures: dict[tuple[str, ...], tuple[list[str], list[tuple[Rule, tuple, tuple]]]] = {}
+        self._closures: dict[tuple[str, ...], tuple[list[str], list[tuple[Rule, tuple, tuple]], str]] = {}
         self._param_cache = Memo(PARAM_CACHE_SIZE)  # (region, date) -> as read, values, engine members
         computed = self.matcher.slots.computed.items()
         self._fact_ops = [(op, name) for op, name in computed if any(isinstance(r, Fact) for r in operand_refs(op))]
@@ -148,9 +150,9 @@ class Engine:
         values["evaluation_date"] = date_to_yyyymmdd(on)
         values["in_zhejiang"] = region.in_zhejiang
 
-        fired = self.matcher.match(self._message(values, params), fixed)
         wanted = tuple(programs) if programs else tuple(self.policy.programs)
-        needed, reads = self._closure(wanted)
+        needed, reads, markers = self._closure(wanted)
+        fired = self.matcher.match(self._message(values, params), fixed, markers)
         # A rule's result and text are functions of the facts and parameters it reads alone, so
         # both are computed once per distinct set of those values (most people share most of them).
         outcomes: dict[str, RuleOutcome] = {}
@@ -169,9 +171,10 @@ class Engine:
         referrals = [outcomes[r.id] for r in self.policy.referrals if outcomes[r.id].result]
         return Decision(self.version, on, region, param_values, [decisions[p] for p in wanted], referrals)
 
-    def _closure(self, wanted: tuple[str, ...]) -> tuple[list[str], list[tuple[Rule, tuple, tuple]]]:
-        """The programs to decide (those asked for and every program they interact with), and
-        their rules and the referrals, each with the facts and parameters it reads."""
+    def _closure(self, wanted: tuple[str, ...]) -> tuple[list[str], list[tuple[Rule, tuple, tuple]], str]:
+        """The programs to decide (those asked for and every program they interact with); their
+        rules and the referrals, each with the facts and parameters it reads; and the markers that
+        let the engine match those rules alone."""
         found = self._closures.get(wanted)
         if found is None:
             links: dict[str, set[str]] = {}
@@ -189,7 +192,8 @@ class Engine:
                     todo.extend(links.get(pid, ()))
             programs = [p for p in self.policy.programs if p in needed]
             rules = [r for p in programs for r in self.policy.programs[p].rules] + list(self.policy.referrals)
-            found = self._closures[wanted] = (programs, [(r, *self._reads[r.id]) for r in rules])
+            found = self._closures[wanted] = (programs, [(r, *self._reads[r.id]) for r in rules],
+                                              self.matcher.markers((*programs, REFERRALS)))
         return found
 
     def _parameters(self, region: ResolvedRegion, on: dt.date) -> tuple[dict[str, ParamValue], dict[str, Decimal], str]:

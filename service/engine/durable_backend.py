@@ -27,6 +27,7 @@ ENGINE_LOCK = threading.Lock()
 # tests alone would match the engine's own state). durable-rules fails with more than 256 rules
 # on one condition, so rules are spread over several marker attributes of at most RULES_PER_MARKER.
 MARKER_PREFIX = "rule_group_"
+ALWAYS = MARKER_PREFIX + "always"  # on every message: the catch-all rule's marker
 RULES_PER_MARKER = 200
 CATCH_ALL = "catch_all"
 _SID = "0"
@@ -85,30 +86,46 @@ def _compile(cond: Cond, slots: Slots) -> dict:
     return test
 
 
-def compile_ruleset(rules: Iterable[Rule]) -> tuple[dict, dict[str, str], Slots]:
-    """The durable-rules definition, the engine name -> rule id table, and the slot table."""
+def compile_ruleset(groups: Iterable[tuple[str, Iterable[Rule]]]
+                    ) -> tuple[dict, dict[str, str], Slots, dict[str, list[str]]]:
+    """The durable-rules definition, the engine name -> rule id table, the slot table, and each
+    group's marker attributes. Every rule tests its group's marker first, so a message without a
+    group's markers skips that group's rules at their first test."""
     slots = Slots()
     definition: dict[str, dict] = {}
     names: dict[str, str] = {}
-    for i, rule in enumerate(rules):
-        name = f"r{i}"
-        names[name] = rule.id
-        marker = {f"{MARKER_PREFIX}{i // RULES_PER_MARKER}": 1}
-        definition[name] = {"all": [{"m": {"$and": [marker, _compile(rule.when, slots)]}}]}
-    definition[CATCH_ALL] = {"all": [{"m": {f"{MARKER_PREFIX}0": 1}}]}
-    return definition, names, slots
+    markers: dict[str, list[str]] = {}
+    count = itertools.count()
+    for group, rules in groups:
+        rules = list(rules)
+        if group in markers:
+            raise EngineError(f"two rule groups are named {group!r}")
+        markers[group] = []
+        for start in range(0, len(rules), RULES_PER_MARKER):
+            marker = f"{MARKER_PREFIX}{len(markers) - 1}_{start // RULES_PER_MARKER}"
+            markers[group].append(marker)
+            for rule in rules[start:start + RULES_PER_MARKER]:
+                name = f"r{next(count)}"
+                names[name] = rule.id
+                definition[name] = {"all": [{"m": {"$and": [{marker: 1}, _compile(rule.when, slots)]}}]}
+    definition[CATCH_ALL] = {"all": [{"m": {ALWAYS: 1}}]}
+    return definition, names, slots, markers
 
 
 class DurableMatcher:
-    """One compiled ruleset; `match` says which rules a message satisfies."""
+    """One compiled ruleset; `match` says which rules a message satisfies.
 
-    def __init__(self, rules: Iterable[Rule], label: str):
-        rules = list(rules)
-        facts = {leaf.fact for rule in rules for leaf in leaves(rule.when)}
+    Rules come in named groups (one per program, and the referrals): a match can be asked for some
+    groups only, and the engine then spends nothing on the others' rules."""
+
+    def __init__(self, groups: Iterable[tuple[str, Iterable[Rule]]], label: str):
+        groups = [(group, list(rules)) for group, rules in groups]
+        facts = {leaf.fact for _, rules in groups for rule in rules for leaf in leaves(rule.when)}
         if any(f.startswith(MARKER_PREFIX) for f in facts):
             raise EngineError(f"fact names starting {MARKER_PREFIX!r} are reserved")
-        self._markers = {f"{MARKER_PREFIX}{g}": 1 for g in range(max(1, -(-len(rules) // RULES_PER_MARKER)))}
-        self.definition, self._names, self.slots = compile_ruleset(rules)
+        self.definition, self._names, self.slots, self._group_markers = compile_ruleset(groups)
+        self._markers: dict[tuple[str, ...], str] = {}
+        self._all_groups = tuple(self._group_markers)
         # A unique ruleset name per compile, so a reload never collides with the version serving.
         self.name = f"{label}#{next(_names)}"
         self._closed = False
@@ -117,17 +134,25 @@ class DurableMatcher:
 
     def fixed_part(self, message: dict[str, Any]) -> str:
         """The JSON members of a message part that many people share (a region's parameters on a
-        date), with the markers and ids every fact carries: encoded once, reused by `match`."""
-        fact = dict(message)
-        fact.update(self._markers)
-        fact.update(sid=_SID, id="person")
-        return json.dumps(fact, ensure_ascii=False)[1:-1]
+        date), with the ids every fact carries: encoded once, reused by `match`."""
+        return json.dumps({**message, "sid": _SID, "id": "person"}, ensure_ascii=False)[1:-1]
 
-    def match(self, message: dict[str, Any], fixed: str | None = None) -> set[str]:
-        """The rules that `message`, with the `fixed_part` members, satisfies."""
+    def markers(self, groups: tuple[str, ...] | None = None) -> str:
+        """The JSON members that let the named groups' rules (all groups by default) match."""
+        groups = self._all_groups if groups is None else groups
+        found = self._markers.get(groups)
+        if found is None:
+            members = {ALWAYS: 1, **{m: 1 for group in groups for m in self._group_markers[group]}}
+            found = self._markers[groups] = json.dumps(members)[1:-1]
+        return found
+
+    def match(self, message: dict[str, Any], fixed: str | None = None, markers: str | None = None) -> set[str]:
+        """The rules that `message`, with the `fixed_part` members, satisfies, among the groups
+        whose `markers` it carries (all groups by default)."""
         fixed = self.fixed_part({}) if fixed is None else fixed
+        markers = self.markers() if markers is None else markers
         head = json.dumps(message, ensure_ascii=False)[:-1] if message else "{"
-        payload = f"{head}, {fixed}}}" if message else f"{{{fixed}}}"
+        payload = f"{head}, {fixed}, {markers}}}" if message else f"{{{fixed}, {markers}}}"
         fired: set[str] = set()
         with ENGINE_LOCK:
             if self._closed:

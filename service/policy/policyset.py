@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -42,7 +43,7 @@ class Program:
     routes: tuple[Rule, ...]
     adjustments: tuple[Rule, ...]
 
-    @property
+    @functools.cached_property
     def rules(self) -> tuple[Rule, ...]:
         return self.conditions + self.exclusions + self.routes + self.adjustments
 
