@@ -93,6 +93,7 @@ class Decision:
 EXPLAINED_CACHE_SIZE = 20_000
 PROGRAM_CACHE_SIZE = 20_000
 PARAM_CACHE_SIZE = 2_000
+CLOSURE_CACHE_SIZE = 1_000
 
 
 def _reads(rule: Rule) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -126,7 +127,7 @@ class Engine:
         self._reads = {rule.id: _reads(rule) for rule in self.rules}
         self._explained = Memo(EXPLAINED_CACHE_SIZE)  # (rule id, values read) -> RuleOutcome
         self._programs = Memo(PROGRAM_CACHE_SIZE)  # (program id, its RuleOutcomes' ids) -> ProgramResult
-        self._closures: dict[tuple[str, ...], tuple[list[str], list[tuple[Rule, tuple, tuple]], str]] = {}
+        self._closures = Memo(CLOSURE_CACHE_SIZE)  # the programs asked for -> what deciding them reads
         self._param_cache = Memo(PARAM_CACHE_SIZE)  # (region, date) -> as read, values, engine members
         computed = self.matcher.slots.computed.items()
         self._fact_ops = [(op, name) for op, name in computed if any(isinstance(r, Fact) for r in operand_refs(op))]
@@ -175,7 +176,8 @@ class Engine:
         """The programs to decide (those asked for and every program they interact with); their
         rules and the referrals, each with the facts and parameters it reads; and the markers that
         let the engine match those rules alone."""
-        found = self._closures.get(wanted)
+        key = frozenset(wanted)  # the order asked in does not change what is read
+        found = self._closures.get(key)
         if found is None:
             links: dict[str, set[str]] = {}
             for ex in self.policy.exclusions:
@@ -192,8 +194,8 @@ class Engine:
                     todo.extend(links.get(pid, ()))
             programs = [p for p in self.policy.programs if p in needed]
             rules = [r for p in programs for r in self.policy.programs[p].rules] + list(self.policy.referrals)
-            found = self._closures[wanted] = (programs, [(r, *self._reads[r.id]) for r in rules],
-                                              self.matcher.markers((*programs, REFERRALS)))
+            found = self._closures.put(key, (programs, [(r, *self._reads[r.id]) for r in rules],
+                                             self.matcher.markers((*programs, REFERRALS))))
         return found
 
     def _parameters(self, region: ResolvedRegion, on: dt.date) -> tuple[dict[str, ParamValue], dict[str, Decimal], str]:
@@ -209,10 +211,7 @@ class Engine:
                 value = evaluate_operand(op, {}, params)
                 if value is not None:
                     shared[name] = engine_value(value)
-            found = (param_values, params, self.matcher.fixed_part(shared))
-            if len(self._param_cache) >= PARAM_CACHE_SIZE:
-                self._param_cache.clear()
-            self._param_cache[key] = found
+            found = self._param_cache.put(key, (param_values, params, self.matcher.fixed_part(shared)))
         return found
 
     def _message(self, values: dict[str, Any], params: dict[str, Decimal]) -> dict[str, Any]:
