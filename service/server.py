@@ -143,10 +143,11 @@ class EligibilityServicer:
     async def Evaluate(self, request, context):
         return await self._unary("Evaluate", self._decide, request, context)
 
+    async def _list_programs(self, request):
+        return self.decisions.list_programs(request)
+
     async def ListPrograms(self, request, context):
-        async def list_programs(request):
-            return self.decisions.list_programs(request)
-        return await self._unary("ListPrograms", list_programs, request, context)
+        return await self._unary("ListPrograms", self._list_programs, request, context)
 
     async def EvaluateBatch(self, request_iterator: AsyncIterator, context) -> AsyncIterator:
         started = time.perf_counter()
