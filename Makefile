@@ -41,3 +41,7 @@ system-deps:
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench $(ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check service clients bench tests
+	$(BIN)/ruff format --check service clients bench tests

@@ -1,17 +1,17 @@
 """Run the benchmarks and print a table of ratios measured side by side in one run.
 
-    python -m bench [--seconds 2] [--load-seconds 10] [--only engine,grpc,scale,growth,cache]
+python -m bench [--seconds 2] [--load-seconds 10] [--only engine,grpc,scale,growth,cache]
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import tempfile
 
-from . import cache_bench, engine_bench, grpc_bench, growth
+from . import cache_bench, engine_bench, growth, grpc_bench
 from .local import free_port
 from .people import people
-
 
 # 16 connections x 4 streams: 64 calls in flight, under the server's limit of 100 concurrent RPCs
 # (beyond it calls would be refused, not queued), and enough connections that SO_REUSEPORT spreads
@@ -51,8 +51,9 @@ def bench_grpc(args) -> None:
     reply_file.flush()
     configurations = {
         "no-op handler": lambda port: grpc_bench.noop(port),
-        "no-op handler, answering Evaluate's reply bytes": lambda port: grpc_bench.noop(port, "--reply",
-                                                                                        reply_file.name),
+        "no-op handler, answering Evaluate's reply bytes": lambda port: grpc_bench.noop(
+            port, "--reply", reply_file.name
+        ),
         "Evaluate, cache off": lambda port: grpc_bench.service(port, "--cache-ttl", "0"),
         "Evaluate, cache hit (in-process LRU)": lambda port: grpc_bench.service(port),
     }
@@ -65,18 +66,25 @@ def bench_grpc(args) -> None:
                     runs[name].append(measure(server, port, request, seconds))
     results = {name: median_load(loads) for name, loads in runs.items()}
     base = results["no-op handler"].rps
-    print(f"\n## gRPC unary (h2load, {UNARY_LOAD['clients']} connections x {UNARY_LOAD['streams']} streams, "
-          f"{seconds:g} s each, one worker; median of {args.rounds} rounds)")
-    print(f"{'':50} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of no-op':>9} {'server':>7} {'h2load':>7}"
-          "  rounds (req/s)")
+    print(
+        f"\n## gRPC unary (h2load, {UNARY_LOAD['clients']} connections x {UNARY_LOAD['streams']} streams, "
+        f"{seconds:g} s each, one worker; median of {args.rounds} rounds)"
+    )
+    print(
+        f"{'':50} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of no-op':>9} {'server':>7} {'h2load':>7}  rounds (req/s)"
+    )
     for name, r in results.items():
         every = " ".join(f"{load.rps:.0f}" for load in runs[name])
-        print(f"{name:50} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.rps / base:9.2f} {r.server_cores:7.2f}"
-              f" {r.h2load_cores:7.2f}  {every}")
+        print(
+            f"{name:50} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.rps / base:9.2f} {r.server_cores:7.2f}"
+            f" {r.h2load_cores:7.2f}  {every}"
+        )
     print("(server, h2load: CPU cores each used during the measurement)")
     print(f"Evaluate / no-op:            {results['Evaluate, cache off'].rps / base:5.2f}  (target >= 0.6)")
-    print(f"cache hit / no-op:           {results['Evaluate, cache hit (in-process LRU)'].rps / base:5.2f}  "
-          "(target >= 0.9)")
+    print(
+        f"cache hit / no-op:           {results['Evaluate, cache hit (in-process LRU)'].rps / base:5.2f}  "
+        "(target >= 0.9)"
+    )
 
 
 def median_load(loads: list[grpc_bench.Load]) -> grpc_bench.Load:
@@ -96,7 +104,8 @@ def bench_scale(args) -> None:
     batches = {
         SAME_PERSON_BATCH: [pb.EvaluateBatchRequest(ref=str(i), request=request) for i in range(batch_size)],
         f"EvaluateBatch, {batch_size} different people a stream, people/s": [
-            pb.EvaluateBatchRequest(ref=str(i), request=r) for i, r in enumerate(people(batch_size))],
+            pb.EvaluateBatchRequest(ref=str(i), request=r) for i, r in enumerate(people(batch_size))
+        ],
     }
     runs: dict[str, list[grpc_bench.Load]] = {}
     for round_ in range(args.rounds):
@@ -107,23 +116,40 @@ def bench_scale(args) -> None:
                 runs.setdefault(f"Evaluate, cache off, {workers} worker(s)", []).append(unary)
                 for name, batch in batches.items() if workers == 1 else ():
                     sizes = grpc_bench.stream_reply_bytes(port, batch)
-                    load = grpc_bench.h2load(port, b"".join(grpc_bench.grpc_body(item) for item in batch),
-                                             seconds=seconds, clients=4, streams=1, path=grpc_bench.BATCH_PATH,
-                                             reply_bytes=sizes, server_pid=server.pid)
+                    load = grpc_bench.h2load(
+                        port,
+                        b"".join(grpc_bench.grpc_body(item) for item in batch),
+                        seconds=seconds,
+                        clients=4,
+                        streams=1,
+                        path=grpc_bench.BATCH_PATH,
+                        reply_bytes=sizes,
+                        server_pid=server.pid,
+                    )
                     runs.setdefault(name, []).append(dataclasses.replace(load, rps=load.rps * batch_size))
                 if workers == 1 and round_ == 0:
                     half = unary.rps / 2
-                    runs[f"Evaluate at half load ({half:.0f} req/s)"] = [grpc_bench.h2load(
-                        port, grpc_bench.grpc_body(request), clients=8, streams=1, rate=half,
-                        seconds=max(3, seconds), reply_bytes=grpc_bench.unary_reply_bytes(port, request),
-                        server_pid=server.pid)]
+                    runs[f"Evaluate at half load ({half:.0f} req/s)"] = [
+                        grpc_bench.h2load(
+                            port,
+                            grpc_bench.grpc_body(request),
+                            clients=8,
+                            streams=1,
+                            rate=half,
+                            seconds=max(3, seconds),
+                            reply_bytes=grpc_bench.unary_reply_bytes(port, request),
+                            server_pid=server.pid,
+                        )
+                    ]
     rows = {name: median_load(loads) for name, loads in runs.items()}
     print(f"\n## Scale (h2load, {seconds:g} s a measurement; median of {args.rounds} rounds)")
     print(f"{'':58} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server':>7} {'h2load':>7}  rounds (per s)")
     for name, r in rows.items():
         every = " ".join(f"{load.rps:.0f}" for load in runs[name])
-        print(f"{name:58} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.server_cores:7.2f} {r.h2load_cores:7.2f}"
-              f"  {every}")
+        print(
+            f"{name:58} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.server_cores:7.2f} {r.h2load_cores:7.2f}"
+            f"  {every}"
+        )
     one, two = rows["Evaluate, cache off, 1 worker(s)"], rows["Evaluate, cache off, 2 worker(s)"]
     batch_rate = rows[SAME_PERSON_BATCH]
     half = next(r for k, r in rows.items() if k.startswith("Evaluate at half"))

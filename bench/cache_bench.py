@@ -7,6 +7,7 @@ one run, with h2load sending one prepared gRPC body (bench/grpc_bench.py).
 
     python -m bench.cache_bench [--seconds 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,13 +70,20 @@ def run(seconds: float) -> list[tuple[str, float]]:
     hit_local = _measure(request, seconds, True)
     with redis_server() as url:
         hit_redis = _measure(request, seconds, True, "--redis-url", url)
-    return [(MISS, miss), (HIT_LOCAL, hit_local), (HIT_REDIS, hit_redis),
-            (RATIO_LOCAL, hit_local / miss), (RATIO_REDIS, hit_redis / miss)]
+    return [
+        (MISS, miss),
+        (HIT_LOCAL, hit_local),
+        (HIT_REDIS, hit_redis),
+        (RATIO_LOCAL, hit_local / miss),
+        (RATIO_REDIS, hit_redis / miss),
+    ]
 
 
 def print_rows(rows: list[tuple[str, float]], seconds: float) -> None:
-    print(f"\n## Decision cache (h2load, {LOAD['clients']} connections x {LOAD['streams']} streams, {seconds:g} s each, "
-          "one worker)")
+    print(
+        f"\n## Decision cache (h2load, {LOAD['clients']} connections x {LOAD['streams']} streams, {seconds:g} s each, "
+        "one worker)"
+    )
     for name, value in rows:
         print(f"{value:12.2f}x  {name}" if name.startswith("ratio") else f"{value:12.0f}   {name} (req/s)")
 

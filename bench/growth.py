@@ -3,6 +3,7 @@
 Synthetic programs are copies of the real ones under new program and rule ids (their conditions
 read the same facts and parameters), written to a temporary policy directory.
 """
+
 from __future__ import annotations
 
 import gc
@@ -62,12 +63,14 @@ def run(seconds: float = 2.0, factor: int = 10, evaluations: int = 1_000_000) ->
         us_base = _per_person_us(base, cases, real, seconds)
         us_grown = _per_person_us(grown, cases, real, seconds)
         us_grown_all = _per_person_us(grown, cases, None, seconds)
-        rows += [(f"rules: {len(base.rules)} -> {len(grown.rules)}", float(len(grown.rules)) / len(base.rules)),
-                 ("us per person, real policy set", us_base),
-                 (f"us per person, {factor}x policy set, the four real programs", us_grown),
-                 ("  ratio (target <= 2)", us_grown / us_base),
-                 (f"us per person, {factor}x policy set, all {len(grown_policy.programs)} programs", us_grown_all),
-                 ("  ratio", us_grown_all / us_base)]
+        rows += [
+            (f"rules: {len(base.rules)} -> {len(grown.rules)}", float(len(grown.rules)) / len(base.rules)),
+            ("us per person, real policy set", us_base),
+            (f"us per person, {factor}x policy set, the four real programs", us_grown),
+            ("  ratio (target <= 2)", us_grown / us_base),
+            (f"us per person, {factor}x policy set, all {len(grown_policy.programs)} programs", us_grown_all),
+            ("  ratio", us_grown_all / us_base),
+        ]
         grown.close()
     # Memory over many evaluations of the real set: RSS after a warm-up and at the end.
     gc.collect()
@@ -80,9 +83,12 @@ def run(seconds: float = 2.0, factor: int = 10, evaluations: int = 1_000_000) ->
         done += len(cases)
     gc.collect()
     end_rss = rss_kib()
-    rows += [("RSS KiB after warm-up", float(start_rss)), (f"RSS KiB after {done} evaluations", float(end_rss)),
-             ("  ratio (target <= 1.10)", end_rss / start_rss),
-             ("max RSS KiB", float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))]
+    rows += [
+        ("RSS KiB after warm-up", float(start_rss)),
+        (f"RSS KiB after {done} evaluations", float(end_rss)),
+        ("  ratio (target <= 1.10)", end_rss / start_rss),
+        ("max RSS KiB", float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)),
+    ]
     base.close()
     return rows
 

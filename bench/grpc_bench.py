@@ -1,5 +1,6 @@
 """Service throughput over gRPC, driven by h2load (nghttp2-client) with a prepared gRPC body, so
 the load generator costs the service as little CPU as possible."""
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,6 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/subsidy.v1.EligibilityService/Evaluate"
 BATCH_PATH = "/subsidy.v1.EligibilityService/EvaluateBatch"
@@ -34,8 +34,13 @@ def grpc_body(message) -> bytes:
 @contextmanager
 def process(cmd: list[str], port: int, env: dict | None = None):
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "SUBSIDY_HMAC_KEY": "bench", **(env or {})})
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "SUBSIDY_HMAC_KEY": "bench", **(env or {})},
+    )
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = health_pb2_grpc.HealthStub(channel)
@@ -61,8 +66,10 @@ def process(cmd: list[str], port: int, env: dict | None = None):
 
 def service(port: int, *args: str):
     """The service as deployed: INFO logging, so an audit line per decision (to a temporary file)."""
-    return process([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-                    "--metrics-port", "0", *args], port)
+    return process(
+        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", *args],
+        port,
+    )
 
 
 def noop(port: int, *args: str):
@@ -93,9 +100,18 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def h2load(port: int, body: bytes, requests: int = 0, clients: int = 8, streams: int = 8,
-           path: str = PATH, rate: float | None = None, seconds: float | None = None,
-           reply_bytes: tuple[int, int] | None = None, server_pid: int | None = None) -> Load:
+def h2load(
+    port: int,
+    body: bytes,
+    requests: int = 0,
+    clients: int = 8,
+    streams: int = 8,
+    path: str = PATH,
+    rate: float | None = None,
+    seconds: float | None = None,
+    reply_bytes: tuple[int, int] | None = None,
+    server_pid: int | None = None,
+) -> Load:
     """Throughput and latency percentiles of identical calls (a count, or a duration at a rate).
 
     h2load sees HTTP status only: a gRPC error is an HTTP 200 whose status is in the trailers and
@@ -109,23 +125,43 @@ def h2load(port: int, body: bytes, requests: int = 0, clients: int = 8, streams:
     with tempfile.NamedTemporaryFile(suffix=".bin") as f, tempfile.NamedTemporaryFile(suffix=".log") as log:
         f.write(body)
         f.flush()
-        cmd = ["h2load", "-c", str(clients), "-m", str(streams), "-t", "1", "-d", f.name, "--log-file", log.name,
-               "-H", "content-type: application/grpc", "-H", "te: trailers"]
+        cmd = [
+            "h2load",
+            "-c",
+            str(clients),
+            "-m",
+            str(streams),
+            "-t",
+            "1",
+            "-d",
+            f.name,
+            "--log-file",
+            log.name,
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+        ]
         cmd += ["-D", str(round(seconds))] if seconds else ["-n", str(requests)]
         if rate:
             cmd += ["--rps", f"{rate / clients:.2f}"]
         server_before = tree_cpu_seconds(server_pid) if server_pid else float("nan")
         children_before, started_at = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-        out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(
+            cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True
+        ).stdout
         elapsed = time.monotonic() - started_at
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        h2load_cores = (children.ru_utime + children.ru_stime - children_before.ru_utime
-                        - children_before.ru_stime) / elapsed
+        h2load_cores = (
+            children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
+        ) / elapsed
         server_cores = ((tree_cpu_seconds(server_pid) - server_before) / elapsed) if server_pid else float("nan")
         rows = [line.split("\t") for line in Path(log.name).read_text().splitlines() if line.strip()]
-    done = re.search(r"requests: \d+ total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
-                     r"(\d+) errored", out)
+    done = re.search(
+        r"requests: \d+ total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored",
+        out,
+    )
     if int(done.group(4)) or int(done.group(5)) or any(r[1] != "200" for r in rows):
         raise RuntimeError(f"h2load: requests failed:\n{out}")
     if reply_bytes:
@@ -133,8 +169,10 @@ def h2load(port: int, body: bytes, requests: int = 0, clients: int = 8, streams:
         started, succeeded = int(done.group(1)), int(done.group(3))
         # Calls still running when a duration ends were cut off part way: they may add part of a reply.
         if not succeeded * reply_bytes[0] <= data <= started * reply_bytes[1]:
-            raise RuntimeError(f"h2load: {data} bytes of replies for {succeeded} requests, expected "
-                               f"{reply_bytes[0]} to {reply_bytes[1]} each: some calls failed\n{out}")
+            raise RuntimeError(
+                f"h2load: {data} bytes of replies for {succeeded} requests, expected "
+                f"{reply_bytes[0]} to {reply_bytes[1]} each: some calls failed\n{out}"
+            )
     latencies = sorted(int(r[2]) / 1000 for r in rows)
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     return Load(rps, percentile(latencies, 50), percentile(latencies, 99), server_cores, h2load_cores)

@@ -1,5 +1,6 @@
 """Local helper processes shared by the benchmarks and the tests: free loopback ports and a
 private redis-server (never the machine's shared instance on 6379)."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,6 +20,7 @@ def free_port() -> int:
 @dataclass
 class RedisProcess:
     """A redis-server on a port of our own, no persistence; start, kill and restart at will."""
+
     port: int
     dir: Path
     proc: subprocess.Popen | None = None
@@ -28,9 +30,23 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-                                      "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                      "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -48,5 +64,6 @@ class RedisProcess:
             self.proc.wait(10)
 
     def cli(self, *args: str) -> str:
-        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True,
-                              check=True).stdout
+        return subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, check=True
+        ).stdout

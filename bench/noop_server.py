@@ -1,5 +1,6 @@
 """The same gRPC service on the same server settings, with handlers that do nothing: the ceiling
 the real service is measured against. `python -m bench.noop_server --port P [--threads N]`."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,10 @@ class NoopDecisions:
 
 async def serve(args: argparse.Namespace) -> None:
     reply = args.reply.read_bytes() if args.reply else b""
-    server, _, _ = await build_server(NoopDecisions(reply), ServerConfig(
-        host="127.0.0.1", port=args.port, threads=args.threads, reuse_port=args.reuse_port))
+    server, _, _ = await build_server(
+        NoopDecisions(reply),
+        ServerConfig(host="127.0.0.1", port=args.port, threads=args.threads, reuse_port=args.reuse_port),
+    )
     await server.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -1,4 +1,5 @@
 """A deterministic mix of people for the benchmarks (valid requests across all programs)."""
+
 from __future__ import annotations
 
 import random
@@ -21,8 +22,12 @@ def people(n: int, seed: int = 7) -> list[pb.EvaluateRequest]:
         year = rng.randint(1930, 2015)
         birth = f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
         region = rng.choice(REGIONS)
-        person = pb.Person(id_number=make_id(birth, "330102", i), birth_date=birth, region_code=region,
-                           household_status=rng.randint(1, 4))
+        person = pb.Person(
+            id_number=make_id(birth, "330102", i),
+            birth_date=birth,
+            region_code=region,
+            household_status=rng.randint(1, 4),
+        )
         if rng.random() < 0.6:
             person.disability.grade = rng.randint(1, 4)
             person.disability.category = rng.randint(1, 7)

@@ -1,6 +1,7 @@
 """The same four programs written as plain Python if/else: the baseline the engine is measured
 against. Figures are read from the resolved parameters, so only the control flow is hand-written.
 Deliberately not used by the service."""
+
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
@@ -28,10 +29,20 @@ def decide(f: dict, p: dict) -> dict[str, tuple[str, int]]:
     lvl = f.get("capacity_level")
     on = f["evaluation_date"]
     assessed = f.get("capacity_assessed_on")
-    amounts = {"mild_loss": p["elderly_amount_mild"], "moderate_loss": p["elderly_amount_moderate"],
-               "severe_loss": p["elderly_amount_severe"]}
-    if (zj and age >= p["elderly_minimum_age"] and hs in ("dibao", "dibao_edge") and lvl in amounts
-            and assessed is not None and assessed <= on and hs != "destitute"):
+    amounts = {
+        "mild_loss": p["elderly_amount_mild"],
+        "moderate_loss": p["elderly_amount_moderate"],
+        "severe_loss": p["elderly_amount_severe"],
+    }
+    if (
+        zj
+        and age >= p["elderly_minimum_age"]
+        and hs in ("dibao", "dibao_edge")
+        and lvl in amounts
+        and assessed is not None
+        and assessed <= on
+        and hs != "destitute"
+    ):
         amount = amounts[lvl] * (p["elderly_dibao_edge_share"] if hs == "dibao_edge" else 1)
         out["elderly_care_subsidy"] = ("ELIGIBLE", _round(amount))
     else:
@@ -50,8 +61,9 @@ def decide(f: dict, p: dict) -> dict[str, tuple[str, int]]:
             child_routes.append(("disabled", p["child_standard_community"]))
         if minor and hs == "dibao" and f.get("serious_illness"):
             child_routes.append(("ill", p["child_standard_community"] * p["child_serious_illness_share"]))
-    out["child_basic_living_allowance"] = (("ELIGIBLE", _round(max(a for _, a in child_routes)))
-                                           if child_routes else ("INELIGIBLE", 0))
+    out["child_basic_living_allowance"] = (
+        ("ELIGIBLE", _round(max(a for _, a in child_routes))) if child_routes else ("INELIGIBLE", 0)
+    )
 
     # living allowance
     low = hs in ("dibao", "dibao_edge") or f.get("household_income_per_head", 10**12) < limit
@@ -63,12 +75,21 @@ def decide(f: dict, p: dict) -> dict[str, tuple[str, int]]:
         out["disability_living_allowance"] = ("INELIGIBLE", 0)
 
     # nursing
-    shares = {"fully_dependent": p["nursing_share_fully_dependent"],
-              "mostly_dependent": p["nursing_share_mostly_dependent"],
-              "partly_dependent": p["nursing_share_partly_dependent"]}
+    shares = {
+        "fully_dependent": p["nursing_share_fully_dependent"],
+        "mostly_dependent": p["nursing_share_mostly_dependent"],
+        "partly_dependent": p["nursing_share_partly_dependent"],
+    }
     sc = f.get("self_care")
-    if (zj and cert and f.get("long_term_care_need") and (grade <= 2 or cat in ("intellectual", "mental"))
-            and hs != "destitute" and not work_injury and sc in shares):
+    if (
+        zj
+        and cert
+        and f.get("long_term_care_need")
+        and (grade <= 2 or cat in ("intellectual", "mental"))
+        and hs != "destitute"
+        and not work_injury
+        and sc in shares
+    ):
         amount = dibao * shares[sc] * (p["nursing_institution_multiplier"] if f.get("in_institutional_care") else 1)
         out["disability_nursing_subsidy"] = ("ELIGIBLE", _round(amount))
     else:

@@ -21,6 +21,7 @@ invalid requests (INVALID_ARGUMENT with field violations), oversized messages
 A call started before SIGTERM must succeed. Anything else is unexpected; the exit code is 1 if there is any, if a reload went
 the wrong way, if the service exits non-zero, or if an ID number appears in its logs or metrics.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,16 +46,24 @@ from .local import RedisProcess, free_port
 ROOT = Path(__file__).resolve().parent.parent
 HMAC_KEY = "soak-test-key"
 AS_OF = "2020-08-01"
-GOOD_CHANGE = ("{from: 2020-07-01, value: 1080, source: reference}", "{from: 2020-07-01, value: 1100, source: reference}")
-BROKEN_CHANGE = ("{from: 2020-07-01, value: 1080, source: reference}", "{from: 2020-07-01, value: one thousand, source: reference}")
+GOOD_CHANGE = (
+    "{from: 2020-07-01, value: 1080, source: reference}",
+    "{from: 2020-07-01, value: 1100, source: reference}",
+)
+BROKEN_CHANGE = (
+    "{from: 2020-07-01, value: 1080, source: reference}",
+    "{from: 2020-07-01, value: one thousand, source: reference}",
+)
 DIBAO_FILE = Path("parameters/common/dibao_standard.yaml")
 EXPECTED_REFUSALS = {"rejected_invalid_argument", "rejected_oversize", "refused_after_sigterm"}
 
 
 # --- the cases and their expected replies ------------------------------------------------------
 
+
 def cases(n: int) -> list[bytes]:
     from .people import people
+
     out = []
     for r in people(n, seed=11):
         r.as_of = AS_OF
@@ -67,10 +76,12 @@ def expected_replies(policy_dir: Path, requests: list[bytes]) -> tuple[str, list
     from service.api import eligibility_pb2 as pb
     from service.cache import NoCache
     from service.decisions import DecisionService, PolicyHolder
+
     holder = PolicyHolder(policy_dir)
     service = DecisionService(holder, NoCache(), HMAC_KEY.encode())
-    replies = [service.evaluate(pb.EvaluateRequest.FromString(r)).SerializeToString(deterministic=True)
-               for r in requests]
+    replies = [
+        service.evaluate(pb.EvaluateRequest.FromString(r)).SerializeToString(deterministic=True) for r in requests
+    ]
     return holder.engine.version, replies
 
 
@@ -82,8 +93,10 @@ def write_atomically(path: Path, text: str) -> None:
 
 # --- clients ---------------------------------------------------------------------------------------
 
-def _client_process(address: str, threads: int, seed: int, requests: list[bytes], expected: dict,
-                    stop, sigterm_at, results) -> None:
+
+def _client_process(
+    address: str, threads: int, seed: int, requests: list[bytes], expected: dict, stop, sigterm_at, results
+) -> None:
     import grpc
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
@@ -192,8 +205,9 @@ def _client_process(address: str, threads: int, seed: int, requests: list[bytes]
                     break  # the server is gone: this client is done
                 local[f"unexpected_{code.name}"] += 1
                 if len(examples) < 5:
-                    examples.append(f"{code.name}: {err.details()} (started {started - (term or started):+.3f}s "
-                                    "from SIGTERM)")
+                    examples.append(
+                        f"{code.name}: {err.details()} (started {started - (term or started):+.3f}s from SIGTERM)"
+                    )
                 time.sleep(0.05)
         channel.close()
         with lock:
@@ -210,6 +224,7 @@ def _client_process(address: str, threads: int, seed: int, requests: list[bytes]
 
 
 # --- the service ---------------------------------------------------------------------------------
+
 
 def scrape(port: int) -> str:
     try:
@@ -231,6 +246,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 def wait_serving(address: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -280,6 +296,7 @@ def run(args) -> dict:
     assert v1 != v2
     id_numbers = set()
     from service.api import eligibility_pb2 as pb
+
     for r in requests:
         id_numbers.add(pb.EvaluateRequest.FromString(r).person.id_number)
     changed = sum(a != b for a, b in zip(replies_v1, replies_v2))
@@ -290,25 +307,51 @@ def run(args) -> dict:
     log_path = tmp / "service.log"
     env = {**os.environ, "SUBSIDY_HMAC_KEY": HMAC_KEY, "REDIS_URL": redis.url}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-           "--metrics-port", str(metrics_port), "--policies", str(policies), "--workers", str(args.workers),
-           "--grace", "15", "--drain-delay", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        "--policies",
+        str(policies),
+        "--workers",
+        str(args.workers),
+        "--grace",
+        "15",
+        "--drain-delay",
+        "1",
+    ]
     with open(log_path, "wb") as out:
         service = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    summary: dict = {"seconds": args.seconds, "workers": args.workers, "clients": args.procs * args.threads,
-                     "policy_versions": {"v1": v1, "v2": v2}, "cases_changed_by_v2": changed}
+    summary: dict = {
+        "seconds": args.seconds,
+        "workers": args.workers,
+        "clients": args.procs * args.threads,
+        "policy_versions": {"v1": v1, "v2": v2},
+        "cases_changed_by_v2": changed,
+    }
     ctx = mp.get_context("spawn")
     stop, sigterm_at, results = ctx.Event(), ctx.Value("d", 0.0), ctx.Queue()
     clients = []
     problems: list[str] = []
     try:
         wait_serving(f"127.0.0.1:{port}", service)
-        log(f"service up (pid {service.pid}, {args.workers} worker(s)), redis on {redis.port}; "
-            f"{args.procs}x{args.threads} clients for {args.seconds}s")
+        log(
+            f"service up (pid {service.pid}, {args.workers} worker(s)), redis on {redis.port}; "
+            f"{args.procs}x{args.threads} clients for {args.seconds}s"
+        )
         expected = {v1: replies_v1, v2: replies_v2}
         for n in range(args.procs):
-            p = ctx.Process(target=_client_process, args=(f"127.0.0.1:{port}", args.threads, n, requests, expected,
-                                                          stop, sigterm_at, results), daemon=True)
+            p = ctx.Process(
+                target=_client_process,
+                args=(f"127.0.0.1:{port}", args.threads, n, requests, expected, stop, sigterm_at, results),
+                daemon=True,
+            )
             p.start()
             clients.append(p)
         start = time.monotonic()
@@ -354,12 +397,14 @@ def run(args) -> dict:
         redis.start()
         at(1.0)
         text = scrape(metrics_port)
-        summary["rss_kib"] = {pid: {"start": rss_start.get(pid, 0), "end": rss_kib(pid)}
-                              for pid in worker_pids(service.pid)}
+        summary["rss_kib"] = {
+            pid: {"start": rss_start.get(pid, 0), "end": rss_kib(pid)} for pid in worker_pids(service.pid)
+        }
         summary["service_metrics"] = {
-            "requests_by_code": {code: metric(text, "subsidy_grpc_requests_total", code=code)
-                                 for code in ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "INTERNAL",
-                                              "DEADLINE_EXCEEDED", "UNKNOWN")},
+            "requests_by_code": {
+                code: metric(text, "subsidy_grpc_requests_total", code=code)
+                for code in ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "INTERNAL", "DEADLINE_EXCEEDED", "UNKNOWN")
+            },
             "cache_errors": metric(text, "subsidy_cache_errors_total"),
             "cache_hits": metric(text, "subsidy_cache_lookups_total", result="hit"),
             "cache_misses": metric(text, "subsidy_cache_lookups_total", result="miss"),
@@ -408,18 +453,24 @@ def run(args) -> dict:
     logs = log_path.read_text(errors="replace")
     leaked += sorted(i for i in id_numbers if i in logs)
     pattern = re.compile(r"(?<![0-9A-Za-z.])\d{17}[\dXx](?![0-9A-Za-z])")
-    summary.update({
-        "outcomes": dict(sorted(counts.items())),
-        "operations_total": sum(counts.values()),
-        "batch_items_verified": counts.get("ok_batch_stream", 0) * 10,
-        "replies_by_policy_version": {("v1" if v == v1 else "v2" if v == v2 else v): n for v, n in versions.items()},
-        "operations_per_s": round(sum(counts.values()) / args.seconds, 1),
-        "latency_ms": {"p50": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None,
-                       "p99": round(latencies[int(len(latencies) * 0.99)] * 1000, 2) if latencies else None,
-                       "max": round(latencies[-1] * 1000, 2) if latencies else None},
-        "id_numbers_in_logs_or_metrics": len(leaked) + len(pattern.findall(logs)),
-        "internal_errors_logged": logs.count('"internal error"'),
-    })
+    summary.update(
+        {
+            "outcomes": dict(sorted(counts.items())),
+            "operations_total": sum(counts.values()),
+            "batch_items_verified": counts.get("ok_batch_stream", 0) * 10,
+            "replies_by_policy_version": {
+                ("v1" if v == v1 else "v2" if v == v2 else v): n for v, n in versions.items()
+            },
+            "operations_per_s": round(sum(counts.values()) / args.seconds, 1),
+            "latency_ms": {
+                "p50": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None,
+                "p99": round(latencies[int(len(latencies) * 0.99)] * 1000, 2) if latencies else None,
+                "max": round(latencies[-1] * 1000, 2) if latencies else None,
+            },
+            "id_numbers_in_logs_or_metrics": len(leaked) + len(pattern.findall(logs)),
+            "internal_errors_logged": logs.count('"internal error"'),
+        }
+    )
     unexpected = {k: v for k, v in counts.items() if not k.startswith("ok_") and k not in EXPECTED_REFUSALS}
     summary["unexpected"] = unexpected
     if unexpected:
@@ -445,8 +496,9 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seconds", type=float, default=180)
     p.add_argument("--procs", type=int, default=4, help="client processes")
     p.add_argument("--threads", type=int, default=4, help="client threads per process, a channel each")
@@ -462,8 +514,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
     else:
         print(json.dumps({k: v for k, v in summary.items() if k != "rss_kib"}, indent=2))
-        print("RSS (KiB) per worker, start -> end:",
-              ", ".join(f"{v['start']} -> {v['end']}" for v in summary.get("rss_kib", {}).values()))
+        print(
+            "RSS (KiB) per worker, start -> end:",
+            ", ".join(f"{v['start']} -> {v['end']}" for v in summary.get("rss_kib", {}).values()),
+        )
         print("PASSED" if summary["passed"] else "FAILED: " + "; ".join(summary["problems"]))
     return 0 if summary["passed"] else 1
 

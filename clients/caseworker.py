@@ -7,6 +7,7 @@ a value added to the .proto needs no change here. Money is read in yuan and show
 
 The client logs no personal data: errors name the field and the CSV line, never the value.
 """
+
 import csv
 import datetime as dt
 import enum
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 # gRPC's C core logs TLS handshake details to stderr at INFO; caseworkers get our one-line message instead.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -35,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from clients import channel as channels
 from service.api import eligibility_pb2 as pb
 from service.api import eligibility_pb2_grpc as pb_grpc
 
@@ -56,49 +58,94 @@ EXIT_CODES_HELP = (
 # Interface words only. Programme names, reasons and citations come from the service in both languages.
 TEXT = {
     "zh": {
-        "program": "项目", "decision": "结论", "monthly": "每月金额（元）", "total": "合计",
-        "eligible": "符合", "ineligible": "不符合", "undetermined": "无法判定",
-        "condition_passed": "满足", "condition_failed": "不满足", "exclusion_passed": "排除",
-        "exclusion_failed": "不排除", "other_passed": "适用", "other_failed": "不适用", "unknown": "缺少信息",
-        "missing": "缺少", "interaction": "衔接", "reason": "理由", "citation": "依据",
-        "referrals": "转介建议", "region": "户籍地", "date": "评估日期", "version": "政策版本",
-        "compared": "金额", "kept": "保留", "heading": "{program}：{outcome}，每月 {amount} 元",
-        "rows": "共 {rows} 行：成功 {ok} 行，出错 {errors} 行", "progress": "评估中",
+        "program": "项目",
+        "decision": "结论",
+        "monthly": "每月金额（元）",
+        "total": "合计",
+        "eligible": "符合",
+        "ineligible": "不符合",
+        "undetermined": "无法判定",
+        "condition_passed": "满足",
+        "condition_failed": "不满足",
+        "exclusion_passed": "排除",
+        "exclusion_failed": "不排除",
+        "other_passed": "适用",
+        "other_failed": "不适用",
+        "unknown": "缺少信息",
+        "missing": "缺少",
+        "interaction": "衔接",
+        "reason": "理由",
+        "citation": "依据",
+        "referrals": "转介建议",
+        "region": "户籍地",
+        "date": "评估日期",
+        "version": "政策版本",
+        "compared": "金额",
+        "kept": "保留",
+        "heading": "{program}：{outcome}，每月 {amount} 元",
+        "rows": "共 {rows} 行：成功 {ok} 行，出错 {errors} 行",
+        "progress": "评估中",
         "line": "第 {line} 行：{error}",
-        "choices": "应为以下之一：{choices}", "bool": "应为 是/否（yes/no）", "int": "应为整数",
-        "money": "应为以元计的金额，最多两位小数", "unknown_fields": "无法识别的字段：{fields}（字段名见 --help）",
+        "choices": "应为以下之一：{choices}",
+        "bool": "应为 是/否（yes/no）",
+        "int": "应为整数",
+        "money": "应为以元计的金额，最多两位小数",
+        "unknown_fields": "无法识别的字段：{fields}（字段名见 --help）",
         "extra_values": "本行的值比列名多",
         "no_header": "第一行应为列名（id_number,region_code,...），而不是数据",
         "not_mapping": "{path} 应为“字段: 值”形式的 YAML/JSON",
-        "unreadable": "无法读取 {path}：{detail}", "syntax": "{path} 第 {line} 行格式有误",
+        "unreadable": "无法读取 {path}：{detail}",
+        "syntax": "{path} 第 {line} 行格式有误",
         "cert_pair": "--client-cert 与 --client-key 须同时提供",
         "unreachable": "无法连接评估服务 {address}，或服务未及时应答（{code}）。"
-                       "请检查 --address / SUBSIDY_ADDRESS，并确认服务已启动。",
-        "refused": "评估服务拒绝了输入（{code}）：{detail}", "server": "评估服务出错（{code}）：{detail}",
+        "请检查 --address / SUBSIDY_ADDRESS，并确认服务已启动。",
+        "refused": "评估服务拒绝了输入（{code}）：{detail}",
+        "server": "评估服务出错（{code}）：{detail}",
         "order": "评估服务的应答与请求对不上：应为第 {want} 条，收到 {got}",
     },
     "en": {
-        "program": "Program", "decision": "Decision", "monthly": "Monthly (yuan)", "total": "Total",
-        "eligible": "eligible", "ineligible": "not eligible", "undetermined": "undetermined",
-        "condition_passed": "met", "condition_failed": "not met", "exclusion_passed": "excludes",
-        "exclusion_failed": "does not exclude", "other_passed": "applies", "other_failed": "does not apply",
+        "program": "Program",
+        "decision": "Decision",
+        "monthly": "Monthly (yuan)",
+        "total": "Total",
+        "eligible": "eligible",
+        "ineligible": "not eligible",
+        "undetermined": "undetermined",
+        "condition_passed": "met",
+        "condition_failed": "not met",
+        "exclusion_passed": "excludes",
+        "exclusion_failed": "does not exclude",
+        "other_passed": "applies",
+        "other_failed": "does not apply",
         "unknown": "fact missing",
-        "missing": "missing", "interaction": "interaction", "reason": "Reason", "citation": "Source",
-        "referrals": "Referrals", "region": "Region", "date": "Evaluated on", "version": "Policy version",
-        "compared": "amounts", "kept": "kept", "heading": "{program}: {outcome}, {amount} yuan a month",
-        "rows": "{rows} rows: {ok} decided, {errors} with errors", "progress": "Evaluating",
+        "missing": "missing",
+        "interaction": "interaction",
+        "reason": "Reason",
+        "citation": "Source",
+        "referrals": "Referrals",
+        "region": "Region",
+        "date": "Evaluated on",
+        "version": "Policy version",
+        "compared": "amounts",
+        "kept": "kept",
+        "heading": "{program}: {outcome}, {amount} yuan a month",
+        "rows": "{rows} rows: {ok} decided, {errors} with errors",
+        "progress": "Evaluating",
         "line": "line {line}: {error}",
-        "choices": "expected one of: {choices}", "bool": "expected yes or no", "int": "expected a whole number",
+        "choices": "expected one of: {choices}",
+        "bool": "expected yes or no",
+        "int": "expected a whole number",
         "money": "expected an amount in yuan with at most two decimals",
         "unknown_fields": "unknown fields: {fields} (see --help for the names)",
         "extra_values": "more values than column names",
         "no_header": "the first line must name the columns (id_number,region_code,...), not hold data",
         "not_mapping": "{path} must be YAML/JSON of 'field: value'",
-        "unreadable": "cannot read {path}: {detail}", "syntax": "{path}: bad syntax at line {line}",
+        "unreadable": "cannot read {path}: {detail}",
+        "syntax": "{path}: bad syntax at line {line}",
         "cert_pair": "--client-cert and --client-key go together",
         "unreachable": "cannot reach the eligibility service at {address}, "
-                       "or it did not answer in time ({code}). "
-                       "Check --address / SUBSIDY_ADDRESS and that the service is running.",
+        "or it did not answer in time ({code}). "
+        "Check --address / SUBSIDY_ADDRESS and that the service is running.",
         "refused": "the service refused the input ({code}): {detail}",
         "server": "the eligibility service failed ({code}): {detail}",
         "order": "the service's answers do not match the requests: expected item {want}, got {got}",
@@ -138,6 +185,7 @@ class FieldErrors(ClientError):
 
 
 # --- Enums: short names from the descriptors --------------------------------------------------------
+
 
 def _value_prefix(enum_desc: EnumDescriptor) -> str:
     # buf's STANDARD lint makes every value carry its enum's name: HouseholdStatus -> HOUSEHOLD_STATUS_.
@@ -299,8 +347,9 @@ def load_person_file(path: Path) -> dict[str, object]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: files saved by Windows editors start with a BOM
     except (OSError, UnicodeDecodeError) as error:
-        raise bad_input("unreadable", path=path,
-                        detail=getattr(error, "strerror", None) or type(error).__name__) from None
+        raise bad_input(
+            "unreadable", path=path, detail=getattr(error, "strerror", None) or type(error).__name__
+        ) from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as error:
@@ -316,7 +365,8 @@ def load_person_file(path: Path) -> dict[str, object]:
 
 # --- Talking to the service -------------------------------------------------------------------------
 
-def _read_bytes(path: Optional[Path]) -> Optional[bytes]:
+
+def _read_bytes(path: Path | None) -> bytes | None:
     if path is None:
         return None
     try:
@@ -325,25 +375,26 @@ def _read_bytes(path: Optional[Path]) -> Optional[bytes]:
         raise bad_input("unreadable", path=path, detail=error.strerror) from None
 
 
-def open_channel(address: str, tls: bool, ca_cert: Optional[Path], client_cert: Optional[Path],
-                 client_key: Optional[Path]) -> grpc.Channel:
+def open_channel(
+    address: str, tls: bool, ca_cert: Path | None, client_cert: Path | None, client_key: Path | None
+) -> grpc.Channel:
     if not tls:
-        return grpc.insecure_channel(address)
+        return channels.open_channel(address)
     if (client_cert is None) != (client_key is None):
         raise bad_input("cert_pair")
-    credentials = grpc.ssl_channel_credentials(  # no CA file: the system's trusted roots
-        root_certificates=_read_bytes(ca_cert),
-        private_key=_read_bytes(client_key),
-        certificate_chain=_read_bytes(client_cert),
-    )
-    return grpc.secure_channel(address, credentials)
+    files = channels.TlsFiles(_read_bytes(ca_cert), _read_bytes(client_cert), _read_bytes(client_key))
+    return channels.open_channel(address, files)
 
 
 _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 # Codes the service uses for requests it cannot decide as asked: bad fields, unknown ids or regions,
 # dates outside every policy period.
-_REFUSED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE,
-            grpc.StatusCode.FAILED_PRECONDITION}
+_REFUSED = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
 
 
 def _field_violations(error: grpc.RpcError) -> list[str]:
@@ -386,6 +437,7 @@ def reporting(lang: str, address: str):
 
 # --- Showing a decision -----------------------------------------------------------------------------
 
+
 def _in(message, field: str, lang: str) -> str:
     """The text in the chosen language, or the other one when the service left it empty."""
     other = "en" if lang == "zh" else "zh"
@@ -408,8 +460,11 @@ def _mark(reason: pb.Reason, t: dict[str, str]) -> str:
 def render_decision(reply: pb.EvaluateResponse, lang: str, out: Console) -> None:
     t = TEXT[lang]
     names = {d.program_id: _in(d, "name", lang) for d in reply.decisions}
-    out.print(f"{t['region']}: {_in(reply.region, 'name', lang)} ({reply.region.code})    "
-              f"{t['date']}: {reply.evaluation_date}", highlight=False)
+    out.print(
+        f"{t['region']}: {_in(reply.region, 'name', lang)} ({reply.region.code})    "
+        f"{t['date']}: {reply.evaluation_date}",
+        highlight=False,
+    )
     out.print(f"{t['version']}: {reply.policy_version}", highlight=False)
 
     overview = Table(show_footer=True)
@@ -423,8 +478,15 @@ def render_decision(reply: pb.EvaluateResponse, lang: str, out: Console) -> None
     for d in reply.decisions:
         # Headings as lines of their own: a table title cannot be wider than its table and would wrap.
         out.print()
-        out.print(t["heading"].format(program=names[d.program_id], outcome=t[_outcome(d.outcome)],
-                                      amount=fen_to_yuan(d.monthly_amount.fen, True)), style="bold", highlight=False)
+        out.print(
+            t["heading"].format(
+                program=names[d.program_id],
+                outcome=t[_outcome(d.outcome)],
+                amount=fen_to_yuan(d.monthly_amount.fen, True),
+            ),
+            style="bold",
+            highlight=False,
+        )
         table = Table()
         table.add_column("")
         # fold, not the default ellipsis: Chinese text has no spaces to wrap at and would be cut off.
@@ -435,11 +497,9 @@ def render_decision(reply: pb.EvaluateResponse, lang: str, out: Console) -> None
         for m in d.missing_facts:
             table.add_row(t["missing"], _in(m, "label", lang), m.rule_id)
         for i in d.interactions:
-            compared = ", ".join(f"{names.get(p, p)} {fen_to_yuan(a.fen, True)}"
-                                 for p, a in zip(i.programs, i.amounts))
+            compared = ", ".join(f"{names.get(p, p)} {fen_to_yuan(a.fen, True)}" for p, a in zip(i.programs, i.amounts))
             kept = f"; {t['kept']} {names.get(i.kept_program, i.kept_program)}" if i.kept_program else ""
-            table.add_row(t["interaction"], f"{_in(i, 'text', lang)} ({t['compared']}: {compared}{kept})",
-                          i.citation)
+            table.add_row(t["interaction"], f"{_in(i, 'text', lang)} ({t['compared']}: {compared}{kept})", i.citation)
         out.print(table)
 
     if reply.referrals:
@@ -457,61 +517,85 @@ def render_decision(reply: pb.EvaluateResponse, lang: str, out: Console) -> None
 
 app = typer.Typer(
     help="Check what a person qualifies for with the subsidy-eligibility service.\n\n" + EXIT_CODES_HELP,
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
 
 _CONN = "Service connection"
 _PERSON = "Person"
-AddressOpt = Annotated[str, typer.Option(envvar="SUBSIDY_ADDRESS", help="host:port of the service.",
-                                         rich_help_panel=_CONN)]
-TlsOpt = Annotated[bool, typer.Option(envvar="SUBSIDY_TLS", help="Use TLS (when the service does).",
-                                      rich_help_panel=_CONN)]
-CaOpt = Annotated[Optional[Path], typer.Option(envvar="SUBSIDY_CA_CERT", help="CA certificate (PEM) for --tls.",
-                                               rich_help_panel=_CONN)]
-CertOpt = Annotated[Optional[Path], typer.Option(envvar="SUBSIDY_CLIENT_CERT", help="Client certificate (PEM).",
-                                                 rich_help_panel=_CONN)]
-KeyOpt = Annotated[Optional[Path], typer.Option(envvar="SUBSIDY_CLIENT_KEY", help="Client private key (PEM).",
-                                                rich_help_panel=_CONN)]
-TimeoutOpt = Annotated[float, typer.Option(envvar="SUBSIDY_TIMEOUT", help="Seconds to wait for one answer.",
-                                           rich_help_panel=_CONN)]
+AddressOpt = Annotated[
+    str, typer.Option(envvar="SUBSIDY_ADDRESS", help="host:port of the service.", rich_help_panel=_CONN)
+]
+TlsOpt = Annotated[
+    bool, typer.Option(envvar="SUBSIDY_TLS", help="Use TLS (when the service does).", rich_help_panel=_CONN)
+]
+CaOpt = Annotated[
+    Path | None, typer.Option(envvar="SUBSIDY_CA_CERT", help="CA certificate (PEM) for --tls.", rich_help_panel=_CONN)
+]
+CertOpt = Annotated[
+    Path | None, typer.Option(envvar="SUBSIDY_CLIENT_CERT", help="Client certificate (PEM).", rich_help_panel=_CONN)
+]
+KeyOpt = Annotated[
+    Path | None, typer.Option(envvar="SUBSIDY_CLIENT_KEY", help="Client private key (PEM).", rich_help_panel=_CONN)
+]
+TimeoutOpt = Annotated[
+    float, typer.Option(envvar="SUBSIDY_TIMEOUT", help="Seconds to wait for one answer.", rich_help_panel=_CONN)
+]
 LangOpt = Annotated[Lang, typer.Option(help="Language of the labels: zh (中文) or en.")]
 
 
 def _flag(help: str, *names: str, choice=str, repeat: bool = False):
-    return Annotated[Optional[list[choice]] if repeat else Optional[choice],
-                     typer.Option(*names, help=help, rich_help_panel=_PERSON, case_sensitive=False)]
+    return Annotated[
+        list[choice] | None if repeat else choice | None,
+        typer.Option(*names, help=help, rich_help_panel=_PERSON, case_sensitive=False),
+    ]
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def check(
-    file: Annotated[Optional[Path], typer.Option(
-        "--file", "-f", exists=True, dir_okay=False,
-        help="YAML or JSON file of the person's facts, one 'name: value' per fact; names: "
-             + ", ".join([*PERSON_KEYS, *REQUEST_KEYS]) + ". Flags given as well override it.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            exists=True,
+            dir_okay=False,
+            help="YAML or JSON file of the person's facts, one 'name: value' per fact; names: "
+            + ", ".join([*PERSON_KEYS, *REQUEST_KEYS])
+            + ". Flags given as well override it.",
+        ),
+    ] = None,
     id_number: _flag("18-character resident ID number.") = None,
     birth_date: _flag("Birth date, YYYY-MM-DD.") = None,
-    region_code: _flag("Current household registration region (GB/T 2260), e.g. 330102.",
-                       "--region") = None,
+    region_code: _flag("Current household registration region (GB/T 2260), e.g. 330102.", "--region") = None,
     household_status: _flag("Household economic status.", "--household", choice=HouseholdChoice) = None,
     household_income_per_head_yuan: _flag("Monthly household income per head, yuan.", "--household-income") = None,
     own_income_yuan: _flag("The person's own monthly income, yuan.", "--own-income") = None,
     disability_grade: _flag("Disability certificate grade, 1 (most severe) to 4.", choice=int) = None,
     disability_category: _flag("Disability category.", choice=CategoryChoice) = None,
-    long_term_care_need: _flag("Needs help in daily life for 6 months or more.",
-                               "--long-term-care-need/--no-long-term-care-need", choice=bool) = None,
+    long_term_care_need: _flag(
+        "Needs help in daily life for 6 months or more.", "--long-term-care-need/--no-long-term-care-need", choice=bool
+    ) = None,
     self_care: _flag("Self-care tier for the nursing subsidy.", choice=SelfCareChoice) = None,
-    in_institutional_care: _flag("Lives in approved institutional care.",
-                                 "--in-institutional-care/--not-in-institutional-care", choice=bool) = None,
+    in_institutional_care: _flag(
+        "Lives in approved institutional care.", "--in-institutional-care/--not-in-institutional-care", choice=bool
+    ) = None,
     capacity_level: _flag("Elderly capacity assessment result.", choice=CapacityChoice) = None,
     capacity_assessed_on: _flag("Date of that assessment, YYYY-MM-DD.") = None,
     child_status: _flag("A minor's care situation.", choice=ChildChoice) = None,
-    in_full_time_education: _flag("In full-time education up to undergraduate level.",
-                                  "--in-full-time-education/--not-in-full-time-education", choice=bool) = None,
+    in_full_time_education: _flag(
+        "In full-time education up to undergraduate level.",
+        "--in-full-time-education/--not-in-full-time-education",
+        choice=bool,
+    ) = None,
     serious_illness: _flag("Has a serious illness.", "--serious-illness/--no-serious-illness", choice=bool) = None,
-    depends_on_family_support: _flag("Depends on family support.",
-                                     "--depends-on-family-support/--no-family-support", choice=bool) = None,
-    other_benefits: _flag("Another benefit already received (repeatable).", "--other-benefit",
-                          choice=BenefitChoice, repeat=True) = None,
+    depends_on_family_support: _flag(
+        "Depends on family support.", "--depends-on-family-support/--no-family-support", choice=bool
+    ) = None,
+    other_benefits: _flag(
+        "Another benefit already received (repeatable).", "--other-benefit", choice=BenefitChoice, repeat=True
+    ) = None,
     as_of: _flag("Evaluation date, YYYY-MM-DD (default today).") = None,
     programs: _flag("Decide only this program id (repeatable; default all).", "--program", repeat=True) = None,
     lang: LangOpt = Lang.zh,
@@ -525,15 +609,26 @@ def check(
 ) -> None:
     """Decide for one person, from flags or a YAML/JSON file: a table per program with reasons."""
     flags = {
-        "id_number": id_number, "birth_date": birth_date, "region_code": region_code,
-        "household_status": household_status, "household_income_per_head_yuan": household_income_per_head_yuan,
-        "own_income_yuan": own_income_yuan, "disability_grade": disability_grade,
-        "disability_category": disability_category, "long_term_care_need": long_term_care_need,
-        "self_care": self_care, "in_institutional_care": in_institutional_care,
-        "capacity_level": capacity_level, "capacity_assessed_on": capacity_assessed_on,
-        "child_status": child_status, "in_full_time_education": in_full_time_education,
-        "serious_illness": serious_illness, "depends_on_family_support": depends_on_family_support,
-        "other_benefits": other_benefits, "as_of": as_of, "programs": programs,
+        "id_number": id_number,
+        "birth_date": birth_date,
+        "region_code": region_code,
+        "household_status": household_status,
+        "household_income_per_head_yuan": household_income_per_head_yuan,
+        "own_income_yuan": own_income_yuan,
+        "disability_grade": disability_grade,
+        "disability_category": disability_category,
+        "long_term_care_need": long_term_care_need,
+        "self_care": self_care,
+        "in_institutional_care": in_institutional_care,
+        "capacity_level": capacity_level,
+        "capacity_assessed_on": capacity_assessed_on,
+        "child_status": child_status,
+        "in_full_time_education": in_full_time_education,
+        "serious_illness": serious_illness,
+        "depends_on_family_support": depends_on_family_support,
+        "other_benefits": other_benefits,
+        "as_of": as_of,
+        "programs": programs,
     }
     with reporting(lang.value, address):
         facts = load_person_file(file) if file else {}
@@ -572,7 +667,7 @@ def _batch_error_text(error: pb.BatchError) -> str:
     return f"{error.code}: {fields or error.message}"
 
 
-def answers(rows, responses, lang: str) -> Iterator[tuple[int, str, Optional[str], Optional[pb.EvaluateResponse]]]:
+def answers(rows, responses, lang: str) -> Iterator[tuple[int, str, str | None, pb.EvaluateResponse | None]]:
     """(line, ref, problem, reply) for every row, in order. Rows that could not be parsed were not sent,
     so they take no answer from the stream; the service answers the others in order, by index."""
     sent = 0
@@ -592,8 +687,7 @@ def answers(rows, responses, lang: str) -> Iterator[tuple[int, str, Optional[str
         pass
 
 
-def summary_table(programs, people: dict[str, Counter], paid: Counter, rows: int, errors: int,
-                  lang: str) -> Table:
+def summary_table(programs, people: dict[str, Counter], paid: Counter, rows: int, errors: int, lang: str) -> Table:
     """Per program: people by outcome and the monthly total in yuan."""
     t = TEXT[lang]
     outcomes = [v.number for v in pb.Outcome.DESCRIPTOR.values if v.number != 0]
@@ -603,18 +697,30 @@ def summary_table(programs, people: dict[str, Counter], paid: Counter, rows: int
         table.add_column(t[_outcome(number)], justify="right")
     table.add_column(t["monthly"], justify="right", footer=fen_to_yuan(sum(paid.values()), True))
     for p in programs:
-        table.add_row(_in(p, "name", lang), *(str(people[p.program_id][n]) for n in outcomes),
-                      fen_to_yuan(paid[p.program_id], True))
+        table.add_row(
+            _in(p, "name", lang),
+            *(str(people[p.program_id][n]) for n in outcomes),
+            fen_to_yuan(paid[p.program_id], True),
+        )
     return table
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def batch(
-    input: Annotated[Path, typer.Option("--input", "-i", exists=True, dir_okay=False,
-                                        help="CSV with a header row of the person fields (as in `check --file`) "
-                                             "plus optional ref and as_of.")],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False,
-                                         help="CSV to write: one result row per input row, same order.")],
+    input: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            exists=True,
+            dir_okay=False,
+            help="CSV with a header row of the person fields (as in `check --file`) plus optional ref and as_of.",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", dir_okay=False, help="CSV to write: one result row per input row, same order."),
+    ],
     lang: LangOpt = Lang.zh,
     address: AddressOpt = "localhost:50051",
     tls: TlsOpt = False,
@@ -635,14 +741,23 @@ def batch(
             columns = ["line", "ref", "status", "error"]
             for p in programs:
                 columns += [f"{p.program_id}_outcome", f"{p.program_id}_monthly_yuan"]
-            responses = stub.EvaluateBatch(pb.EvaluateBatchRequest(ref=ref, request=request)
-                                           for _, ref, request in rows if isinstance(request, pb.EvaluateRequest))
+            responses = stub.EvaluateBatch(
+                pb.EvaluateBatchRequest(ref=ref, request=request)
+                for _, ref, request in rows
+                if isinstance(request, pb.EvaluateRequest)
+            )
             errors = 0
             # utf-8-sig: spreadsheet programs on Windows read the Chinese error texts right only with a BOM.
-            with output.open("w", newline="", encoding="utf-8-sig") as handle, Progress(
-                TextColumn(t["progress"]), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=Console(stderr=True),
-            ) as progress:
+            with (
+                output.open("w", newline="", encoding="utf-8-sig") as handle,
+                Progress(
+                    TextColumn(t["progress"]),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=Console(stderr=True),
+                ) as progress,
+            ):
                 writer = csv.DictWriter(handle, [*columns, "total_monthly_yuan"], extrasaction="ignore")
                 writer.writeheader()
                 task = progress.add_task("", total=len(rows))
@@ -650,11 +765,16 @@ def batch(
                     if problem:
                         errors += 1
                         writer.writerow({"line": line, "ref": ref, "status": "error", "error": problem})
-                        progress.console.print(t["line"].format(line=line, error=problem),
-                                               markup=False, highlight=False, soft_wrap=True)  # one grep-able line
+                        progress.console.print(
+                            t["line"].format(line=line, error=problem), markup=False, highlight=False, soft_wrap=True
+                        )  # one grep-able line
                     else:
-                        row = {"line": line, "ref": ref, "status": "ok",
-                               "total_monthly_yuan": fen_to_yuan(reply.total_monthly_amount.fen)}
+                        row = {
+                            "line": line,
+                            "ref": ref,
+                            "status": "ok",
+                            "total_monthly_yuan": fen_to_yuan(reply.total_monthly_amount.fen),
+                        }
                         for d in reply.decisions:
                             row[f"{d.program_id}_outcome"] = _outcome(d.outcome)
                             row[f"{d.program_id}_monthly_yuan"] = fen_to_yuan(d.monthly_amount.fen)

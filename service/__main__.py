@@ -9,6 +9,7 @@ mutual TLS and --allowed-callers the list of client certificate names (CN or SAN
 SIGTERM drains (health NOT_SERVING, in-flight requests finish within --grace, exit 0); SIGHUP
 reloads the policies (a broken set is refused and the old one keeps serving).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,50 +36,101 @@ def _env(name: str, default):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m service", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m service", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--host", default=_env("SUBSIDY_HOST", "0.0.0.0"), help="gRPC bind address (SUBSIDY_HOST)")
     p.add_argument("--port", type=int, default=int(_env("SUBSIDY_PORT", 50051)), help="gRPC port (SUBSIDY_PORT)")
-    p.add_argument("--metrics-port", type=int, default=int(_env("SUBSIDY_METRICS_PORT", 9464)),
-                   help="Prometheus metrics port, 0 for none (SUBSIDY_METRICS_PORT)")
-    p.add_argument("--policies", default=_env("SUBSIDY_POLICIES", default_policies()),
-                   help="policy directory (SUBSIDY_POLICIES)")
-    p.add_argument("--workers", type=int, default=int(_env("SUBSIDY_WORKERS", 1)),
-                   help="worker processes sharing the port (SUBSIDY_WORKERS)")
-    p.add_argument("--threads", type=int, default=int(_env("SUBSIDY_THREADS", 8)),
-                   help="threads per worker for Redis cache calls; deciding runs on the worker's event loop "
-                        "(SUBSIDY_THREADS)")
-    p.add_argument("--redis-url", default=_env("REDIS_URL", ""),
-                   help="Redis for the decision cache; empty for an in-process LRU (REDIS_URL)")
-    p.add_argument("--cache-ttl", type=float, default=float(_env("SUBSIDY_CACHE_TTL", 3600)),
-                   help="decision cache TTL in seconds, 0 turns caching off (SUBSIDY_CACHE_TTL)")
-    p.add_argument("--grace", type=float, default=float(_env("SUBSIDY_GRACE", 10)),
-                   help="seconds to finish in-flight requests on SIGTERM (SUBSIDY_GRACE)")
-    p.add_argument("--drain-delay", type=float, default=float(_env("SUBSIDY_DRAIN_DELAY", 0)),
-                   help="on SIGTERM, seconds to keep accepting while health says NOT_SERVING, so load balancers "
-                        "move away before the server stops accepting (SUBSIDY_DRAIN_DELAY)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(_env("SUBSIDY_METRICS_PORT", 9464)),
+        help="Prometheus metrics port, 0 for none (SUBSIDY_METRICS_PORT)",
+    )
+    p.add_argument(
+        "--policies", default=_env("SUBSIDY_POLICIES", default_policies()), help="policy directory (SUBSIDY_POLICIES)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("SUBSIDY_WORKERS", 1)),
+        help="worker processes sharing the port (SUBSIDY_WORKERS)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(_env("SUBSIDY_THREADS", 8)),
+        help="threads per worker for Redis cache calls; deciding runs on the worker's event loop (SUBSIDY_THREADS)",
+    )
+    p.add_argument(
+        "--redis-url",
+        default=_env("REDIS_URL", ""),
+        help="Redis for the decision cache; empty for an in-process LRU (REDIS_URL)",
+    )
+    p.add_argument(
+        "--cache-ttl",
+        type=float,
+        default=float(_env("SUBSIDY_CACHE_TTL", 3600)),
+        help="decision cache TTL in seconds, 0 turns caching off (SUBSIDY_CACHE_TTL)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=float(_env("SUBSIDY_GRACE", 10)),
+        help="seconds to finish in-flight requests on SIGTERM (SUBSIDY_GRACE)",
+    )
+    p.add_argument(
+        "--drain-delay",
+        type=float,
+        default=float(_env("SUBSIDY_DRAIN_DELAY", 0)),
+        help="on SIGTERM, seconds to keep accepting while health says NOT_SERVING, so load balancers "
+        "move away before the server stops accepting (SUBSIDY_DRAIN_DELAY)",
+    )
     p.add_argument("--log-level", default=_env("SUBSIDY_LOG_LEVEL", "INFO"), help="(SUBSIDY_LOG_LEVEL)")
-    p.add_argument("--audit", action=argparse.BooleanOptionalAction,
-                   default=_env("SUBSIDY_AUDIT", "1").lower() not in ("0", "false", "no", "off"),
-                   help="an audit log line per decision: caller, policy version, rule ids, request hash (SUBSIDY_AUDIT)")
+    p.add_argument(
+        "--audit",
+        action=argparse.BooleanOptionalAction,
+        default=_env("SUBSIDY_AUDIT", "1").lower() not in ("0", "false", "no", "off"),
+        help="an audit log line per decision: caller, policy version, rule ids, request hash (SUBSIDY_AUDIT)",
+    )
     limits = p.add_argument_group("limits")
-    limits.add_argument("--max-message-bytes", type=int, default=int(_env("SUBSIDY_MAX_MESSAGE_BYTES", 256 * 1024)),
-                        help="largest request message; larger ones get RESOURCE_EXHAUSTED (SUBSIDY_MAX_MESSAGE_BYTES)")
-    limits.add_argument("--max-batch", type=int, default=int(_env("SUBSIDY_MAX_BATCH", 100_000)),
-                        help="most requests in one EvaluateBatch stream (SUBSIDY_MAX_BATCH)")
-    limits.add_argument("--max-concurrent-rpcs", type=int, default=int(_env("SUBSIDY_MAX_CONCURRENT_RPCS", 100)),
-                        help="RPCs running or queued per worker; beyond it RESOURCE_EXHAUSTED at once "
-                             "(SUBSIDY_MAX_CONCURRENT_RPCS)")
+    limits.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=int(_env("SUBSIDY_MAX_MESSAGE_BYTES", 256 * 1024)),
+        help="largest request message; larger ones get RESOURCE_EXHAUSTED (SUBSIDY_MAX_MESSAGE_BYTES)",
+    )
+    limits.add_argument(
+        "--max-batch",
+        type=int,
+        default=int(_env("SUBSIDY_MAX_BATCH", 100_000)),
+        help="most requests in one EvaluateBatch stream (SUBSIDY_MAX_BATCH)",
+    )
+    limits.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=int(_env("SUBSIDY_MAX_CONCURRENT_RPCS", 100)),
+        help="RPCs running or queued per worker; beyond it RESOURCE_EXHAUSTED at once (SUBSIDY_MAX_CONCURRENT_RPCS)",
+    )
     tls = p.add_argument_group("transport security (plaintext unless --tls-cert is given)")
-    tls.add_argument("--tls-cert", default=_env("SUBSIDY_TLS_CERT", None),
-                     help="server certificate chain, PEM (SUBSIDY_TLS_CERT)")
-    tls.add_argument("--tls-key", default=_env("SUBSIDY_TLS_KEY", None), help="server private key, PEM (SUBSIDY_TLS_KEY)")
-    tls.add_argument("--tls-client-ca", default=_env("SUBSIDY_TLS_CLIENT_CA", None),
-                     help="CA for client certificates: mutual TLS, a caller without a certificate from it is refused "
-                          "(SUBSIDY_TLS_CLIENT_CA)")
-    tls.add_argument("--allowed-callers", default=_env("SUBSIDY_ALLOWED_CALLERS", None),
-                     help="comma list of client certificate subject CNs or SAN values allowed to call; others get "
-                          "PERMISSION_DENIED (SUBSIDY_ALLOWED_CALLERS)")
+    tls.add_argument(
+        "--tls-cert", default=_env("SUBSIDY_TLS_CERT", None), help="server certificate chain, PEM (SUBSIDY_TLS_CERT)"
+    )
+    tls.add_argument(
+        "--tls-key", default=_env("SUBSIDY_TLS_KEY", None), help="server private key, PEM (SUBSIDY_TLS_KEY)"
+    )
+    tls.add_argument(
+        "--tls-client-ca",
+        default=_env("SUBSIDY_TLS_CLIENT_CA", None),
+        help="CA for client certificates: mutual TLS, a caller without a certificate from it is refused "
+        "(SUBSIDY_TLS_CLIENT_CA)",
+    )
+    tls.add_argument(
+        "--allowed-callers",
+        default=_env("SUBSIDY_ALLOWED_CALLERS", None),
+        help="comma list of client certificate subject CNs or SAN values allowed to call; others get "
+        "PERMISSION_DENIED (SUBSIDY_ALLOWED_CALLERS)",
+    )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.workers < 1:
@@ -87,6 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     from .security import TlsConfig, TlsConfigError
+
     try:
         args.tls = TlsConfig.from_args(args.tls_cert, args.tls_key, args.tls_client_ca, args.allowed_callers)
     except TlsConfigError as exc:
@@ -104,6 +157,7 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="subsidy-metrics-"))
     os.environ.setdefault("SUBSIDY_HMAC_KEY", secrets.token_hex(32))
     from . import logs, metrics
+
     logs.setup(args.log_level)
     worker_argv, skip = [], False
     for a in argv:  # drop "--workers N" / "--workers=N" and "--metrics-port N" / "--metrics-port=N"
@@ -138,16 +192,18 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     from . import logs
+
     logs.setup(args.log_level)
     return asyncio.run(_serve(args))
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    import logging
+
     from . import logs, metrics
     from .cache import make_cache
     from .decisions import DecisionService, PolicyHolder
     from .server import Canary, ServerConfig, build_server
-    import logging
 
     log = logging.getLogger("service")
     key = hmac_key()
@@ -156,19 +212,34 @@ async def _serve(args: argparse.Namespace) -> int:
         log.warning("SUBSIDY_HMAC_KEY is not set: request hashes and cache keys last only for this process")
     holder = PolicyHolder(args.policies)
     decisions = DecisionService(holder, make_cache(args.redis_url or None, args.cache_ttl), key)
-    cfg = ServerConfig(host=args.host, port=args.port, threads=args.threads, reuse_port=args.reuse_port,
-                       max_message_bytes=args.max_message_bytes, max_batch=args.max_batch,
-                       max_concurrent_rpcs=args.max_concurrent_rpcs, tls=args.tls, audit=args.audit)
+    cfg = ServerConfig(
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        reuse_port=args.reuse_port,
+        max_message_bytes=args.max_message_bytes,
+        max_batch=args.max_batch,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        tls=args.tls,
+        audit=args.audit,
+    )
     server, health_servicer, port = await build_server(decisions, cfg)
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     await server.start()
     canary = Canary(decisions, health_servicer, cfg)
     canary.start()
-    log.info("serving", extra={"port": port, "metrics_port": args.metrics_port,
-                               "policy_version": holder.engine.version, "pid": os.getpid(),
-                               "transport": "mtls" if args.tls.mutual else "tls" if args.tls.enabled else "plaintext",
-                               "allowed_callers": list(args.tls.allowed_callers)})
+    log.info(
+        "serving",
+        extra={
+            "port": port,
+            "metrics_port": args.metrics_port,
+            "policy_version": holder.engine.version,
+            "pid": os.getpid(),
+            "transport": "mtls" if args.tls.mutual else "tls" if args.tls.enabled else "plaintext",
+            "allowed_callers": list(args.tls.allowed_callers),
+        },
+    )
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     tasks: set[asyncio.Task] = set()  # the loop keeps weak references only
@@ -176,8 +247,9 @@ async def _serve(args: argparse.Namespace) -> int:
     async def drain(signum: int) -> None:
         canary.stop()
         await health_servicer.enter_graceful_shutdown()  # NOT_SERVING everywhere, and it stays so
-        log.info("draining", extra={"signal": signum, "grace_seconds": args.grace,
-                                    "drain_delay_seconds": args.drain_delay})
+        log.info(
+            "draining", extra={"signal": signum, "grace_seconds": args.grace, "drain_delay_seconds": args.drain_delay}
+        )
         if args.drain_delay > 0:  # still accepting, but health says NOT_SERVING: balancers move away
             await asyncio.sleep(args.drain_delay)
         log.info("stopped accepting; finishing requests in flight", extra={"grace_seconds": args.grace})

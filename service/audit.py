@@ -13,6 +13,7 @@ Which rules decided:
   the routes);
 - UNDETERMINED: the rules that could not be evaluated for a missing fact.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,18 +53,31 @@ def _deciding_rules(decision: ProgramDecision) -> list[str]:
         ids += [r.id for r in passed if r.kind == "exclusion"]
         return ids or [r.id for r in failed if r.kind == "route"]
     return sorted({rule_id for _, rule_id in decision.missing}) or [
-        r.rule.id for r in decision.reasons if r.result is None]
+        r.rule.id for r in decision.reasons if r.result is None
+    ]
 
 
 def summary(decision: Decision) -> dict:
     """What the audit line says of a computed decision, per program."""
-    return {d.program.id: {"outcome": d.outcome.lower(), "amount_fen": d.amount_fen, "rules": deciding_rules(d),
-                           **({"interactions": [i.id for i in d.interactions]} if d.interactions else {})}
-            for d in decision.programs}
+    return {
+        d.program.id: {
+            "outcome": d.outcome.lower(),
+            "amount_fen": d.amount_fen,
+            "rules": deciding_rules(d),
+            **({"interactions": [i.id for i in d.interactions]} if d.interactions else {}),
+        }
+        for d in decision.programs
+    }
 
 
-def record(method: str, caller: str, policy_version: str, request_hash: str, programs: dict | None,
-           batch_index: int | None = None) -> None:
+def record(
+    method: str,
+    caller: str,
+    policy_version: str,
+    request_hash: str,
+    programs: dict | None,
+    batch_index: int | None = None,
+) -> None:
     """Log the audit line for one decision. A cache hit (programs None) names the request hash and
     version of the computed decision it repeats, whose own line carries the rules."""
     if not log.isEnabledFor(logging.INFO):
@@ -73,5 +87,15 @@ def record(method: str, caller: str, policy_version: str, request_hash: str, pro
         extra["programs"] = programs
     if batch_index is not None:  # never the caller's `ref`: free text the service cannot vouch for
         extra["batch_index"] = batch_index
-    logs.info_line(log, "decision", extra, (("event", "decision"), ("method", method), ("caller", caller),
-                                            ("policy_version", policy_version), ("from_cache", programs is None)))
+    logs.info_line(
+        log,
+        "decision",
+        extra,
+        (
+            ("event", "decision"),
+            ("method", method),
+            ("caller", caller),
+            ("policy_version", policy_version),
+            ("from_cache", programs is None),
+        ),
+    )

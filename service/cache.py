@@ -5,6 +5,7 @@ never reads an old decision, and no ID number is readable in Redis. Redis can ne
 a request: a short socket timeout, no client-side retries, the error counted, and Redis left alone
 for a back-off before one request probes it again; caching resumes by itself when it answers.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,9 +62,14 @@ class RedisCache:
     def __init__(self, url: str, ttl: float, timeout: float = 0.05, backoff: float = 1.0):
         self.ttl = max(1, int(ttl))
         self.backoff = backoff
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                            retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-                                            health_check_interval=0)
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
         self._down_until = 0.0
         self._down = False
         self._probe = threading.Lock()
@@ -95,8 +101,10 @@ class RedisCache:
     def _failed(self, operation: str, exc: Exception) -> None:
         metrics.CACHE_ERRORS.labels(operation=operation).inc()
         if not self._down:
-            log.warning("decision cache unavailable; computing without it",
-                        extra={"error": type(exc).__name__, "retry_seconds": self.backoff})
+            log.warning(
+                "decision cache unavailable; computing without it",
+                extra={"error": type(exc).__name__, "retry_seconds": self.backoff},
+            )
         self._down = True
         self._down_until = time.monotonic() + self.backoff
         metrics.set_cache_up("redis", False)

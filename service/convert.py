@@ -3,6 +3,7 @@
 The reply is built from parts: reason lines and parameter lists repeat across people, so each is
 serialized once and cached (see wire.py); the per-person fields are serialized fresh.
 """
+
 from __future__ import annotations
 
 from .api import eligibility_pb2 as pb
@@ -21,9 +22,15 @@ CACHE_SIZE = 20_000  # entries per memo table; a reason line is about half a kil
 
 
 def parameter(value: ParamValue, policy: PolicySet) -> pb.ParameterValue:
-    return pb.ParameterValue(parameter=value.parameter, value=f"{value.written.normalize():f}", unit=value.unit,
-                             region_code=value.region, effective_from=value.effective_from.isoformat(),
-                             source=policy.sources.get(value.source, value.source), confidence=value.source)
+    return pb.ParameterValue(
+        parameter=value.parameter,
+        value=f"{value.written.normalize():f}",
+        unit=value.unit,
+        region_code=value.region,
+        effective_from=value.effective_from.isoformat(),
+        source=policy.sources.get(value.source, value.source),
+        confidence=value.source,
+    )
 
 
 class ReplyBuilder:
@@ -38,8 +45,14 @@ class ReplyBuilder:
         self._programs = Memo(CACHE_SIZE)
 
     def _reason(self, outcome: RuleOutcome) -> bytes:
-        reason = pb.Reason(rule_id=outcome.rule.id, result=_RESULT[outcome.result], text_zh=outcome.text["zh"],
-                           text_en=outcome.text["en"], citation=outcome.rule.citation, kind=outcome.rule.kind)
+        reason = pb.Reason(
+            rule_id=outcome.rule.id,
+            result=_RESULT[outcome.result],
+            text_zh=outcome.text["zh"],
+            text_en=outcome.text["en"],
+            citation=outcome.rule.citation,
+            kind=outcome.rule.kind,
+        )
         return embedded(_REASONS, reason.SerializeToString())
 
     def _reason_list(self, reasons: tuple[RuleOutcome, ...]) -> bytes:
@@ -49,30 +62,56 @@ class ReplyBuilder:
         key = (decision.region.code, decision.evaluation_date)
         found = self._parameters.get(key)
         if found is None:
-            found = self._parameters.put(key, b"".join(
-                embedded(_PARAMETERS, parameter(v, self.policy).SerializeToString())
-                for v in decision.parameters.values()))
+            found = self._parameters.put(
+                key,
+                b"".join(
+                    embedded(_PARAMETERS, parameter(v, self.policy).SerializeToString())
+                    for v in decision.parameters.values()
+                ),
+            )
         return found
 
     def _program_head(self, d: ProgramDecision) -> bytes:
         """A program's decision without its reasons: few distinct values, so cached."""
-        key = (d.program.id, d.outcome, d.amount_fen, d.amount_before_interactions_fen, d.missing,
-               tuple((i.id, tuple(i.amounts), i.kept) for i in d.interactions))
+        key = (
+            d.program.id,
+            d.outcome,
+            d.amount_fen,
+            d.amount_before_interactions_fen,
+            d.missing,
+            tuple((i.id, tuple(i.amounts), i.kept) for i in d.interactions),
+        )
         found = self._programs.get(key)
         if found is None:
             facts = self.policy.facts
-            found = self._programs.put(key, pb.ProgramDecision(
-                program_id=d.program.id, name_zh=d.program.name.zh, name_en=d.program.name.en,
-                outcome=pb.Outcome.Value("OUTCOME_" + d.outcome),
-                monthly_amount=pb.Money(fen=d.amount_fen),
-                amount_before_interactions=pb.Money(fen=d.amount_before_interactions_fen),
-                missing_facts=[pb.MissingFact(fact=f, rule_id=r, label_zh=facts[f].label.zh,
-                                              label_en=facts[f].label.en) for f, r in d.missing],
-                interactions=[pb.Interaction(rule_id=i.id, kind=i.kind, programs=i.programs,
-                                             amounts=[pb.Money(fen=a) for a in i.amounts], kept_program=i.kept,
-                                             text_zh=i.text["zh"], text_en=i.text["en"], citation=i.citation)
-                              for i in d.interactions],
-            ).SerializeToString())
+            found = self._programs.put(
+                key,
+                pb.ProgramDecision(
+                    program_id=d.program.id,
+                    name_zh=d.program.name.zh,
+                    name_en=d.program.name.en,
+                    outcome=pb.Outcome.Value("OUTCOME_" + d.outcome),
+                    monthly_amount=pb.Money(fen=d.amount_fen),
+                    amount_before_interactions=pb.Money(fen=d.amount_before_interactions_fen),
+                    missing_facts=[
+                        pb.MissingFact(fact=f, rule_id=r, label_zh=facts[f].label.zh, label_en=facts[f].label.en)
+                        for f, r in d.missing
+                    ],
+                    interactions=[
+                        pb.Interaction(
+                            rule_id=i.id,
+                            kind=i.kind,
+                            programs=i.programs,
+                            amounts=[pb.Money(fen=a) for a in i.amounts],
+                            kept_program=i.kept,
+                            text_zh=i.text["zh"],
+                            text_en=i.text["en"],
+                            citation=i.citation,
+                        )
+                        for i in d.interactions
+                    ],
+                ).SerializeToString(),
+            )
         return found
 
     def _head(self, decision: Decision) -> bytes:
@@ -81,21 +120,39 @@ class ReplyBuilder:
         key = (region.code, decision.evaluation_date)
         found = self._heads.get(key)
         if found is None:
-            found = self._heads.put(key, pb.EvaluateResponse(
-                policy_version=decision.policy_version,
-                evaluation_date=decision.evaluation_date.isoformat(),
-                region=pb.ResolvedRegion(code=region.code, name_zh=region.name.zh, name_en=region.name.en,
-                                         level=region.level, in_zhejiang=region.in_zhejiang),
-            ).SerializeToString())
+            found = self._heads.put(
+                key,
+                pb.EvaluateResponse(
+                    policy_version=decision.policy_version,
+                    evaluation_date=decision.evaluation_date.isoformat(),
+                    region=pb.ResolvedRegion(
+                        code=region.code,
+                        name_zh=region.name.zh,
+                        name_en=region.name.en,
+                        level=region.level,
+                        in_zhejiang=region.in_zhejiang,
+                    ),
+                ).SerializeToString(),
+            )
         return found
 
     def response(self, decision: Decision, request_hash: str) -> bytes:
-        parts = [self._head(decision), embedded(_REQUEST_HASH, request_hash.encode()),
-                 embedded(_TOTAL, integer(_FEN, decision.total_fen))]
+        parts = [
+            self._head(decision),
+            embedded(_REQUEST_HASH, request_hash.encode()),
+            embedded(_TOTAL, integer(_FEN, decision.total_fen)),
+        ]
         if decision.referrals:
-            parts.append(pb.EvaluateResponse(referrals=[
-                pb.Referral(rule_id=r.rule.id, text_zh=r.rule.text.zh, text_en=r.rule.text.en, citation=r.rule.citation)
-                for r in decision.referrals]).SerializeToString())
+            parts.append(
+                pb.EvaluateResponse(
+                    referrals=[
+                        pb.Referral(
+                            rule_id=r.rule.id, text_zh=r.rule.text.zh, text_en=r.rule.text.en, citation=r.rule.citation
+                        )
+                        for r in decision.referrals
+                    ]
+                ).SerializeToString()
+            )
         for d in decision.programs:
             program = self._program_head(d) + self._reason_lists.get(d.reasons, self._reason_list)
             parts.append(embedded(_DECISIONS, program))

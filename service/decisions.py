@@ -3,6 +3,7 @@
 It holds the policy set serving and swaps it atomically on reload: a request uses one engine
 from start to end, so no reply mixes two policy versions.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,11 +39,12 @@ class Reply(NamedTuple):  # a tuple: built on every call, a frozen dataclass cos
 @dataclass(frozen=True)
 class Serving:
     """What one policy version serves with: its engine and its reply builder, swapped together."""
+
     engine: Engine
     replies: ReplyBuilder
 
     @classmethod
-    def load(cls, path: Path) -> "Serving":
+    def load(cls, path: Path) -> Serving:
         engine = Engine(load_policies(path))
         return cls(engine, ReplyBuilder(engine.policy))
 
@@ -66,8 +68,10 @@ class PolicyHolder:
                 new_serving = Serving.load(self.path)
             except Exception as exc:  # any failure keeps the old set serving
                 metrics.RELOADS.labels(result="failure").inc()
-                log.error("policy reload failed; the old version keeps serving",
-                          extra={"policy_version": self.engine.version, "error": str(exc)})
+                log.error(
+                    "policy reload failed; the old version keeps serving",
+                    extra={"policy_version": self.engine.version, "error": str(exc)},
+                )
                 return False
             old, new = self.engine, new_serving.engine
             self.serving = new_serving
@@ -151,7 +155,14 @@ class DecisionService:
         engine.check_date(on)
         reply = pb.ListProgramsResponse(policy_version=engine.version, as_of=on.isoformat())
         for p in policy.programs.values():
-            reply.programs.append(pb.ProgramInfo(program_id=p.id, name_zh=p.name.zh, name_en=p.name.en,
-                                                 citation=p.citation, rule_ids=[r.id for r in p.rules]))
+            reply.programs.append(
+                pb.ProgramInfo(
+                    program_id=p.id,
+                    name_zh=p.name.zh,
+                    name_en=p.name.en,
+                    citation=p.citation,
+                    rule_ids=[r.id for r in p.rules],
+                )
+            )
         reply.parameters.extend(convert.parameter(v, policy) for v in policy.resolve_parameters(region, on).values())
         return reply

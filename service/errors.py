@@ -1,4 +1,5 @@
 """Domain errors to gRPC statuses with google.rpc details; INTERNAL never carries a trace."""
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,13 @@ log = logging.getLogger(__name__)
 
 def _bad_request(violations: list[tuple[str, str]]) -> any_pb2.Any:
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.BadRequest(field_violations=[
-        error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations]))
+    detail.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations
+            ]
+        )
+    )
     return detail
 
 
@@ -38,6 +44,7 @@ def to_status(exc: Exception) -> tuple[grpc.StatusCode, str, list[tuple[str, str
 
 def rpc_error_status(exc: Exception) -> tuple[grpc.StatusCode, grpc.Status]:
     code, message, violations = to_status(exc)
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message,
-                               details=[_bad_request(violations)] if violations else [])
+    status = status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=message, details=[_bad_request(violations)] if violations else []
+    )
     return code, rpc_status.to_status(status)

@@ -1,4 +1,5 @@
 """Exit 0 when the service answers SERVING on the gRPC health service (the Dockerfile's HEALTHCHECK)."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--address", default="127.0.0.1:50051")
     parser.add_argument("--timeout", type=float, default=3.0)
-    parser.add_argument("--ca-cert", default=os.environ.get("SUBSIDY_HEALTH_CA_CERT"),
-                        help="TLS: the CA of the server's certificate (SUBSIDY_HEALTH_CA_CERT)")
-    parser.add_argument("--client-cert", default=os.environ.get("SUBSIDY_HEALTH_CLIENT_CERT"),
-                        help="mutual TLS: a client certificate the server accepts (SUBSIDY_HEALTH_CLIENT_CERT)")
-    parser.add_argument("--client-key", default=os.environ.get("SUBSIDY_HEALTH_CLIENT_KEY"),
-                        help="(SUBSIDY_HEALTH_CLIENT_KEY)")
+    parser.add_argument(
+        "--ca-cert",
+        default=os.environ.get("SUBSIDY_HEALTH_CA_CERT"),
+        help="TLS: the CA of the server's certificate (SUBSIDY_HEALTH_CA_CERT)",
+    )
+    parser.add_argument(
+        "--client-cert",
+        default=os.environ.get("SUBSIDY_HEALTH_CLIENT_CERT"),
+        help="mutual TLS: a client certificate the server accepts (SUBSIDY_HEALTH_CLIENT_CERT)",
+    )
+    parser.add_argument(
+        "--client-key", default=os.environ.get("SUBSIDY_HEALTH_CLIENT_KEY"), help="(SUBSIDY_HEALTH_CLIENT_KEY)"
+    )
     parser.add_argument("--server-name", default=None, help="TLS name to verify, if not the address's host")
     args = parser.parse_args(argv)
     with _channel(args) as channel:

@@ -6,6 +6,7 @@ queued lines on stderr in batches every few milliseconds. The event loop never w
 (a slow log pipe would otherwise stall every call), and a clean exit (`close`) writes every line
 queued; only a crash can lose the last few milliseconds of lines.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -69,8 +70,11 @@ def setup(level: str = "INFO") -> None:
     global _handler, _writer
     close()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                       rename_fields={"levelname": "level", "asctime": "time"}))
+    handler.setFormatter(
+        JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level", "asctime": "time"}
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -111,8 +115,10 @@ def info_line(logger: logging.Logger, message: str, fields: dict, repeated: tupl
     if writer is None or logger.handlers or not logger.propagate or len(handlers) != 1 or handlers[0] is not _handler:
         logger.info(message, extra={**dict(repeated), **fields})
         return
-    line = f'{{"time": "{_asctime(time.time())}", "level": "INFO", "name": {_quoted(logger.name)}, ' \
+    line = (
+        f'{{"time": "{_asctime(time.time())}", "level": "INFO", "name": {_quoted(logger.name)}, '
         f'"message": {_quoted(message)}{_members(repeated)}'
+    )
     writer.put(f"{line}, {_encode(fields)[1:]}\n" if fields else line + "}\n")
 
 

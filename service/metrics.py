@@ -8,6 +8,7 @@ import this module (the supervisor, or a lone worker) owns the directory and cle
 an earlier run; its children inherit SUBSIDY_METRICS_OWNER and leave the files alone. When a
 worker exits, the supervisor calls `worker_exited(pid)` so its live gauges stop counting.
 """
+
 from __future__ import annotations
 
 import glob
@@ -17,7 +18,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 
-LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 _OWNER_ENV = "SUBSIDY_METRICS_OWNER"
 
@@ -41,22 +42,32 @@ def prepare_multiprocess_dir() -> bool:
 if MULTIPROCESS:
     prepare_multiprocess_dir()
 
-REQUESTS = Counter("subsidy_grpc_requests", "gRPC requests by method, status code and caller",
-                   ["method", "code", "caller"])
-LATENCY = Histogram("subsidy_grpc_request_duration_seconds", "gRPC request latency", ["method"],
-                    buckets=LATENCY_BUCKETS)
+REQUESTS = Counter(
+    "subsidy_grpc_requests", "gRPC requests by method, status code and caller", ["method", "code", "caller"]
+)
+LATENCY = Histogram(
+    "subsidy_grpc_request_duration_seconds", "gRPC request latency", ["method"], buckets=LATENCY_BUCKETS
+)
 DECISIONS = Counter("subsidy_decisions", "Program decisions by outcome", ["program", "outcome"])
 AMOUNT = Counter("subsidy_decided_amount_fen", "Monthly amounts decided payable, in fen", ["program"])
 CACHE_LOOKUPS = Counter("subsidy_cache_lookups", "Decision cache lookups", ["result"])
 CACHE_ERRORS = Counter("subsidy_cache_errors", "Decision cache errors", ["operation"])
 # Labelled, so that only processes with a cache (workers, not the supervisor) have a series; the
 # lowest value across live workers: 0 when any worker's cache is down.
-CACHE_UP = Gauge("subsidy_cache_up", "1 when the decision cache answers (backend: redis, local, off)",
-                 ["backend"], multiprocess_mode="livemin")
-ENGINE_TIME = Histogram("subsidy_engine_evaluation_seconds", "Rule engine evaluation time per person",
-                        buckets=(.0001, .00025, .0005, .001, .0025, .005, .01, .025, .1))
-POLICY_INFO = Gauge("subsidy_policy_info", "The policy version serving (value 1)", ["version"],
-                    multiprocess_mode="livemax")
+CACHE_UP = Gauge(
+    "subsidy_cache_up",
+    "1 when the decision cache answers (backend: redis, local, off)",
+    ["backend"],
+    multiprocess_mode="livemin",
+)
+ENGINE_TIME = Histogram(
+    "subsidy_engine_evaluation_seconds",
+    "Rule engine evaluation time per person",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
+)
+POLICY_INFO = Gauge(
+    "subsidy_policy_info", "The policy version serving (value 1)", ["version"], multiprocess_mode="livemax"
+)
 RELOADS = Counter("subsidy_policy_reloads", "Policy reloads by result", ["result"])
 DISAGREEMENTS = Counter("subsidy_engine_disagreements", "Engine and explanation disagreed (a bug)")
 

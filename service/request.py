@@ -3,6 +3,7 @@
 The fact names and enum value names are the policy vocabulary (policies/facts.yaml); enum values
 map by name (HOUSEHOLD_STATUS_DIBAO_EDGE -> dibao_edge) so that nothing here restates policy.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -136,8 +137,13 @@ def to_case(request: pb.EvaluateRequest, policy: PolicySet, now: dt.date | None 
             if value < 0:
                 bad.append((f"person.{name}", "must not be negative"))
             facts[name.removesuffix("_fen")] = value
-    for name in ("long_term_care_need", "in_institutional_care", "in_full_time_education", "serious_illness",
-                 "depends_on_family_support"):
+    for name in (
+        "long_term_care_need",
+        "in_institutional_care",
+        "in_full_time_education",
+        "serious_illness",
+        "depends_on_family_support",
+    ):
         if person.HasField(name):
             facts[name] = getattr(person, name)
 

@@ -12,20 +12,21 @@ A caller's identity (the allow-list entry it matched, else its certificate's com
 into metrics and logs; it names a system, never a person. Plaintext has the identity
 `anonymous`.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import grpc
 
 log = logging.getLogger(__name__)
 
-ANONYMOUS = "anonymous"        # plaintext, or TLS without client certificates
-UNVERIFIED = "unverified"      # a TLS connection without a verified client certificate
-DENIED = "denied"              # a verified certificate that is not on the allow-list
+ANONYMOUS = "anonymous"  # plaintext, or TLS without client certificates
+UNVERIFIED = "unverified"  # a TLS connection without a verified client certificate
+DENIED = "denied"  # a verified certificate that is not on the allow-list
 # Services any caller that passed the TLS handshake may use (probes, load balancers).
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 
@@ -55,16 +56,19 @@ class TlsConfig:
         if self.client_ca is not None and not self.enabled:
             raise TlsConfigError("--tls-client-ca needs --tls-cert and --tls-key")
         if self.allowed_callers and not self.mutual:
-            raise TlsConfigError("--allowed-callers needs --tls-client-ca: callers are identified by their certificates")
+            raise TlsConfigError(
+                "--allowed-callers needs --tls-client-ca: callers are identified by their certificates"
+            )
         for path in (self.cert, self.key, self.client_ca):
             if path is not None and not Path(path).is_file():
                 raise TlsConfigError(f"no such file: {path}")
 
     @classmethod
-    def from_args(cls, cert: str | None, key: str | None, client_ca: str | None, allowed: str | None) -> "TlsConfig":
+    def from_args(cls, cert: str | None, key: str | None, client_ca: str | None, allowed: str | None) -> TlsConfig:
         callers = tuple(c.strip() for c in (allowed or "").split(",") if c.strip())
-        config = cls(Path(cert) if cert else None, Path(key) if key else None,
-                     Path(client_ca) if client_ca else None, callers)
+        config = cls(
+            Path(cert) if cert else None, Path(key) if key else None, Path(client_ca) if client_ca else None, callers
+        )
         config.check()
         return config
 
@@ -73,8 +77,9 @@ def server_credentials(config: TlsConfig) -> grpc.ServerCredentials:
     """TLS credentials; with a client CA the handshake requires and verifies a client certificate."""
     key, cert = Path(config.key).read_bytes(), Path(config.cert).read_bytes()
     client_ca = Path(config.client_ca).read_bytes() if config.client_ca else None
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
-                                       require_client_auth=client_ca is not None)
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 def _text(values) -> list[str]:
@@ -134,13 +139,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.UNAUTHENTICATED if caller == UNVERIFIED else grpc.StatusCode.PERMISSION_DENIED
             common_names, alt_names = peer_names(context)
             # A refused certificate's names are a system's, not a person's; bounded in length.
-            log.warning("caller refused", extra={"method": method, "code": code.name,
-                                                 "certificate_cn": [n[:64] for n in common_names][:2],
-                                                 "certificate_san": [n[:64] for n in alt_names][:4]})
+            log.warning(
+                "caller refused",
+                extra={
+                    "method": method,
+                    "code": code.name,
+                    "certificate_cn": [n[:64] for n in common_names][:2],
+                    "certificate_san": [n[:64] for n in alt_names][:4],
+                },
+            )
             if self.on_refused:
                 self.on_refused(method, caller, code)
-            await context.abort(code, "this caller is not allowed" if code == grpc.StatusCode.PERMISSION_DENIED
-                                else "a verified client certificate is required")
+            await context.abort(
+                code,
+                "this caller is not allowed"
+                if code == grpc.StatusCode.PERMISSION_DENIED
+                else "a verified client certificate is required",
+            )
+
         return check
 
 
@@ -152,18 +168,22 @@ _HANDLER_FACTORIES = {
 }
 
 
-def _guarded(handler: grpc.RpcMethodHandler,
-             check: Callable[[grpc.aio.ServicerContext], Awaitable[None]]) -> grpc.RpcMethodHandler:
+def _guarded(
+    handler: grpc.RpcMethodHandler, check: Callable[[grpc.aio.ServicerContext], Awaitable[None]]
+) -> grpc.RpcMethodHandler:
     """The same handler (coroutines, as every handler this server guards), running `check` first."""
     kind = next(k for k in _HANDLER_FACTORIES if getattr(handler, k))
     inner = getattr(handler, kind)
     if handler.response_streaming:
+
         async def behaviour(request, context):
             await check(context)
             async for reply in inner(request, context):
                 yield reply
     else:
+
         async def behaviour(request, context):
             await check(context)
             return await inner(request, context)
+
     return _HANDLER_FACTORIES[kind](behaviour, handler.request_deserializer, handler.response_serializer)

@@ -13,14 +13,15 @@ beyond it rather than an unbounded queue), a maximum batch stream length, the ca
 checked before any work and between batch items, malformed protobuf answered INVALID_ARGUMENT,
 TLS / mutual TLS with an allow-list (security.py) and an audit line per decision (audit.py).
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -42,11 +43,11 @@ _BATCH_REF, _BATCH_INDEX, _BATCH_RESPONSE = (_BATCH[n].number for n in ("ref", "
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 50051
-    threads: int = 8                             # for cache I/O that waits on the network
-    max_message_bytes: int = 256 * 1024          # largest request message accepted
-    max_send_bytes: int = 4 * 1024 * 1024        # largest reply (ListPrograms, a full receipt)
+    threads: int = 8  # for cache I/O that waits on the network
+    max_message_bytes: int = 256 * 1024  # largest request message accepted
+    max_send_bytes: int = 4 * 1024 * 1024  # largest reply (ListPrograms, a full receipt)
     max_batch: int = 100_000
-    max_concurrent_rpcs: int = 100               # beyond it: RESOURCE_EXHAUSTED, no unbounded queue
+    max_concurrent_rpcs: int = 100  # beyond it: RESOURCE_EXHAUSTED, no unbounded queue
     max_streams_per_connection: int = 100
     reuse_port: bool = False
     canary_interval: float = 10.0
@@ -69,11 +70,13 @@ class Malformed:
 
 def safe_deserializer(message_type) -> Callable[[bytes], object]:
     """grpc answers INTERNAL when a deserializer raises; bad bytes are the caller's error, not ours."""
+
     def deserialize(data: bytes):
         try:
             return message_type.FromString(data)
         except (DecodeError, ValueError, RuntimeError, TypeError):
             return Malformed(message_type.DESCRIPTOR.full_name)
+
     return deserialize
 
 
@@ -94,8 +97,14 @@ def _check_deadline(context: grpc.aio.ServicerContext) -> None:
 class EligibilityServicer:
     """The three methods, as coroutines on the server's event loop."""
 
-    def __init__(self, decisions: DecisionService, max_batch: int, callers: security.Callers | None = None,
-                 audit_log: bool = True, io_pool: futures.Executor | None = None):
+    def __init__(
+        self,
+        decisions: DecisionService,
+        max_batch: int,
+        callers: security.Callers | None = None,
+        audit_log: bool = True,
+        io_pool: futures.Executor | None = None,
+    ):
         self.decisions = decisions
         self.max_batch = max_batch
         self.callers = callers or security.Callers(security.TlsConfig())
@@ -137,8 +146,10 @@ class EligibilityServicer:
             seconds = time.perf_counter() - started
             observe(method, code, seconds, caller)
             if log.isEnabledFor(logging.DEBUG):  # the hot path builds no log record it would drop
-                log.debug("request", extra={"method": method, "code": code.name, "caller": caller,
-                                            "ms": round(seconds * 1000, 3)})
+                log.debug(
+                    "request",
+                    extra={"method": method, "code": code.name, "caller": caller, "ms": round(seconds * 1000, 3)},
+                )
 
     async def Evaluate(self, request, context):
         return await self._unary("Evaluate", self._decide, request, context)
@@ -169,16 +180,31 @@ class EligibilityServicer:
                         raise _malformed_error(item)
                     reply = await self._decide(item.request)
                     if self.audit_log:
-                        audit.record("EvaluateBatch", caller, reply.policy_version, reply.request_hash, reply.audit,
-                                     batch_index=index)
+                        audit.record(
+                            "EvaluateBatch",
+                            caller,
+                            reply.policy_version,
+                            reply.request_hash,
+                            reply.audit,
+                            batch_index=index,
+                        )
                     # Serialized by hand: the reply is already bytes (see wire.py).
-                    out = (wire.embedded(_BATCH_REF, ref.encode()) if ref else b"") + \
-                        wire.integer(_BATCH_INDEX, index) + wire.embedded(_BATCH_RESPONSE, reply.data)
+                    out = (
+                        (wire.embedded(_BATCH_REF, ref.encode()) if ref else b"")
+                        + wire.integer(_BATCH_INDEX, index)
+                        + wire.embedded(_BATCH_RESPONSE, reply.data)
+                    )
                 except Exception as exc:
                     item_code, message, violations = errors.to_status(exc)
-                    out = pb.EvaluateBatchResponse(ref=ref, index=index, error=pb.BatchError(
-                        code=item_code.name, message=message,
-                        field_errors=[pb.FieldError(field=f, description=d) for f, d in violations]))
+                    out = pb.EvaluateBatchResponse(
+                        ref=ref,
+                        index=index,
+                        error=pb.BatchError(
+                            code=item_code.name,
+                            message=message,
+                            field_errors=[pb.FieldError(field=f, description=d) for f, d in violations],
+                        ),
+                    )
                 yield out
                 index += 1
         except asyncio.CancelledError:  # the caller went away (or its deadline passed) mid-stream
@@ -194,6 +220,7 @@ def _serialize(message_type) -> Callable[[object], bytes]:
 
     def serializer(reply) -> bytes:
         return reply if isinstance(reply, bytes) else serialize(reply)
+
     return serializer
 
 
@@ -201,14 +228,20 @@ def add_servicer(servicer: EligibilityServicer, server: grpc.aio.Server) -> None
     """As the generated add_EligibilityServiceServicer_to_server, with deserializers that never raise."""
     handlers = {
         "Evaluate": grpc.unary_unary_rpc_method_handler(
-            servicer.Evaluate, request_deserializer=safe_deserializer(pb.EvaluateRequest),
-            response_serializer=_serialize(pb.EvaluateResponse)),
+            servicer.Evaluate,
+            request_deserializer=safe_deserializer(pb.EvaluateRequest),
+            response_serializer=_serialize(pb.EvaluateResponse),
+        ),
         "EvaluateBatch": grpc.stream_stream_rpc_method_handler(
-            servicer.EvaluateBatch, request_deserializer=safe_deserializer(pb.EvaluateBatchRequest),
-            response_serializer=_serialize(pb.EvaluateBatchResponse)),
+            servicer.EvaluateBatch,
+            request_deserializer=safe_deserializer(pb.EvaluateBatchRequest),
+            response_serializer=_serialize(pb.EvaluateBatchResponse),
+        ),
         "ListPrograms": grpc.unary_unary_rpc_method_handler(
-            servicer.ListPrograms, request_deserializer=safe_deserializer(pb.ListProgramsRequest),
-            response_serializer=pb.ListProgramsResponse.SerializeToString),
+            servicer.ListPrograms,
+            request_deserializer=safe_deserializer(pb.ListProgramsRequest),
+            response_serializer=pb.ListProgramsResponse.SerializeToString,
+        ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
@@ -256,8 +289,9 @@ class Canary:
             self._task.cancel()
 
 
-async def build_server(decisions: DecisionService, cfg: ServerConfig
-                       ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+async def build_server(
+    decisions: DecisionService, cfg: ServerConfig
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """The server, not yet started; call from the event loop that will run it."""
     options = [
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
@@ -270,14 +304,18 @@ async def build_server(decisions: DecisionService, cfg: ServerConfig
     def refused(method: str, caller: str, code: grpc.StatusCode) -> None:
         observe(method.rsplit("/", 1)[-1], code, None, caller)
 
-    server = grpc.aio.server(options=options, interceptors=[security.AuthInterceptor(callers, refused)],
-                             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None)
+    server = grpc.aio.server(
+        options=options,
+        interceptors=[security.AuthInterceptor(callers, refused)],
+        maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None,
+    )
     io_pool = futures.ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="cache-io")
     add_servicer(EligibilityServicer(decisions, cfg.max_batch, callers, cfg.audit, io_pool), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
     address = f"{cfg.host}:{cfg.port}"
     if cfg.tls.enabled:
         port = server.add_secure_port(address, security.server_credentials(cfg.tls))

@@ -4,6 +4,7 @@ Concatenated serializations of one message type parse as their merge (repeated f
 scalars take the last value), so the parts of a reply that repeat across people (reason lines,
 the parameters of a region and date) are serialized once and reused as bytes.
 """
+
 from __future__ import annotations
 
 

@@ -1,8 +1,8 @@
 """Shared fixtures: a real service process on free ports, a private redis-server."""
+
 from __future__ import annotations
 
 import pytest
-
 from support import POLICIES, RedisProcess, free_port, start_service
 
 

@@ -1,4 +1,5 @@
 """Helpers for the tests: free ports, real processes, requests from plain dicts."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -62,9 +63,14 @@ def request(as_of: str | dt.date, programs: list[str] | None = None, **person_da
     return pb.EvaluateRequest(person=person(**person_data), as_of=str(as_of), programs=programs or [])
 
 
-HANGZHOU_NURSING_CASE = dict(birth_date="1970-05-05", region_code="330102", household_status="dibao",
-                             disability={"grade": 1, "category": "physical"}, long_term_care_need=True,
-                             self_care="fully_dependent")
+HANGZHOU_NURSING_CASE = dict(
+    birth_date="1970-05-05",
+    region_code="330102",
+    household_status="dibao",
+    disability={"grade": 1, "category": "physical"},
+    long_term_care_need=True,
+    self_care="fully_dependent",
+)
 
 
 @dataclass
@@ -116,9 +122,24 @@ def start_service(tmp: Path, *args: str, env: dict | None = None, name: str = "s
     log_path = tmp / f"{name}-{port}.log"
     full_env = {**os.environ, "SUBSIDY_HMAC_KEY": "test-key", **(env or {})}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-                                 "--metrics-port", str(metrics_port), *args],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(metrics_port),
+                *args,
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
     service = ServiceProcess(proc, port, metrics_port, log_path)
     try:
         wait_serving(service.address, proc=proc)

@@ -1,5 +1,6 @@
 """The benchmark stays runnable: every section, briefly, end to end (no timing is asserted here;
 the numbers come from `make bench` on a quiet machine)."""
+
 from __future__ import annotations
 
 import re
@@ -10,12 +11,34 @@ from support import ROOT
 
 
 def test_every_benchmark_section_runs_and_prints_its_ratios():
-    out = subprocess.run([sys.executable, "-m", "bench", "--seconds", "0.2", "--load-seconds", "1", "--rounds", "1",
-                          "--evaluations", "3000"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--seconds",
+            "0.2",
+            "--load-seconds",
+            "1",
+            "--rounds",
+            "1",
+            "--evaluations",
+            "3000",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
-    for ratio in ("Evaluate / no-op", "cache hit / no-op", "two workers / one", "batch people/s / unary",
-                  "p99 / p50 at half load"):
+    for ratio in (
+        "Evaluate / no-op",
+        "cache hit / no-op",
+        "two workers / one",
+        "batch people/s / unary",
+        "p99 / p50 at half load",
+    ):
         assert re.search(rf"^{re.escape(ratio)}:\s+\d+\.\d\d  \(target", text, re.M), (ratio, text)
     assert re.search(r"\d+\.\d\dx  ratio: hit \(Redis\) / miss", text), text
     assert len(re.findall(r"^\s+\d+\.\d\d\s+ratio \(target <= ", text, re.M)) == 2, text  # growth, memory

@@ -1,4 +1,5 @@
 """The parts around the code: stubs match the .proto, buf lint, hadolint, the README's commands."""
+
 from __future__ import annotations
 
 import re
@@ -56,17 +57,29 @@ def test_pip_install_alone_gives_a_working_service(tmp_path):
 
     venv = tmp_path / "venv"
     assert run(sys.executable, "-m", "venv", str(venv)).returncode == 0
-    install = subprocess.run([str(venv / "bin/pip"), "install", "--quiet", str(ROOT)], capture_output=True,
-                             text=True, env={**__import__("os").environ, "CPPFLAGS": "-O2"}, cwd=tmp_path)
+    install = subprocess.run(
+        [str(venv / "bin/pip"), "install", "--quiet", str(ROOT)],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "CPPFLAGS": "-O2"},
+        cwd=tmp_path,
+    )
     assert install.returncode == 0, install.stderr[-3000:]
     port = free_port()
-    proc = subprocess.Popen([str(venv / "bin/subsidy-service"), "--host", "127.0.0.1", "--port", str(port),
-                             "--metrics-port", "0"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(venv / "bin/subsidy-service"), "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_serving(f"127.0.0.1:{port}", timeout=60, proc=proc)
-        health = subprocess.run([str(venv / "bin/python"), "-m", "service.healthcheck", "--address",
-                                 f"127.0.0.1:{port}"], capture_output=True, text=True, cwd=tmp_path)
+        health = subprocess.run(
+            [str(venv / "bin/python"), "-m", "service.healthcheck", "--address", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
         assert health.returncode == 0 and "SERVING" in health.stdout
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -5,6 +5,7 @@ Hits and misses, a policy change never serving an old decision, what Redis holds
 no birth date), the TTL, Redis killed and restarted mid-run with no failed call, a Redis that
 accepts connections but never answers, the in-process LRU without REDIS_URL, and TTL 0.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,10 +21,10 @@ import grpc
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from support import HANGZHOU_NURSING_CASE, POLICIES, make_id, request, start_service
 
 from service.api import eligibility_pb2 as pb
 from service.api import eligibility_pb2_grpc as pb_grpc
-from support import HANGZHOU_NURSING_CASE, POLICIES, make_id, request, start_service
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,8 +50,11 @@ def amounts(reply: pb.EvaluateResponse) -> dict[str, int]:
 def scrape(service) -> dict[tuple[str, tuple], float]:
     """Every sample of the service's metrics endpoint: {(name, sorted labels): value}."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def metric(samples, name: str, **labels) -> float:
@@ -136,8 +140,7 @@ def request_fixture_redis(request):
 
 
 @pytest.mark.parametrize("backend", ["redis", "local"])
-def test_policy_change_misses_and_keys_carry_the_new_version(backend, request_fixture_redis, service_factory,
-                                                             tmp_path):
+def test_policy_change_misses_and_keys_carry_the_new_version(backend, request_fixture_redis, service_factory, tmp_path):
     policies = tmp_path / "policies"
     shutil.copytree(POLICIES, policies)
     args = ("--redis-url", request_fixture_redis.url) if backend == "redis" else ()
@@ -178,9 +181,19 @@ def test_redis_holds_no_id_number_or_birth_date_and_the_configured_ttl(redis_ser
     replies = [stub.Evaluate(request("2020-08-01", id_number=i, **HANGZHOU_NURSING_CASE), timeout=10) for i in ids]
     child_birth = "2012-03-04"
     child_id = make_id(child_birth, seq=21)
-    replies.append(stub.Evaluate(request("2020-08-01", id_number=child_id, birth_date=child_birth,
-                                         region_code="330102", household_status="dibao",
-                                         child_status="community_orphan"), timeout=10))
+    replies.append(
+        stub.Evaluate(
+            request(
+                "2020-08-01",
+                id_number=child_id,
+                birth_date=child_birth,
+                region_code="330102",
+                household_status="dibao",
+                child_status="community_orphan",
+            ),
+            timeout=10,
+        )
+    )
     keys = scan(redis_server)
     assert len(keys) == 4
     secrets = [*ids, child_id, BIRTH, BIRTH.replace("-", ""), child_birth, child_birth.replace("-", "")]

@@ -2,6 +2,7 @@
 
 The `server` fixture (tests/conftest.py) starts `python -m service` and gives its `.address`.
 """
+
 import csv
 import datetime as dt
 import ipaddress
@@ -19,11 +20,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from support import free_port
 
 from clients import caseworker
 from service.api import eligibility_pb2 as pb
 from service.api import eligibility_pb2_grpc as pb_grpc
-from support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -58,9 +59,23 @@ PERSON = {
     "as_of": "2020-08-01",
 }
 PERSON_FLAGS = [
-    "--id-number", PERSON["id_number"], "--birth-date", PERSON["birth_date"], "--region", "330102",
-    "--household", "dibao", "--disability-grade", "1", "--disability-category", "physical",
-    "--long-term-care-need", "--self-care", "fully_dependent", "--as-of", "2020-08-01",
+    "--id-number",
+    PERSON["id_number"],
+    "--birth-date",
+    PERSON["birth_date"],
+    "--region",
+    "330102",
+    "--household",
+    "dibao",
+    "--disability-grade",
+    "1",
+    "--disability-category",
+    "physical",
+    "--long-term-care-need",
+    "--self-care",
+    "fully_dependent",
+    "--as-of",
+    "2020-08-01",
 ]
 
 
@@ -68,9 +83,15 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     # A wide terminal, so that long English programme names are not wrapped inside table cells.
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
     env.pop("SUBSIDY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-m", "clients.caseworker", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)
-
+    return subprocess.run(
+        [sys.executable, "-m", "clients.caseworker", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+    )
 
 
 def decisions_of(reply: dict) -> dict[str, dict]:
@@ -78,6 +99,7 @@ def decisions_of(reply: dict) -> dict[str, dict]:
 
 
 # --- One person -------------------------------------------------------------------------------------
+
 
 def test_one_person_from_flags_json_zh_and_en(server):
     as_json = run("check", "--address", server.address, "--json", *PERSON_FLAGS)
@@ -114,7 +136,9 @@ def test_one_person_from_yaml_file(server, tmp_path):
         "disability_category: physical\n"
         "long_term_care_need: yes\n"
         "self_care: fully_dependent\n"
-        "as_of: 2020-08-01\n", encoding="utf-8")
+        "as_of: 2020-08-01\n",
+        encoding="utf-8",
+    )
     result = run("check", "--address", server.address, "--file", str(person), "--json")
     assert result.returncode == 0, result.stderr
     decisions = decisions_of(json.loads(result.stdout))
@@ -129,8 +153,7 @@ def test_one_person_from_yaml_file(server, tmp_path):
 def test_json_file_and_flags_override_it(server, tmp_path):
     person = tmp_path / "person.json"
     person.write_text(json.dumps({**PERSON, "self_care": "partly_dependent"}), encoding="utf-8")
-    result = run("check", "--address", server.address, "-f", str(person), "--self-care", "fully_dependent",
-                 "--json")
+    result = run("check", "--address", server.address, "-f", str(person), "--self-care", "fully_dependent", "--json")
     assert result.returncode == 0, result.stderr
     assert int(decisions_of(json.loads(result.stdout))[NURSING]["monthlyAmount"]["fen"]) == 54000
 
@@ -161,6 +184,7 @@ def test_bad_usage_and_bad_values_exit_2_without_traceback(tmp_path):
 
 # --- Unreachable service ----------------------------------------------------------------------------
 
+
 def test_unreachable_service_exits_3_with_a_clear_message(tmp_path):
     address = f"127.0.0.1:{free_port()}"
     one = run("check", "--address", address, *PERSON_FLAGS)
@@ -173,7 +197,12 @@ def test_unreachable_service_exits_3_with_a_clear_message(tmp_path):
     out = tmp_path / "out.csv"
     many = subprocess.run(  # the address from the environment this time
         [sys.executable, "-m", "clients.caseworker", "batch", "-i", str(rows), "-o", str(out), "--lang", "en"],
-        cwd=ROOT, env={**os.environ, "SUBSIDY_ADDRESS": address}, capture_output=True, text=True, timeout=60)
+        cwd=ROOT,
+        env={**os.environ, "SUBSIDY_ADDRESS": address},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert many.returncode == 3
     assert "cannot reach the eligibility service" in many.stderr and "Traceback" not in many.stderr
     assert not out.exists()
@@ -181,21 +210,30 @@ def test_unreachable_service_exits_3_with_a_clear_message(tmp_path):
 
 # --- TLS ------------------------------------------------------------------------------------------
 
+
 def self_signed(directory: Path) -> tuple[bytes, bytes, Path]:
     """A key and a certificate for 127.0.0.1 that is its own CA; returns (key PEM, cert PEM, cert file)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "subsidy test")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     (directory / "ca.pem").write_bytes(cert_pem)
     return key_pem, cert_pem, directory / "ca.pem"
@@ -230,6 +268,7 @@ def test_tls_with_a_private_ca(server, tmp_path):
 
 # --- Many people ------------------------------------------------------------------------------------
 
+
 def test_batch_csv_of_1200_rows_with_bad_rows(server, tmp_path):
     columns = list(PERSON)
     rows, bad = [], {}  # bad: CSV line number -> why
@@ -237,8 +276,13 @@ def test_batch_csv_of_1200_rows_with_bad_rows(server, tmp_path):
         born = BORN + dt.timedelta(days=i // 500)  # sequence numbers 1..500 per birth date
         row = {**PERSON, "id_number": id_number("330102", born, i % 500 + 1), "birth_date": born.isoformat()}
         if i % 2:  # an ordinary household without a disability certificate: nothing to pay
-            row.update(household_status="ordinary", disability_grade="", disability_category="",
-                       long_term_care_need="", self_care="")
+            row.update(
+                household_status="ordinary",
+                disability_grade="",
+                disability_category="",
+                long_term_care_need="",
+                self_care="",
+            )
         line = i + 2  # line 1 is the header
         if i % 97 == 13:
             row["id_number"] = bad_check(row["id_number"])
@@ -277,9 +321,13 @@ def test_batch_csv_of_1200_rows_with_bad_rows(server, tmp_path):
     assert not any(r["id_number"] in result.stderr for r in rows), "an ID number reached stderr"
 
     paying = [r for r in out if r["status"] == "ok" and int(r["line"]) % 2 == 0]
-    assert paying and all(r[f"{NURSING}_outcome"] == "eligible" and r[f"{NURSING}_monthly_yuan"] == "540.00"
-                          and r[f"{LIVING}_monthly_yuan"] == "324.00" and r["total_monthly_yuan"] == "864.00"
-                          for r in paying)
+    assert paying and all(
+        r[f"{NURSING}_outcome"] == "eligible"
+        and r[f"{NURSING}_monthly_yuan"] == "540.00"
+        and r[f"{LIVING}_monthly_yuan"] == "324.00"
+        and r["total_monthly_yuan"] == "864.00"
+        for r in paying
+    )
     ok = len(rows) - len(bad)
     assert f"共 {len(rows)} 行：成功 {ok} 行，出错 {len(bad)} 行" in result.stdout
     nursing_total = f"{len(paying) * 540:,}.00"
@@ -291,8 +339,17 @@ def test_batch_csv_of_1200_rows_with_bad_rows(server, tmp_path):
 def test_batch_refuses_a_misspelt_column_or_a_missing_header(tmp_path):
     source = tmp_path / "people.csv"
     source.write_text("ref,id_numbr\n1,x\n", encoding="utf-8")
-    result = run("batch", "--address", f"127.0.0.1:{free_port()}", "-i", str(source), "-o",
-                 str(tmp_path / "out.csv"), "--lang", "en")
+    result = run(
+        "batch",
+        "--address",
+        f"127.0.0.1:{free_port()}",
+        "-i",
+        str(source),
+        "-o",
+        str(tmp_path / "out.csv"),
+        "--lang",
+        "en",
+    )
     assert result.returncode == 2 and "id_numbr" in result.stderr
 
     source.write_text(",".join(PERSON.values()) + "\n", encoding="utf-8")  # data where the header belongs
@@ -302,6 +359,7 @@ def test_batch_refuses_a_misspelt_column_or_a_missing_header(tmp_path):
 
 
 # --- Reading facts, without a server ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("yuan", "fen"), [("1500", 150000), ("0.1", 10), ("1080.55", 108055), (1500.1, 150010)])
 def test_yuan_to_fen_is_exact(yuan, fen):
@@ -329,10 +387,18 @@ def test_every_enum_short_name_maps_back_to_its_value():
 
 
 def test_build_request_maps_flat_names_onto_person():
-    request = caseworker.build_request({
-        **PERSON, "birth_date": BORN, "own_income_yuan": "800.50", "capacity_level": "mild_loss",
-        "capacity_assessed_on": dt.date(2020, 3, 1), "other_benefits": "work_injury_nursing_allowance",
-        "in_institutional_care": "否", "programs": "disability_nursing_subsidy,disability_living_allowance"})
+    request = caseworker.build_request(
+        {
+            **PERSON,
+            "birth_date": BORN,
+            "own_income_yuan": "800.50",
+            "capacity_level": "mild_loss",
+            "capacity_assessed_on": dt.date(2020, 3, 1),
+            "other_benefits": "work_injury_nursing_allowance",
+            "in_institutional_care": "否",
+            "programs": "disability_nursing_subsidy,disability_living_allowance",
+        }
+    )
     person = request.person
     assert person.birth_date == "1970-05-05" and person.own_income_fen == 80050
     assert person.disability.grade == 1 and person.disability.category == pb.DISABILITY_CATEGORY_PHYSICAL

@@ -40,9 +40,7 @@ HISTOGRAMS = {
     "subsidy_engine_evaluation_seconds",
 }
 # A histogram is queried through its series; its bare name has no samples.
-SERVICE_METRICS = COUNTERS_AND_GAUGES | {
-    f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")
-}
+SERVICE_METRICS = COUNTERS_AND_GAUGES | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 # `up` is Prometheus's own per-target series (SubsidyDown, the "Targets up" panel).
 KNOWN_METRICS = SERVICE_METRICS | {"up"}
 
@@ -100,8 +98,22 @@ def run_promtool(*args: str) -> subprocess.CompletedProcess:
 
 
 _KEYWORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
-    "offset", "bool", "inf", "nan", "start", "end", "atan2",
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "inf",
+    "nan",
+    "start",
+    "end",
+    "atan2",
 }
 
 
@@ -115,7 +127,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for m in re.finditer(r"(?<![\w:.$])([A-Za-z_:][\w:]*)(?![\w:])", s):
         name = m.group(1)
-        if re.match(r"\s*\(", s[m.end():]):  # a function or aggregation call
+        if re.match(r"\s*\(", s[m.end() :]):  # a function or aggregation call
             continue
         if name.lower() in _KEYWORDS:
             continue
@@ -125,6 +137,7 @@ def metric_names(expr: str) -> set[str]:
 
 def grafana_to_promql(expr: str) -> str:
     """Replace Grafana variables by sample values so promtool can parse the expression."""
+
     def builtin(m: re.Match) -> str:
         return GRAFANA_BUILTINS[m.group(1) or m.group(2)]
 
@@ -242,7 +255,7 @@ def test_metric_name_parser():
         'sum by (method, le) (rate(subsidy_grpc_request_duration_seconds_bucket{job=~"$job", '
         'code!~"OK|NOT_FOUND"}[$__rate_interval])) / ignoring(le) group_left sum(up offset 15m) > 1e-3'
     ) == {"subsidy_grpc_request_duration_seconds_bucket", "up"}
-    assert metric_names('histogram_quantile(0.99, sum(rate(x_bucket[5m])) by (le)) > bool 0.25') == {"x_bucket"}
+    assert metric_names("histogram_quantile(0.99, sum(rate(x_bucket[5m])) by (le)) > bool 0.25") == {"x_bucket"}
     assert metric_names("count by (version) (subsidy_policy_info == 1) or vector(0)") == {"subsidy_policy_info"}
     assert metric_names('label_replace(foo, "dst", "$1", "src", "(.*)")') == {"foo"}
 
@@ -311,8 +324,7 @@ def test_dashboard_shows_every_service_metric():
 
 
 def test_dashboard_has_latency_percentiles_p50_p90_p99():
-    exprs = [e for _, e in dashboard_exprs(load_dashboard())
-             if "subsidy_grpc_request_duration_seconds_bucket" in e]
+    exprs = [e for _, e in dashboard_exprs(load_dashboard()) if "subsidy_grpc_request_duration_seconds_bucket" in e]
     quantiles = {m.group(1) for e in exprs for m in re.finditer(r"histogram_quantile\(\s*([\d.]+)", e)}
     assert {"0.5", "0.9", "0.99"} <= quantiles, quantiles
 

@@ -1,9 +1,12 @@
 """The engine under threads and reloads: durable-rules is process-global and not thread-safe,
 so every call goes through one lock; answers must be exactly those of a sequential run."""
+
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+
+from support import POLICIES
 
 from bench.people import people
 from service.cache import NoCache
@@ -11,7 +14,6 @@ from service.decisions import DecisionService, PolicyHolder
 from service.engine.decide import Engine
 from service.policy.loader import load_policies
 from service.request import to_case
-from support import POLICIES
 
 
 def _answers(service, requests):

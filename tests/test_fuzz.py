@@ -10,6 +10,7 @@ bounded caches of what they rendered per distinct input (engine/decide.py, conve
 while they fill. A leak is growth per request: after the generated run, every message is sent
 again, and over that replay of 10,000+ requests the server's RSS (from /proc) must stay flat.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,25 +28,54 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from support import start_service
 
 from service.api import eligibility_pb2 as pb
 from service.idnumber import check_char
-from support import start_service
 
 REQUESTS_PER_EXAMPLE = 20
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 520))  # 520 x 20 = 10,400 requests
-WARMUP_REQUESTS = 2_000             # RSS baseline after this many
-FIRST_PASS_GROWTH_LIMIT_KIB = 48 * 1024   # bounded caches filling (see above)
-REPLAY_GROWTH_LIMIT_KIB = 3 * 1024        # the same 10,000+ requests again: flat
-REGIONS = ["330102", "330106", "330110", "330122", "330185", "330204", "330212", "331102", "330100", "330000",
-           "110101", "330199", "000000"]
-PROGRAMS = ["elderly_care_subsidy", "child_basic_living_allowance", "disability_living_allowance",
-            "disability_nursing_subsidy"]
+WARMUP_REQUESTS = 2_000  # RSS baseline after this many
+FIRST_PASS_GROWTH_LIMIT_KIB = 48 * 1024  # bounded caches filling (see above)
+REPLAY_GROWTH_LIMIT_KIB = 3 * 1024  # the same 10,000+ requests again: flat
+REGIONS = [
+    "330102",
+    "330106",
+    "330110",
+    "330122",
+    "330185",
+    "330204",
+    "330212",
+    "331102",
+    "330100",
+    "330000",
+    "110101",
+    "330199",
+    "000000",
+]
+PROGRAMS = [
+    "elderly_care_subsidy",
+    "child_basic_living_allowance",
+    "disability_living_allowance",
+    "disability_nursing_subsidy",
+]
 # Well-formed requests are decided on a few dates: the engine caches the parameters in force per
 # (region, date), bounded at 10,000 entries (engine/decide.py), and the memory check is for leaks,
 # not for that cache filling. Hostile requests use any date.
-EVALUATION_DATES = st.sampled_from(["2016-07-01", "2017-01-01", "2017-11-01", "2018-06-30", "2019-07-01",
-                                    "2020-06-30", "2020-07-01", "2020-08-01", "2021-03-15", "2024-01-01"])
+EVALUATION_DATES = st.sampled_from(
+    [
+        "2016-07-01",
+        "2017-01-01",
+        "2017-11-01",
+        "2018-06-30",
+        "2019-07-01",
+        "2020-06-30",
+        "2020-07-01",
+        "2020-08-01",
+        "2021-03-15",
+        "2024-01-01",
+    ]
+)
 OK_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE}
 
 
@@ -59,12 +89,28 @@ def rss_kib(pid: int) -> int:
 # --- strategies ----------------------------------------------------------------------------------
 
 any_text = st.text(max_size=40)
-int32 = st.integers(-2**31, 2**31 - 1)
-int64 = st.integers(-2**63, 2**63 - 1)
+int32 = st.integers(-(2**31), 2**31 - 1)
+int64 = st.integers(-(2**63), 2**63 - 1)
 dates = st.dates(dt.date(1900, 1, 1), dt.date(2035, 12, 31))
-date_text = st.one_of(dates.map(dt.date.isoformat), dates.map(dt.date.isoformat), any_text,
-                      st.sampled_from(["", "2020-02-30", "2019-02-29", "2020-13-01", "20200801", "2020-8-1",
-                                       "２０２０-０８-０１", "2020-08-01\n", " 2020-08-01", "0000-00-00"]))
+date_text = st.one_of(
+    dates.map(dt.date.isoformat),
+    dates.map(dt.date.isoformat),
+    any_text,
+    st.sampled_from(
+        [
+            "",
+            "2020-02-30",
+            "2019-02-29",
+            "2020-13-01",
+            "20200801",
+            "2020-8-1",
+            "２０２０-０８-０１",
+            "2020-08-01\n",
+            " 2020-08-01",
+            "0000-00-00",
+        ]
+    ),
+)
 
 
 @st.composite
@@ -73,13 +119,19 @@ def id_numbers(draw, birth: str, region: str) -> str:
     seq = draw(st.integers(0, 999))
     first = f"{region if re.fullmatch(r'[0-9]{6}', region) else '330102'}{digits if len(digits) == 8 else '19700505'}{seq:03d}"
     good = first + check_char(first) if re.fullmatch(r"[0-9]{17}", first) else first + "0"
-    return draw(st.one_of(
-        st.just(good), st.just(good), st.just(good),
-        st.just(good.lower()), st.just(f" {good} "),
-        st.just(good[:-1] + ("0" if good[-1] != "0" else "1")),   # wrong check character
-        st.just(good[:6] + good[8:17]),                             # a 15-digit ID
-        st.text(alphabet="0123456789Xx", max_size=20),
-        any_text))
+    return draw(
+        st.one_of(
+            st.just(good),
+            st.just(good),
+            st.just(good),
+            st.just(good.lower()),
+            st.just(f" {good} "),
+            st.just(good[:-1] + ("0" if good[-1] != "0" else "1")),  # wrong check character
+            st.just(good[:6] + good[8:17]),  # a 15-digit ID
+            st.text(alphabet="0123456789Xx", max_size=20),
+            any_text,
+        )
+    )
 
 
 def _enum(enum_type, hostile: bool):
@@ -110,26 +162,44 @@ def requests(draw) -> pb.EvaluateRequest:
         person.own_income_fen = draw(money)
     if draw(st.booleans()):
         person.disability.grade = draw(st.one_of(st.integers(0, 5), int32) if hostile else st.integers(1, 4))
-        person.disability.category = draw(_enum(pb.Disability.DESCRIPTOR.fields_by_name["category"].enum_type,
-                                                hostile))
-    for name in ("long_term_care_need", "in_institutional_care", "in_full_time_education", "serious_illness",
-                 "depends_on_family_support"):
+        person.disability.category = draw(_enum(pb.Disability.DESCRIPTOR.fields_by_name["category"].enum_type, hostile))
+    for name in (
+        "long_term_care_need",
+        "in_institutional_care",
+        "in_full_time_education",
+        "serious_illness",
+        "depends_on_family_support",
+    ):
         if draw(st.booleans()):
             setattr(person, name, draw(st.booleans()))
     person.self_care = draw(_enum(enums["self_care"].enum_type, hostile))
     person.child_status = draw(_enum(enums["child_status"].enum_type, hostile))
     if draw(st.booleans()):
-        person.capacity_assessment.level = draw(_enum(
-            pb.CapacityAssessment.DESCRIPTOR.fields_by_name["level"].enum_type, hostile))
-        person.capacity_assessment.assessed_on = draw(date_text) if hostile else draw(
-            st.dates(dt.date(2016, 1, 1), dt.date(2020, 7, 31)).map(dt.date.isoformat))
+        person.capacity_assessment.level = draw(
+            _enum(pb.CapacityAssessment.DESCRIPTOR.fields_by_name["level"].enum_type, hostile)
+        )
+        person.capacity_assessment.assessed_on = (
+            draw(date_text)
+            if hostile
+            else draw(st.dates(dt.date(2016, 1, 1), dt.date(2020, 7, 31)).map(dt.date.isoformat))
+        )
     benefit = enums["other_benefits"].enum_type
-    person.other_benefits.extend(draw(st.lists(_enum(benefit, True) if hostile else st.sampled_from(
-        sorted(n for n in benefit.values_by_number if n)), max_size=3, unique=not hostile)))
+    person.other_benefits.extend(
+        draw(
+            st.lists(
+                _enum(benefit, True) if hostile else st.sampled_from(sorted(n for n in benefit.values_by_number if n)),
+                max_size=3,
+                unique=not hostile,
+            )
+        )
+    )
     in_period = st.dates(dt.date(2016, 7, 1), dt.date(2026, 12, 31)).map(dt.date.isoformat)
     as_of = draw(st.one_of(in_period, st.just(""), date_text)) if hostile else draw(EVALUATION_DATES)
-    programs = draw(st.lists(st.one_of(st.sampled_from(PROGRAMS), any_text), max_size=5) if hostile
-                    else st.lists(st.sampled_from(PROGRAMS), max_size=3, unique=True))
+    programs = draw(
+        st.lists(st.one_of(st.sampled_from(PROGRAMS), any_text), max_size=5)
+        if hostile
+        else st.lists(st.sampled_from(PROGRAMS), max_size=3, unique=True)
+    )
     request = pb.EvaluateRequest(as_of=as_of, programs=programs)
     if not hostile or draw(st.integers(0, 30)) != 0:  # now and then no person at all
         request.person.CopyFrom(person)
@@ -140,15 +210,20 @@ wire_messages = st.one_of(
     requests().map(lambda r: r.SerializeToString()),
     requests().map(lambda r: r.SerializeToString()),
     requests().map(lambda r: r.SerializeToString()),
-    st.binary(max_size=300),                                            # any bytes
-    requests().map(lambda r: r.SerializeToString()).flatmap(            # a valid message, damaged
+    st.binary(max_size=300),  # any bytes
+    requests()
+    .map(lambda r: r.SerializeToString())
+    .flatmap(  # a valid message, damaged
         lambda b: st.tuples(st.just(b), st.integers(0, max(0, len(b) - 1)), st.integers(0, 255)).map(
-            lambda t: t[0][:t[1]] + bytes([t[2]]) + t[0][t[1] + 1:])),
+            lambda t: t[0][: t[1]] + bytes([t[2]]) + t[0][t[1] + 1 :]
+        )
+    ),
     requests().map(lambda r: r.SerializeToString()).map(lambda b: b[: len(b) // 2]),  # truncated
 )
 
 
 # --- the checks ----------------------------------------------------------------------------------
+
 
 def check_reply(reply: pb.EvaluateResponse) -> None:
     assert re.fullmatch(r"[0-9a-f]{16}", reply.policy_version)
@@ -185,8 +260,9 @@ def field_violations(err: grpc.RpcError) -> list:
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory):
-    service = start_service(tmp_path_factory.mktemp("fuzz"), "--cache-ttl", "0", "--threads", "4",
-                            "--log-level", "WARNING", name="fuzz")
+    service = start_service(
+        tmp_path_factory.mktemp("fuzz"), "--cache-ttl", "0", "--threads", "4", "--log-level", "WARNING", name="fuzz"
+    )
     yield service
     assert service.stop() == 0
 
@@ -226,10 +302,19 @@ def test_ten_thousand_generated_requests(fuzz_server):
         assert len(out) == len(messages)
         return out
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
-              phases=[Phase.explicit, Phase.generate, Phase.shrink],
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                     HealthCheck.filter_too_much, HealthCheck.large_base_example])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+            HealthCheck.large_base_example,
+        ],
+    )
     @given(st.lists(wire_messages, min_size=REQUESTS_PER_EXAMPLE, max_size=REQUESTS_PER_EXAMPLE), st.integers(0, 9))
     def run(messages: list[bytes], mode: int) -> None:
         if mode == 0:
@@ -260,9 +345,11 @@ def test_ten_thousand_generated_requests(fuzz_server):
         replayed = Counter(replay_pool.map(send, sent))
     channel.close()
     rss["replayed"] = rss_kib(fuzz_server.proc.pid)
-    print(f"\nfuzz: {dict(outcomes)} in {elapsed:.0f}s; server RSS {rss['warm']} KiB after "
-          f"{WARMUP_REQUESTS} requests, {rss['end']} KiB at the end; every 1,000: {samples}; "
-          f"replay of {len(sent)}: {dict(replayed)}, RSS {rss['end']} -> {rss['replayed']} KiB")
+    print(
+        f"\nfuzz: {dict(outcomes)} in {elapsed:.0f}s; server RSS {rss['warm']} KiB after "
+        f"{WARMUP_REQUESTS} requests, {rss['end']} KiB at the end; every 1,000: {samples}; "
+        f"replay of {len(sent)}: {dict(replayed)}, RSS {rss['end']} -> {rss['replayed']} KiB"
+    )
     assert outcomes["total"] >= 10_000
     assert outcomes["decision"] > 2_000 and outcomes["INVALID_ARGUMENT"] > 2_000  # both kinds well exercised
     assert replayed == Counter({k: v for k, v in outcomes.items() if k != "total"})  # same answers again

@@ -1,4 +1,5 @@
 """The JSON log lines, and the writer thread that takes the audit lines off the event loop."""
+
 from __future__ import annotations
 
 import io
@@ -30,8 +31,12 @@ def lines(buffer: io.StringIO) -> list[dict]:
 
 
 def test_a_queued_line_is_the_line_logging_would_write(stderr):
-    fields = {"event": "decision", "programs": {"p": {"outcome": "eligible", "rules": ["r.1"]}}, "n": 3,
-              "text": "中文 \"quoted\""}
+    fields = {
+        "event": "decision",
+        "programs": {"p": {"outcome": "eligible", "rules": ["r.1"]}},
+        "n": 3,
+        "text": '中文 "quoted"',
+    }
     logging.getLogger("audit").info("decision", extra={**fields, "method": "Evaluate", "hit": False})
     logs.info_line(logging.getLogger("audit"), "decision", fields, (("method", "Evaluate"), ("hit", False)))
     logs.close()

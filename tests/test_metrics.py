@@ -7,6 +7,7 @@ and a bad SIGHUP; every label value from a bounded set and none carrying an ID n
 date; and with `--workers 2`, counters aggregated over both workers (stale files of an earlier
 run cleared).
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,15 +22,19 @@ import urllib.request
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import HANGZHOU_NURSING_CASE, POLICIES, make_id, request, start_service
 
 from service.api import eligibility_pb2 as pb
 from service.api import eligibility_pb2_grpc as pb_grpc
-from support import HANGZHOU_NURSING_CASE, POLICIES, make_id, request, start_service
 
 pytestmark = pytest.mark.timeout(60)
 
-PROGRAMS = {"elderly_care_subsidy", "child_basic_living_allowance", "disability_living_allowance",
-            "disability_nursing_subsidy"}
+PROGRAMS = {
+    "elderly_care_subsidy",
+    "child_basic_living_allowance",
+    "disability_living_allowance",
+    "disability_nursing_subsidy",
+}
 OUTCOMES = {"ELIGIBLE", "INELIGIBLE", "UNDETERMINED"}
 BOUNDED = {
     "method": {"Evaluate", "EvaluateBatch", "ListPrograms"},
@@ -50,15 +55,38 @@ def people() -> list[tuple[str, str, pb.EvaluateRequest]]:
     """(id number, birth date, request) for a few people whose decisions differ."""
     out = []
     nursing_id = make_id(HANGZHOU_NURSING_CASE["birth_date"], seq=31)
-    out.append((nursing_id, HANGZHOU_NURSING_CASE["birth_date"],
-                request("2020-08-01", id_number=nursing_id, **HANGZHOU_NURSING_CASE)))
+    out.append(
+        (
+            nursing_id,
+            HANGZHOU_NURSING_CASE["birth_date"],
+            request("2020-08-01", id_number=nursing_id, **HANGZHOU_NURSING_CASE),
+        )
+    )
     elder_id = make_id(ELDER_BIRTH, seq=32)
-    out.append((elder_id, ELDER_BIRTH, request("2020-08-01", id_number=elder_id, birth_date=ELDER_BIRTH,
-                                               region_code="330102", household_status="dibao")))
+    out.append(
+        (
+            elder_id,
+            ELDER_BIRTH,
+            request(
+                "2020-08-01", id_number=elder_id, birth_date=ELDER_BIRTH, region_code="330102", household_status="dibao"
+            ),
+        )
+    )
     child_id = make_id(CHILD_BIRTH, seq=33)
-    out.append((child_id, CHILD_BIRTH, request("2020-08-01", id_number=child_id, birth_date=CHILD_BIRTH,
-                                               region_code="330102", household_status="dibao",
-                                               child_status="community_orphan")))
+    out.append(
+        (
+            child_id,
+            CHILD_BIRTH,
+            request(
+                "2020-08-01",
+                id_number=child_id,
+                birth_date=CHILD_BIRTH,
+                region_code="330102",
+                household_status="dibao",
+                child_status="community_orphan",
+            ),
+        )
+    )
     return out
 
 
@@ -68,8 +96,12 @@ def scrape_text(service) -> str:
 
 def scrape(service) -> list:
     """Every sample of the subsidy_* families."""
-    return [s for family in text_string_to_metric_families(scrape_text(service))
-            if family.name.startswith("subsidy_") for s in family.samples]
+    return [
+        s
+        for family in text_string_to_metric_families(scrape_text(service))
+        if family.name.startswith("subsidy_")
+        for s in family.samples
+    ]
 
 
 def value(samples, name: str, **labels) -> float:
@@ -137,11 +169,18 @@ def test_requests_decisions_cache_engine_and_policy_metrics(tmp_path):
             stub.Evaluate(out_of_range, timeout=10)
         assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
         stub.ListPrograms(pb.ListProgramsRequest(as_of="2020-08-01"), timeout=10)
-        batch_people = [request("2020-06-30", id_number=i, **HANGZHOU_NURSING_CASE) for i in
-                        (make_id(HANGZHOU_NURSING_CASE["birth_date"], seq=41),
-                         make_id(HANGZHOU_NURSING_CASE["birth_date"], seq=42))]
-        batch = list(stub.EvaluateBatch(iter([pb.EvaluateBatchRequest(ref=f"r{i}", request=r)
-                                              for i, r in enumerate(batch_people)]), timeout=10))
+        batch_people = [
+            request("2020-06-30", id_number=i, **HANGZHOU_NURSING_CASE)
+            for i in (
+                make_id(HANGZHOU_NURSING_CASE["birth_date"], seq=41),
+                make_id(HANGZHOU_NURSING_CASE["birth_date"], seq=42),
+            )
+        ]
+        batch = list(
+            stub.EvaluateBatch(
+                iter([pb.EvaluateBatchRequest(ref=f"r{i}", request=r) for i, r in enumerate(batch_people)]), timeout=10
+            )
+        )
         fresh += [item.response for item in batch]
         assert all(item.WhichOneof("result") == "response" for item in batch)
 
@@ -158,9 +197,11 @@ def test_requests_decisions_cache_engine_and_policy_metrics(tmp_path):
         for method, count in (("Evaluate", 9), ("ListPrograms", 1), ("EvaluateBatch", 1)):
             assert value(samples, "subsidy_grpc_request_duration_seconds_count", method=method) == count
             assert value(samples, "subsidy_grpc_request_duration_seconds_sum", method=method) > 0
-            buckets = sorted(((float(s.labels["le"]), s.value) for s in samples
-                              if s.name == "subsidy_grpc_request_duration_seconds_bucket"
-                              and s.labels["method"] == method))
+            buckets = sorted(
+                (float(s.labels["le"]), s.value)
+                for s in samples
+                if s.name == "subsidy_grpc_request_duration_seconds_bucket" and s.labels["method"] == method
+            )
             assert [v for _, v in buckets] == sorted(v for _, v in buckets)
             assert buckets[-1] == (math.inf, count)
         # Decisions by program and outcome, and amounts: exactly those of the fresh decisions
@@ -172,10 +213,13 @@ def test_requests_decisions_cache_engine_and_policy_metrics(tmp_path):
         for r in fresh:
             for d in r.decisions:
                 paid[d.program_id] += d.monthly_amount.fen
-        assert by_labels(samples, "subsidy_decided_amount_fen_total", "program") == \
-            {(p,): v for p, v in paid.items() if v}
-        assert value(samples, "subsidy_decided_amount_fen_total", program="disability_nursing_subsidy") == \
-            54000 + 2 * 50900
+        assert by_labels(samples, "subsidy_decided_amount_fen_total", "program") == {
+            (p,): v for p, v in paid.items() if v
+        }
+        assert (
+            value(samples, "subsidy_decided_amount_fen_total", program="disability_nursing_subsidy")
+            == 54000 + 2 * 50900
+        )
         # Cache lookups: the out-of-range request is looked up (a miss) before the engine refuses it.
         lookups = by_labels(samples, "subsidy_cache_lookups_total", "result")
         assert lookups[("hit",)] == 3
@@ -247,11 +291,17 @@ def test_policy_reloads_by_result_and_policy_info(tmp_path):
 
 def write_stale_metrics(directory) -> None:
     """What a crashed earlier run leaves behind: a worker's counter file with 1000 requests."""
-    code = ("from prometheus_client import Counter\n"
-            "c = Counter('subsidy_grpc_requests', 'x', ['method', 'code', 'caller'])\n"
-            "c.labels(method='Evaluate', code='OK', caller='anonymous').inc(1000)\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=30,
-                   env={"PROMETHEUS_MULTIPROC_DIR": str(directory), "PATH": "/usr/bin:/bin"})
+    code = (
+        "from prometheus_client import Counter\n"
+        "c = Counter('subsidy_grpc_requests', 'x', ['method', 'code', 'caller'])\n"
+        "c.labels(method='Evaluate', code='OK', caller='anonymous').inc(1000)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        timeout=30,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(directory), "PATH": "/usr/bin:/bin"},
+    )
     assert list(directory.glob("counter_*.db"))
 
 
@@ -259,8 +309,7 @@ def test_workers_share_the_port_and_metrics_are_aggregated(tmp_path):
     multiproc = tmp_path / "prometheus-multiproc"
     multiproc.mkdir()
     write_stale_metrics(multiproc)
-    service = start_service(tmp_path, "--workers=2", "--grace", "2",
-                            env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)})
+    service = start_service(tmp_path, "--workers=2", "--grace", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)})
     calls = 0
     channels = []
     try:
@@ -287,8 +336,9 @@ def test_workers_share_the_port_and_metrics_are_aggregated(tmp_path):
         assert len(pids) >= 2  # the workers (the supervisor cleared the stale file and its own)
 
         samples = scrape(service)
-        assert value(samples, "subsidy_grpc_requests_total", method="Evaluate", code="OK") == calls, \
+        assert value(samples, "subsidy_grpc_requests_total", method="Evaluate", code="OK") == calls, (
             "the aggregated request counter is not the number of calls made (stale files?)"
+        )
         assert value(samples, "subsidy_grpc_request_duration_seconds_count", method="Evaluate") == calls
         fresh = sum(not r.from_cache for r in replies)
         assert 4 <= fresh <= 6  # each person decided once per worker that saw it

@@ -7,6 +7,7 @@ Then every service log the tests of this session wrote so far (the tests' tmp di
 the metrics of the session's shared server, are searched for anything shaped like an ID number
 with a valid check character.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,10 +18,10 @@ import urllib.request
 
 import grpc
 import pytest
+from support import HANGZHOU_NURSING_CASE, POLICIES, make_id, request, start_service
 
 from service.api import eligibility_pb2 as pb
 from service.idnumber import check_char
-from support import HANGZHOU_NURSING_CASE, POLICIES, make_id, request, start_service
 
 # Not after a "." either: the fraction digits of a float (0.031243716000062705) are not an ID number.
 ID_SHAPE = re.compile(r"(?<![0-9A-Za-z.])(\d{17}[\dXx]|\d{15})(?![0-9A-Za-z])")
@@ -32,9 +33,7 @@ def looks_like_an_id(text: str) -> list[str]:
     found = []
     for m in ID_SHAPE.finditer(text):
         s = m.group(1)
-        if len(s) == 18 and check_char(s[:17]) == s[17].upper():
-            found.append(s)
-        elif len(s) == 15 and s.startswith("33"):
+        if len(s) == 18 and check_char(s[:17]) == s[17].upper() or len(s) == 15 and s.startswith("33"):
             found.append(s)
     return found
 
@@ -85,18 +84,37 @@ def exercised(tmp_path_factory):
     fifteen = other[:6] + other[8:17]
     used |= {wrong, fifteen}
     for bad in (wrong, fifteen):
-        assert call(stub.Evaluate, pb.EvaluateRequest(as_of="2020-08-01", person=pb.Person(
-            id_number=bad, birth_date="1980-01-01", region_code="330102"))) == grpc.StatusCode.INVALID_ARGUMENT
-    smuggled = pb.EvaluateRequest(as_of=other, programs=[other], person=pb.Person(
-        id_number=other, birth_date=other, region_code=other))
+        assert (
+            call(
+                stub.Evaluate,
+                pb.EvaluateRequest(
+                    as_of="2020-08-01", person=pb.Person(id_number=bad, birth_date="1980-01-01", region_code="330102")
+                ),
+            )
+            == grpc.StatusCode.INVALID_ARGUMENT
+        )
+    smuggled = pb.EvaluateRequest(
+        as_of=other, programs=[other], person=pb.Person(id_number=other, birth_date=other, region_code=other)
+    )
     smuggled.person.capacity_assessment.assessed_on = other
     assert call(stub.Evaluate, smuggled) == grpc.StatusCode.INVALID_ARGUMENT
-    assert call(stub.ListPrograms, pb.ListProgramsRequest(as_of=other, region_code=other)) == \
-        grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        call(stub.ListPrograms, pb.ListProgramsRequest(as_of=other, region_code=other))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
     # A batch, with IDs in its refs too (refs are "never personal data", but callers err).
-    items = [pb.EvaluateBatchRequest(ref=ident("1950-06-0%d" % (1 + i % 9), i), request=request(
-        "2020-08-01", birth_date="1950-06-0%d" % (1 + i % 9), region_code="330122",
-        id_number=make_id("1950-06-0%d" % (1 + i % 9), seq=i))) for i in range(12)]
+    items = [
+        pb.EvaluateBatchRequest(
+            ref=ident("1950-06-0%d" % (1 + i % 9), i),
+            request=request(
+                "2020-08-01",
+                birth_date="1950-06-0%d" % (1 + i % 9),
+                region_code="330122",
+                id_number=make_id("1950-06-0%d" % (1 + i % 9), seq=i),
+            ),
+        )
+        for i in range(12)
+    ]
     items.append(pb.EvaluateBatchRequest(ref=wrong, request=pb.EvaluateRequest(person=pb.Person(id_number=wrong))))
     assert len(list(stub.EvaluateBatch(iter(items), timeout=30))) == 13
     # Oversized and malformed messages carrying an ID.

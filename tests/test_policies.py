@@ -1,5 +1,6 @@
 """Policy as data: an edit to a policy file changes the decision, with no change to Python;
 bad policy files are refused with file and line; reloads are atomic."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,12 +8,12 @@ import signal
 import time
 
 import pytest
+from support import HANGZHOU_NURSING_CASE, POLICIES, request, start_service
 
 from service.cache import LocalCache
 from service.decisions import DecisionService, PolicyHolder
 from service.policy.loader import load_policies
 from service.policy.yamlio import PolicyFileError
-from support import HANGZHOU_NURSING_CASE, POLICIES, request, start_service
 
 
 @pytest.fixture
@@ -41,14 +42,19 @@ def test_changing_a_percentage_changes_the_amount(policy_copy):
 
 
 def test_changing_a_standard_and_its_date_changes_the_amount(policy_copy):
-    edit(policy_copy / "parameters/common/dibao_standard.yaml",
-         "{from: 2020-07-01, value: 1080, source: reference}", "{from: 2020-08-02, value: 1100, source: reference}")
+    edit(
+        policy_copy / "parameters/common/dibao_standard.yaml",
+        "{from: 2020-07-01, value: 1080, source: reference}",
+        "{from: 2020-08-02, value: 1100, source: reference}",
+    )
     assert nursing_fen(policy_copy, "2020-08-01") == 50900  # the 1,017 standard still in force
     assert nursing_fen(policy_copy, "2020-08-02") == 55000
 
 
 def test_switching_take_the_higher_to_both(policy_copy):
-    old_disabled = dict(birth_date="1940-01-01", capacity_assessment={"level": "severe_loss", "assessed_on": "2020-06-01"})
+    old_disabled = dict(
+        birth_date="1940-01-01", capacity_assessment={"level": "severe_loss", "assessed_on": "2020-06-01"}
+    )
 
     def elderly_fen(policies):
         service = DecisionService(PolicyHolder(policies), LocalCache(ttl=60), b"k")
@@ -68,24 +74,59 @@ def test_the_version_is_the_content_hash(policy_copy):
     assert load_policies(policy_copy).version != before
 
 
-@pytest.mark.parametrize("path, old, new, expected", [
-    ("programs/disability_nursing_subsidy.yaml", "rounding: yuan_half_up", "rounding: nearest_jiao",
-     r"disability_nursing_subsidy.yaml:\d+: rounding"),
-    ("programs/elderly_care_subsidy.yaml", "{fact: age_years, ge:", "{fact: agee_years, ge:", "unknown fact 'agee_years'"),
-    ("programs/elderly_care_subsidy.yaml", "in: [mild_loss, moderate_loss, severe_loss]", "in: [mild, moderate_loss]",
-     "never equals 'mild'"),
-    ("programs/child_basic_living_allowance.yaml", "amount: {param: child_standard_community}",
-     "amount: {param: child_standard_comunity}", "unknown parameter 'child_standard_comunity'"),
-    ("parameters/common/dibao_standard.yaml", '"330000":\n    - {from: 2016-07-01', '"330000":\n    - {from: 2016-07-02',
-     "no value in force for region 330000 on 2016-07-01"),
-    ("programs/disability_living_allowance.yaml", "citation: Zhejiang implementing measures for the living allowance (zj)\n    when: {fact: in_zhejiang",
-     "when: {fact: in_zhejiang", r"disability_living_allowance.yaml:\d+: conditions.0.citation: Field required"),
-    ("programs/disability_nursing_subsidy.yaml", "- {fact: disability_grade, ge: 3}",
-     "- {fact: disability_grade, ge: 3}\n                - {fact: disability_grade, lt: 2}",
-     "nursing.severe_or_intellectual_mental_with_care_need .*can never hold: no disability_grade is both above 3"),
-    ("programs/disability_nursing_subsidy.yaml", "when: {fact: self_care, eq: fully_dependent}",
-     "when: {fact: self_care, eq: fully_dependent, lt: 3}", r"disability_nursing_subsidy.yaml:\d+: rule nursing.amount_fully_dependent"),
-])
+@pytest.mark.parametrize(
+    "path, old, new, expected",
+    [
+        (
+            "programs/disability_nursing_subsidy.yaml",
+            "rounding: yuan_half_up",
+            "rounding: nearest_jiao",
+            r"disability_nursing_subsidy.yaml:\d+: rounding",
+        ),
+        (
+            "programs/elderly_care_subsidy.yaml",
+            "{fact: age_years, ge:",
+            "{fact: agee_years, ge:",
+            "unknown fact 'agee_years'",
+        ),
+        (
+            "programs/elderly_care_subsidy.yaml",
+            "in: [mild_loss, moderate_loss, severe_loss]",
+            "in: [mild, moderate_loss]",
+            "never equals 'mild'",
+        ),
+        (
+            "programs/child_basic_living_allowance.yaml",
+            "amount: {param: child_standard_community}",
+            "amount: {param: child_standard_comunity}",
+            "unknown parameter 'child_standard_comunity'",
+        ),
+        (
+            "parameters/common/dibao_standard.yaml",
+            '"330000":\n    - {from: 2016-07-01',
+            '"330000":\n    - {from: 2016-07-02',
+            "no value in force for region 330000 on 2016-07-01",
+        ),
+        (
+            "programs/disability_living_allowance.yaml",
+            "citation: Zhejiang implementing measures for the living allowance (zj)\n    when: {fact: in_zhejiang",
+            "when: {fact: in_zhejiang",
+            r"disability_living_allowance.yaml:\d+: conditions.0.citation: Field required",
+        ),
+        (
+            "programs/disability_nursing_subsidy.yaml",
+            "- {fact: disability_grade, ge: 3}",
+            "- {fact: disability_grade, ge: 3}\n                - {fact: disability_grade, lt: 2}",
+            "nursing.severe_or_intellectual_mental_with_care_need .*can never hold: no disability_grade is both above 3",
+        ),
+        (
+            "programs/disability_nursing_subsidy.yaml",
+            "when: {fact: self_care, eq: fully_dependent}",
+            "when: {fact: self_care, eq: fully_dependent, lt: 3}",
+            r"disability_nursing_subsidy.yaml:\d+: rule nursing.amount_fully_dependent",
+        ),
+    ],
+)
 def test_bad_policy_files_are_refused_naming_file_and_line(policy_copy, path, old, new, expected):
     edit(policy_copy / path, old, new)
     with pytest.raises(PolicyFileError, match=expected):

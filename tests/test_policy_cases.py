@@ -1,17 +1,18 @@
 """The policy test cases kept beside the policies (policies/tests/*.yaml), run through the real
 validation and engine; and a check that the cases exercise every rule."""
+
 from __future__ import annotations
 
 from collections import defaultdict
 
 import pytest
 import yaml
+from support import POLICIES, request
 
 from service.api import eligibility_pb2 as pb
 from service.cache import LocalCache
 from service.decisions import DecisionService, PolicyHolder
 from service.errors import to_status
-from support import POLICIES, request
 
 CASE_FILES = sorted((POLICIES / "tests").glob("*.yaml"))
 CASES = [(path.stem, case) for path in CASE_FILES for case in yaml.safe_load(path.read_text())]

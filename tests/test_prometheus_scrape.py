@@ -23,9 +23,10 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-
-from service.api import eligibility_pb2 as pb, eligibility_pb2_grpc as pb_grpc
 from support import free_port
+
+from service.api import eligibility_pb2 as pb
+from service.api import eligibility_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -53,7 +54,6 @@ def find_tool(name: str) -> str:
         f"{name} not found on PATH or at /usr/bin/{name}: "
         "install the Debian package `prometheus` (apt-get install -y --no-install-recommends prometheus)"
     )
-
 
 
 @dataclass
@@ -198,7 +198,7 @@ def wait_for_counter(prom: Prometheus, server, minimum: float) -> float:
                     return value
         time.sleep(0.5)
     prom.fail(
-        f"subsidy_grpc_requests_total{{method=\"ListPrograms\", code=\"OK\"}} did not reach {minimum} "
+        f'subsidy_grpc_requests_total{{method="ListPrograms", code="OK"}} did not reach {minimum} '
         f"within {TIMEOUT_S:.0f}s; last query result: {seen}"
     )
 
@@ -224,8 +224,10 @@ def test_prometheus_evaluates_alert_rules_without_errors(server, prometheus):
         if body and body.get("status") == "success":
             rules = [r for g in body["data"]["groups"] for r in g["rules"]]
             # Two evaluations after the first scrape so that rate() has two samples.
-            if rules and all(r.get("health") != "unknown" for r in rules) and prometheus.query(
-                f'count_over_time(up{{job="{JOB}"}}[1m]) >= 3'
+            if (
+                rules
+                and all(r.get("health") != "unknown" for r in rules)
+                and prometheus.query(f'count_over_time(up{{job="{JOB}"}}[1m]) >= 3')
             ):
                 break
         time.sleep(0.5)

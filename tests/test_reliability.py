@@ -1,4 +1,5 @@
 """Limits, deadlines, the bounded queue, SIGTERM drain and policy reload under load, on real servers."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from support import HANGZHOU_NURSING_CASE, POLICIES, ROOT, make_id, request, start_service
 
 from service.api import eligibility_pb2 as pb
-from support import HANGZHOU_NURSING_CASE, POLICIES, ROOT, make_id, request, start_service
 
 NURSING = "disability_nursing_subsidy"
 LIVING = "disability_living_allowance"
@@ -35,8 +36,9 @@ def scrape(service) -> str:
 def metric(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and \
-                all(f'{k}="{v}"' in line for k, v in labels.items()):
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -98,13 +100,15 @@ def started(tmp_path):
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
     """At most 3 RPCs at once, batch streams of at most 5."""
-    service = start_service(tmp_path_factory.mktemp("small"), "--max-concurrent-rpcs", "3",
-                            "--max-batch", "5", name="small")
+    service = start_service(
+        tmp_path_factory.mktemp("small"), "--max-concurrent-rpcs", "3", "--max-batch", "5", name="small"
+    )
     yield service
     assert service.stop() == 0
 
 
 # --- limits --------------------------------------------------------------------------------------
+
 
 def test_oversized_message_is_refused(stub):
     big = good_request()
@@ -195,6 +199,7 @@ def test_batch_deadline_stops_the_work(server):
 
 # --- SIGTERM ---------------------------------------------------------------------------------------
 
+
 def watch_health(address: str, seen: list, stop: threading.Event) -> None:
     with grpc.insecure_channel(address) as channel:
         try:
@@ -271,6 +276,7 @@ def test_sigterm_with_worker_processes(started):
 
 # --- policy reload under load ---------------------------------------------------------------------
 
+
 def test_reload_under_load_broken_then_good(tmp_path, started):
     policies = tmp_path / "policies"
     shutil.copytree(POLICIES, policies)
@@ -342,9 +348,15 @@ def test_reload_under_load_broken_then_good(tmp_path, started):
 
 # --- the soak, short -------------------------------------------------------------------------------
 
+
 def test_short_soak_with_redis_kills_reloads_and_sigterm():
-    out = subprocess.run([sys.executable, "-m", "bench.soak", "--seconds", "25", "--procs", "2", "--threads", "4",
-                          "--json"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.soak", "--seconds", "25", "--procs", "2", "--threads", "4", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert out.returncode == 0 and summary["passed"], (summary.get("problems"), out.stderr[-3000:])
     outcomes = summary["outcomes"]

@@ -2,6 +2,7 @@
 
 Certificates are made here, per test session, with `cryptography`; no private key is committed.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,23 +21,26 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support import HANGZHOU_NURSING_CASE, ROOT, free_port, make_id, request
 
 from service.api import eligibility_pb2 as pb
 from service.api import eligibility_pb2_grpc as pb_grpc
-from support import HANGZHOU_NURSING_CASE, ROOT, free_port, make_id, request
 
-ALLOWED_CN = "minzheng-gateway"                      # on the allow-list by subject CN
-ALLOWED_SAN = "spiffe://zj.gov.cn/disability-fed"    # on the allow-list by URI SAN only
+ALLOWED_CN = "minzheng-gateway"  # on the allow-list by subject CN
+ALLOWED_SAN = "spiffe://zj.gov.cn/disability-fed"  # on the allow-list by URI SAN only
 
 
 # --- a throwaway PKI ---------------------------------------------------------------------------
+
 
 def _key():
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "test"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "test"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
 
 
 @dataclass
@@ -51,8 +55,9 @@ class Issued:
 def _write(dir: Path, stem: str, cert: x509.Certificate, key) -> Issued:
     cert_path, key_path = dir / f"{stem}.crt", dir / f"{stem}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     key_path.chmod(0o600)
     return Issued(cert_path, key_path)
 
@@ -60,30 +65,54 @@ def _write(dir: Path, stem: str, cert: x509.Certificate, key) -> Issued:
 class CA:
     def __init__(self, dir: Path, name: str):
         self.dir, self.key = dir, _key()
-        now = dt.datetime.now(dt.timezone.utc)
-        self.cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                                  content_commitment=False, key_encipherment=False,
-                                                  data_encipherment=False, key_agreement=False,
-                                                  encipher_only=False, decipher_only=False), critical=True)
-                     .sign(self.key, hashes.SHA256()))
+        now = dt.datetime.now(dt.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(_name(name))
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
         self.path = _write(dir, name, self.cert, self.key).cert
 
     def issue(self, stem: str, cn: str, *, server: bool = False, uris: tuple[str, ...] = ()) -> Issued:
         key = _key()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
         if server:
             sans += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(self.cert.subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                         else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+        )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         return _write(self.dir, stem, builder.sign(self.key, hashes.SHA256()), key)
@@ -93,31 +122,36 @@ class CA:
 class PKI:
     ca: CA
     server: Issued
-    allowed: Issued          # CN on the allow-list
-    allowed_by_san: Issued   # CN not on the list, URI SAN on it
-    stranger: Issued         # same CA, not on the allow-list
-    foreign: Issued          # another CA, CN on the allow-list
+    allowed: Issued  # CN on the allow-list
+    allowed_by_san: Issued  # CN not on the list, URI SAN on it
+    stranger: Issued  # same CA, not on the allow-list
+    foreign: Issued  # another CA, CN on the allow-list
 
 
 def make_pki(dir: Path) -> PKI:
     dir.mkdir(parents=True, exist_ok=True)
     ca, other = CA(dir, "test-ca"), CA(dir, "other-ca")
-    return PKI(ca=ca, server=ca.issue("server", "localhost", server=True),
-               allowed=ca.issue("allowed", ALLOWED_CN),
-               allowed_by_san=ca.issue("allowed-san", "disability-federation", uris=(ALLOWED_SAN,)),
-               stranger=ca.issue("stranger", "intruder-system"),
-               foreign=other.issue("foreign", ALLOWED_CN))
+    return PKI(
+        ca=ca,
+        server=ca.issue("server", "localhost", server=True),
+        allowed=ca.issue("allowed", ALLOWED_CN),
+        allowed_by_san=ca.issue("allowed-san", "disability-federation", uris=(ALLOWED_SAN,)),
+        stranger=ca.issue("stranger", "intruder-system"),
+        foreign=other.issue("foreign", ALLOWED_CN),
+    )
 
 
 def tls_channel(address: str, pki: PKI, client: Issued | None) -> grpc.Channel:
     key, cert = client.pair() if client else (None, None)
-    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca.path.read_bytes(),
-                                               private_key=key, certificate_chain=cert)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.path.read_bytes(), private_key=key, certificate_chain=cert
+    )
     return grpc.secure_channel(address, credentials, options=[("grpc.ssl_target_name_override", "localhost")])
 
 
 def wait_tls_serving(address: str, pki: PKI, timeout: float = 30) -> None:
     import time
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with tls_channel(address, pki, pki.allowed) as channel:
@@ -136,15 +170,41 @@ def start_mtls_service(tmp: Path, pki: PKI, *extra: str, name: str = "mtls"):
     the wait here is over TLS."""
     import os
     import signal as _signal
+
     from support import ServiceProcess
+
     port, metrics_port = free_port(), free_port()
     log_path = tmp / f"{name}-{port}.log"
-    args = ["--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
-            "--tls-client-ca", str(pki.ca.path), "--allowed-callers", f"{ALLOWED_CN},{ALLOWED_SAN}", *extra]
+    args = [
+        "--tls-cert",
+        str(pki.server.cert),
+        "--tls-key",
+        str(pki.server.key),
+        "--tls-client-ca",
+        str(pki.ca.path),
+        "--allowed-callers",
+        f"{ALLOWED_CN},{ALLOWED_SAN}",
+        *extra,
+    ]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-                                 "--metrics-port", str(metrics_port), *args], cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, env={**os.environ, "SUBSIDY_HMAC_KEY": "test-key"})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(metrics_port),
+                *args,
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SUBSIDY_HMAC_KEY": "test-key"},
+        )
     service = ServiceProcess(proc, port, metrics_port, log_path)
     try:
         wait_tls_serving(service.address, pki)
@@ -178,6 +238,7 @@ def refused_code(channel: grpc.Channel) -> grpc.StatusCode:
 
 # --- the tests -----------------------------------------------------------------------------------
 
+
 def test_allowed_caller_by_common_name_is_served(mtls_server, pki):
     with tls_channel(mtls_server.address, pki, pki.allowed) as channel:
         reply = evaluate(channel)
@@ -210,8 +271,12 @@ def test_caller_not_on_the_allow_list_is_denied(mtls_server, pki):
             stub.ListPrograms(pb.ListProgramsRequest(), timeout=10)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(grpc.RpcError) as err:
-            list(stub.EvaluateBatch(iter([pb.EvaluateBatchRequest(ref="a", request=request(
-                "2020-08-01", **HANGZHOU_NURSING_CASE))]), timeout=10))
+            list(
+                stub.EvaluateBatch(
+                    iter([pb.EvaluateBatchRequest(ref="a", request=request("2020-08-01", **HANGZHOU_NURSING_CASE))]),
+                    timeout=10,
+                )
+            )
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         # Health stays open to any caller that passed the handshake (probes, load balancers).
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -240,6 +305,7 @@ def test_caller_identity_in_logs_and_metrics_not_personal_data(mtls_server, pki)
     assert "intruder-system" in refusals[-1]["certificate_cn"]
     text = urllib.request.urlopen(f"http://127.0.0.1:{mtls_server.metrics_port}/metrics", timeout=5).read().decode()
     from service import metrics
+
     if "caller" in getattr(metrics.REQUESTS, "_labelnames", ()):
         assert f'caller="{ALLOWED_CN}"' in text and 'caller="denied"' in text
     assert 'code="PERMISSION_DENIED"' in text
@@ -248,24 +314,73 @@ def test_caller_identity_in_logs_and_metrics_not_personal_data(mtls_server, pki)
 def test_server_only_tls_with_the_caseworker_client(tmp_path, pki):
     """TLS without client certificates (callers anonymous), through the caseworker CLI's --tls flags."""
     import os
+
     from support import ServiceProcess
+
     port, metrics_port = free_port(), free_port()
     log_path = tmp_path / f"tls-{port}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-                                 "--metrics-port", str(metrics_port), "--tls-cert", str(pki.server.cert),
-                                 "--tls-key", str(pki.server.key)], cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, env={**os.environ, "SUBSIDY_HMAC_KEY": "test-key"})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(metrics_port),
+                "--tls-cert",
+                str(pki.server.cert),
+                "--tls-key",
+                str(pki.server.key),
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SUBSIDY_HMAC_KEY": "test-key"},
+        )
     service = ServiceProcess(proc, port, metrics_port, log_path)
     try:
         wait_tls_serving(service.address, pki)
-        out = subprocess.run([sys.executable, "-m", "clients.caseworker", "check", "--address",
-                              f"localhost:{port}", "--tls", "--ca-cert", str(pki.ca.path),
-                              "--birth-date", "1970-05-05", "--region", "330102", "--household", "dibao",
-                              "--disability-grade", "1", "--disability-category", "physical",
-                              "--long-term-care-need", "--self-care", "fully_dependent", "--as-of", "2020-08-01",
-                              "--program", "disability_nursing_subsidy", "--id-number", make_id("1970-05-05"),
-                              "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "clients.caseworker",
+                "check",
+                "--address",
+                f"localhost:{port}",
+                "--tls",
+                "--ca-cert",
+                str(pki.ca.path),
+                "--birth-date",
+                "1970-05-05",
+                "--region",
+                "330102",
+                "--household",
+                "dibao",
+                "--disability-grade",
+                "1",
+                "--disability-category",
+                "physical",
+                "--long-term-care-need",
+                "--self-care",
+                "fully_dependent",
+                "--as-of",
+                "2020-08-01",
+                "--program",
+                "disability_nursing_subsidy",
+                "--id-number",
+                make_id("1970-05-05"),
+                "--json",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         assert "54000" in out.stdout
         with grpc.insecure_channel(service.address) as channel:
@@ -274,14 +389,22 @@ def test_server_only_tls_with_the_caseworker_client(tmp_path, pki):
         assert service.stop() == 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--tls-cert", "x.crt"], "--tls-cert and --tls-key go together"),
-    (["--allowed-callers", "a"], "--allowed-callers needs --tls-client-ca"),
-    (["--tls-cert", "/nonexistent.crt", "--tls-key", "/nonexistent.key"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tls-cert", "x.crt"], "--tls-cert and --tls-key go together"),
+        (["--allowed-callers", "a"], "--allowed-callers needs --tls-client-ca"),
+        (["--tls-cert", "/nonexistent.crt", "--tls-key", "/nonexistent.key"], "no such file"),
+    ],
+)
 def test_bad_tls_configuration_is_refused_at_start(args, message):
-    out = subprocess.run([sys.executable, "-m", "service", "--metrics-port", "0", *args], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "service", "--metrics-port", "0", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and message in out.stderr
 
 
@@ -294,9 +417,22 @@ def test_plaintext_stays_the_default(server):
 def test_healthcheck_command_over_mutual_tls(mtls_server, pki):
     """The Dockerfile's HEALTHCHECK works when the service runs with mutual TLS."""
     base = [sys.executable, "-m", "service.healthcheck", "--address", mtls_server.address]
-    ok = subprocess.run(base + ["--ca-cert", str(pki.ca.path), "--client-cert", str(pki.allowed.cert),
-                                "--client-key", str(pki.allowed.key), "--server-name", "localhost"],
-                        capture_output=True, text=True, cwd=ROOT)
+    ok = subprocess.run(
+        base
+        + [
+            "--ca-cert",
+            str(pki.ca.path),
+            "--client-cert",
+            str(pki.allowed.cert),
+            "--client-key",
+            str(pki.allowed.key),
+            "--server-name",
+            "localhost",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert ok.returncode == 0 and "SERVING" in ok.stdout, ok.stderr
     plaintext = subprocess.run(base + ["--timeout", "2"], capture_output=True, text=True, cwd=ROOT)
     assert plaintext.returncode == 1 and "unhealthy" in plaintext.stderr

@@ -1,4 +1,5 @@
 """The service over real gRPC: a real server process on a free port."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
+from support import HANGZHOU_NURSING_CASE, make_id, request
 
 from service.api import eligibility_pb2 as pb
-from support import HANGZHOU_NURSING_CASE, make_id, request
 
 
 def decisions(reply):
@@ -40,7 +41,8 @@ def test_hangzhou_nursing_and_living_allowance_on_2020_08_01(stub):
     assert "nursing.amount_fully_dependent" in passed
     assert "Zhejiang" in passed["nursing.amount_fully_dependent"].citation
     assert "1,080" in passed["nursing.amount_fully_dependent"].text_en or any(
-        "1,080" in p.text_en for p in living.reasons)
+        "1,080" in p.text_en for p in living.reasons
+    )
     # The receipt: policy version, date, region as resolved, parameters with dates and sources.
     assert re.fullmatch(r"[0-9a-f]{16}", reply.policy_version)
     assert reply.evaluation_date == "2020-08-01"
@@ -57,30 +59,50 @@ def test_the_day_before_the_new_standard(stub):
 
 
 def test_income_reason_is_filled_with_numbers(stub):
-    reply = stub.Evaluate(request("2020-08-01", **{**HANGZHOU_NURSING_CASE, "household_status": "ordinary",
-                                                   "household_income_per_head_fen": 150000}))
+    reply = stub.Evaluate(
+        request(
+            "2020-08-01",
+            **{**HANGZHOU_NURSING_CASE, "household_status": "ordinary", "household_income_per_head_fen": 150000},
+        )
+    )
     living = decisions(reply)["disability_living_allowance"]
     text = next(r.text_en for r in living.reasons if r.rule_id == "living.low_income_household")
     assert "household income per head 1,500 < dibao_standard 1,080 × low_income_multiplier 1.5 = 1,620" in text
 
 
 def test_every_bad_field_at_once(stub):
-    bad = pb.EvaluateRequest(as_of="2020-02-30", programs=["nope"], person=pb.Person(
-        id_number="340524198001010013", birth_date="1980-01-01", region_code="33010X",
-        disability=pb.Disability(grade=9)))
+    bad = pb.EvaluateRequest(
+        as_of="2020-02-30",
+        programs=["nope"],
+        person=pb.Person(
+            id_number="340524198001010013",
+            birth_date="1980-01-01",
+            region_code="33010X",
+            disability=pb.Disability(grade=9),
+        ),
+    )
     with pytest.raises(grpc.RpcError) as err:
         stub.Evaluate(bad)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     violations = field_violations(err.value)
-    assert set(violations) == {"as_of", "programs[0]", "person.id_number", "person.region_code",
-                               "person.disability.grade"}
+    assert set(violations) == {
+        "as_of",
+        "programs[0]",
+        "person.id_number",
+        "person.region_code",
+        "person.disability.grade",
+    }
     assert "check character" in violations["person.id_number"]
 
 
 def test_old_15_digit_id_is_refused_with_a_message(stub):
     with pytest.raises(grpc.RpcError) as err:
-        stub.Evaluate(pb.EvaluateRequest(as_of="2020-08-01", person=pb.Person(
-            id_number="340524800101001", birth_date="1980-01-01", region_code="330102")))
+        stub.Evaluate(
+            pb.EvaluateRequest(
+                as_of="2020-08-01",
+                person=pb.Person(id_number="340524800101001", birth_date="1980-01-01", region_code="330102"),
+            )
+        )
     assert "15-digit" in field_violations(err.value)["person.id_number"]
 
 
@@ -113,8 +135,11 @@ def test_default_date_is_today(stub):
 def test_list_programs(stub):
     reply = stub.ListPrograms(pb.ListProgramsRequest(as_of="2020-08-01", region_code="330122"))
     assert {p.program_id for p in reply.programs} == {
-        "elderly_care_subsidy", "child_basic_living_allowance", "disability_living_allowance",
-        "disability_nursing_subsidy"}
+        "elderly_care_subsidy",
+        "child_basic_living_allowance",
+        "disability_living_allowance",
+        "disability_nursing_subsidy",
+    }
     params = {p.parameter: p for p in reply.parameters}
     assert params["dibao_standard"].value == "864" and params["dibao_standard"].region_code == "330122"
 
@@ -138,8 +163,9 @@ def test_health_service(server):
     channel = grpc.insecure_channel(server.address)
     health = health_pb2_grpc.HealthStub(channel)
     for name in ("", "subsidy.v1.EligibilityService"):
-        assert health.Check(health_pb2.HealthCheckRequest(service=name)).status == \
-            health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=name)).status == health_pb2.HealthCheckResponse.SERVING
+        )
 
 
 def test_reflection_client_calls_evaluate_without_our_protos(server):
@@ -151,13 +177,23 @@ def test_reflection_client_calls_evaluate_without_our_protos(server):
     method = pool.FindServiceByName("subsidy.v1.EligibilityService").FindMethodByName("Evaluate")
     Request = message_factory.GetMessageClass(method.input_type)
     Response = message_factory.GetMessageClass(method.output_type)
-    body = {"asOf": "2020-08-01", "person": {
-        "idNumber": make_id("1970-05-05"), "birthDate": "1970-05-05", "regionCode": "330102",
-        "householdStatus": "HOUSEHOLD_STATUS_DIBAO", "disability": {"grade": 1, "category": "DISABILITY_CATEGORY_PHYSICAL"},
-        "longTermCareNeed": True, "selfCare": "SELF_CARE_FULLY_DEPENDENT"}}
-    call = channel.unary_unary("/subsidy.v1.EligibilityService/Evaluate",
-                               request_serializer=lambda m: m.SerializeToString(),
-                               response_deserializer=Response.FromString)
+    body = {
+        "asOf": "2020-08-01",
+        "person": {
+            "idNumber": make_id("1970-05-05"),
+            "birthDate": "1970-05-05",
+            "regionCode": "330102",
+            "householdStatus": "HOUSEHOLD_STATUS_DIBAO",
+            "disability": {"grade": 1, "category": "DISABILITY_CATEGORY_PHYSICAL"},
+            "longTermCareNeed": True,
+            "selfCare": "SELF_CARE_FULLY_DEPENDENT",
+        },
+    }
+    call = channel.unary_unary(
+        "/subsidy.v1.EligibilityService/Evaluate",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=Response.FromString,
+    )
     reply = json_format.MessageToDict(call(json_format.ParseDict(body, Request())))
     amounts = {d["programId"]: d.get("monthlyAmount", {}).get("fen") for d in reply["decisions"]}
     assert amounts["disability_nursing_subsidy"] == "54000"

@@ -174,20 +174,50 @@ class Money(_message.Message):
     def __init__(self, fen: _Optional[int] = ...) -> None: ...
 
 class Reason(_message.Message):
-    __slots__ = ("rule_id", "result", "text_zh", "text_en", "citation", "kind")
+    __slots__ = ("rule_id", "result", "text_zh", "text_en", "citation", "kind", "citation_zh", "confidence")
     RULE_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     TEXT_ZH_FIELD_NUMBER: _ClassVar[int]
     TEXT_EN_FIELD_NUMBER: _ClassVar[int]
     CITATION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    CITATION_ZH_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     rule_id: str
     result: RuleResult
     text_zh: str
     text_en: str
     citation: str
     kind: str
-    def __init__(self, rule_id: _Optional[str] = ..., result: _Optional[_Union[RuleResult, str]] = ..., text_zh: _Optional[str] = ..., text_en: _Optional[str] = ..., citation: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+    citation_zh: str
+    confidence: str
+    def __init__(self, rule_id: _Optional[str] = ..., result: _Optional[_Union[RuleResult, str]] = ..., text_zh: _Optional[str] = ..., text_en: _Optional[str] = ..., citation: _Optional[str] = ..., kind: _Optional[str] = ..., citation_zh: _Optional[str] = ..., confidence: _Optional[str] = ...) -> None: ...
+
+class Assumption(_message.Message):
+    __slots__ = ("fact", "value", "rule_id", "label_zh", "label_en")
+    FACT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_ZH_FIELD_NUMBER: _ClassVar[int]
+    LABEL_EN_FIELD_NUMBER: _ClassVar[int]
+    fact: str
+    value: str
+    rule_id: str
+    label_zh: str
+    label_en: str
+    def __init__(self, fact: _Optional[str] = ..., value: _Optional[str] = ..., rule_id: _Optional[str] = ..., label_zh: _Optional[str] = ..., label_en: _Optional[str] = ...) -> None: ...
+
+class Caveat(_message.Message):
+    __slots__ = ("kind", "subject", "text_zh", "text_en")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_ZH_FIELD_NUMBER: _ClassVar[int]
+    TEXT_EN_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    subject: str
+    text_zh: str
+    text_en: str
+    def __init__(self, kind: _Optional[str] = ..., subject: _Optional[str] = ..., text_zh: _Optional[str] = ..., text_en: _Optional[str] = ...) -> None: ...
 
 class MissingFact(_message.Message):
     __slots__ = ("fact", "rule_id", "label_zh", "label_en")
@@ -202,7 +232,7 @@ class MissingFact(_message.Message):
     def __init__(self, fact: _Optional[str] = ..., rule_id: _Optional[str] = ..., label_zh: _Optional[str] = ..., label_en: _Optional[str] = ...) -> None: ...
 
 class Interaction(_message.Message):
-    __slots__ = ("rule_id", "kind", "programs", "amounts", "kept_program", "text_zh", "text_en", "citation")
+    __slots__ = ("rule_id", "kind", "programs", "amounts", "kept_program", "text_zh", "text_en", "citation", "citation_zh")
     RULE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PROGRAMS_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +241,7 @@ class Interaction(_message.Message):
     TEXT_ZH_FIELD_NUMBER: _ClassVar[int]
     TEXT_EN_FIELD_NUMBER: _ClassVar[int]
     CITATION_FIELD_NUMBER: _ClassVar[int]
+    CITATION_ZH_FIELD_NUMBER: _ClassVar[int]
     rule_id: str
     kind: str
     programs: _containers.RepeatedScalarFieldContainer[str]
@@ -219,22 +250,29 @@ class Interaction(_message.Message):
     text_zh: str
     text_en: str
     citation: str
-    def __init__(self, rule_id: _Optional[str] = ..., kind: _Optional[str] = ..., programs: _Optional[_Iterable[str]] = ..., amounts: _Optional[_Iterable[_Union[Money, _Mapping]]] = ..., kept_program: _Optional[str] = ..., text_zh: _Optional[str] = ..., text_en: _Optional[str] = ..., citation: _Optional[str] = ...) -> None: ...
+    citation_zh: str
+    def __init__(self, rule_id: _Optional[str] = ..., kind: _Optional[str] = ..., programs: _Optional[_Iterable[str]] = ..., amounts: _Optional[_Iterable[_Union[Money, _Mapping]]] = ..., kept_program: _Optional[str] = ..., text_zh: _Optional[str] = ..., text_en: _Optional[str] = ..., citation: _Optional[str] = ..., citation_zh: _Optional[str] = ...) -> None: ...
 
 class Referral(_message.Message):
-    __slots__ = ("rule_id", "text_zh", "text_en", "citation")
+    __slots__ = ("rule_id", "text_zh", "text_en", "citation", "conditional", "conditions", "citation_zh")
     RULE_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_ZH_FIELD_NUMBER: _ClassVar[int]
     TEXT_EN_FIELD_NUMBER: _ClassVar[int]
     CITATION_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONAL_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    CITATION_ZH_FIELD_NUMBER: _ClassVar[int]
     rule_id: str
     text_zh: str
     text_en: str
     citation: str
-    def __init__(self, rule_id: _Optional[str] = ..., text_zh: _Optional[str] = ..., text_en: _Optional[str] = ..., citation: _Optional[str] = ...) -> None: ...
+    conditional: bool
+    conditions: _containers.RepeatedCompositeFieldContainer[MissingFact]
+    citation_zh: str
+    def __init__(self, rule_id: _Optional[str] = ..., text_zh: _Optional[str] = ..., text_en: _Optional[str] = ..., citation: _Optional[str] = ..., conditional: _Optional[bool] = ..., conditions: _Optional[_Iterable[_Union[MissingFact, _Mapping]]] = ..., citation_zh: _Optional[str] = ...) -> None: ...
 
 class ProgramDecision(_message.Message):
-    __slots__ = ("program_id", "name_zh", "name_en", "outcome", "monthly_amount", "amount_before_interactions", "reasons", "missing_facts", "interactions")
+    __slots__ = ("program_id", "name_zh", "name_en", "outcome", "monthly_amount", "amount_before_interactions", "reasons", "missing_facts", "interactions", "assumptions")
     PROGRAM_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_ZH_FIELD_NUMBER: _ClassVar[int]
     NAME_EN_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +282,7 @@ class ProgramDecision(_message.Message):
     REASONS_FIELD_NUMBER: _ClassVar[int]
     MISSING_FACTS_FIELD_NUMBER: _ClassVar[int]
     INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    ASSUMPTIONS_FIELD_NUMBER: _ClassVar[int]
     program_id: str
     name_zh: str
     name_en: str
@@ -253,7 +292,8 @@ class ProgramDecision(_message.Message):
     reasons: _containers.RepeatedCompositeFieldContainer[Reason]
     missing_facts: _containers.RepeatedCompositeFieldContainer[MissingFact]
     interactions: _containers.RepeatedCompositeFieldContainer[Interaction]
-    def __init__(self, program_id: _Optional[str] = ..., name_zh: _Optional[str] = ..., name_en: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., monthly_amount: _Optional[_Union[Money, _Mapping]] = ..., amount_before_interactions: _Optional[_Union[Money, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., missing_facts: _Optional[_Iterable[_Union[MissingFact, _Mapping]]] = ..., interactions: _Optional[_Iterable[_Union[Interaction, _Mapping]]] = ...) -> None: ...
+    assumptions: _containers.RepeatedCompositeFieldContainer[Assumption]
+    def __init__(self, program_id: _Optional[str] = ..., name_zh: _Optional[str] = ..., name_en: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., monthly_amount: _Optional[_Union[Money, _Mapping]] = ..., amount_before_interactions: _Optional[_Union[Money, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., missing_facts: _Optional[_Iterable[_Union[MissingFact, _Mapping]]] = ..., interactions: _Optional[_Iterable[_Union[Interaction, _Mapping]]] = ..., assumptions: _Optional[_Iterable[_Union[Assumption, _Mapping]]] = ...) -> None: ...
 
 class ParameterValue(_message.Message):
     __slots__ = ("parameter", "value", "unit", "region_code", "effective_from", "source", "confidence")
@@ -288,7 +328,7 @@ class ResolvedRegion(_message.Message):
     def __init__(self, code: _Optional[str] = ..., name_zh: _Optional[str] = ..., name_en: _Optional[str] = ..., level: _Optional[str] = ..., in_zhejiang: _Optional[bool] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
-    __slots__ = ("policy_version", "evaluation_date", "region", "decisions", "referrals", "parameters", "from_cache", "request_hash", "total_monthly_amount")
+    __slots__ = ("policy_version", "evaluation_date", "region", "decisions", "referrals", "parameters", "from_cache", "request_hash", "total_monthly_amount", "caveats")
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_DATE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +338,7 @@ class EvaluateResponse(_message.Message):
     FROM_CACHE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_HASH_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MONTHLY_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CAVEATS_FIELD_NUMBER: _ClassVar[int]
     policy_version: str
     evaluation_date: str
     region: ResolvedRegion
@@ -307,7 +348,8 @@ class EvaluateResponse(_message.Message):
     from_cache: bool
     request_hash: str
     total_monthly_amount: Money
-    def __init__(self, policy_version: _Optional[str] = ..., evaluation_date: _Optional[str] = ..., region: _Optional[_Union[ResolvedRegion, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[ProgramDecision, _Mapping]]] = ..., referrals: _Optional[_Iterable[_Union[Referral, _Mapping]]] = ..., parameters: _Optional[_Iterable[_Union[ParameterValue, _Mapping]]] = ..., from_cache: _Optional[bool] = ..., request_hash: _Optional[str] = ..., total_monthly_amount: _Optional[_Union[Money, _Mapping]] = ...) -> None: ...
+    caveats: _containers.RepeatedCompositeFieldContainer[Caveat]
+    def __init__(self, policy_version: _Optional[str] = ..., evaluation_date: _Optional[str] = ..., region: _Optional[_Union[ResolvedRegion, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[ProgramDecision, _Mapping]]] = ..., referrals: _Optional[_Iterable[_Union[Referral, _Mapping]]] = ..., parameters: _Optional[_Iterable[_Union[ParameterValue, _Mapping]]] = ..., from_cache: _Optional[bool] = ..., request_hash: _Optional[str] = ..., total_monthly_amount: _Optional[_Union[Money, _Mapping]] = ..., caveats: _Optional[_Iterable[_Union[Caveat, _Mapping]]] = ...) -> None: ...
 
 class EvaluateBatchRequest(_message.Message):
     __slots__ = ("ref", "request")

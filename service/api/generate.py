@@ -3,6 +3,7 @@
 The stubs are committed so that `pip install .` needs no code generation; a test runs this with
 --check to prove they match the .proto files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,15 @@ _IMPORT = re.compile(r"^from subsidy\.v1 import (\w+_pb2) as", re.MULTILINE)
 def generate(out_dir: Path) -> list[Path]:
     include = str(Path(protoc.__file__).parent / "_proto")
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["protoc", f"-I{PROTO_ROOT}", f"-I{include}", f"--python_out={tmp}",
-                f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", *PROTOS]
+        args = [
+            "protoc",
+            f"-I{PROTO_ROOT}",
+            f"-I{include}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            *PROTOS,
+        ]
         if protoc.main(args) != 0:
             raise SystemExit("protoc failed")
         written = []

@@ -4,15 +4,26 @@ This is the domain core: it knows nothing of gRPC. durable-rules decides which r
 same conditions evaluated here (three-valued) explain why the others failed or could not be
 decided, and the two must agree.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Iterable
+from typing import Any
 
-from ..policy.expressions import Cmp, Fact, condition_refs, date_to_yyyymmdd, evaluate, evaluate_operand, leaves, operand_refs
+from ..policy.expressions import (
+    Cmp,
+    Fact,
+    condition_refs,
+    date_to_yyyymmdd,
+    evaluate,
+    evaluate_operand,
+    leaves,
+    operand_refs,
+)
 from ..policy.policyset import ParamValue, PolicySet, Program, ResolvedRegion, Rule
 from .durable_backend import DurableMatcher, engine_value
 from .memo import Memo
@@ -56,6 +67,7 @@ class InteractionOutcome:
 class ProgramResult:
     """What a program's rule outcomes decide before interactions: one shared object for every
     person whose rules came out the same (same results, same numbers in the texts)."""
+
     outcome: str
     amount_fen: int
     reasons: tuple[RuleOutcome, ...]
@@ -101,8 +113,10 @@ def _reads(rule: Rule) -> tuple[tuple[str, ...], tuple[str, ...]]:
     for formula in (rule.amount, rule.multiply):
         if formula is not None:
             refs |= set(operand_refs(formula))
-    return (tuple(sorted(r.name for r in refs if isinstance(r, Fact))),
-            tuple(sorted(r.name for r in refs if not isinstance(r, Fact))))
+    return (
+        tuple(sorted(r.name for r in refs if isinstance(r, Fact))),
+        tuple(sorted(r.name for r in refs if not isinstance(r, Fact))),
+    )
 
 
 def round_yuan_half_up(fen: Decimal) -> int:
@@ -119,8 +133,10 @@ class Engine:
         self.policy = policy
         self.version = policy.version
         self.rules = policy.rules
-        self.matcher = DurableMatcher([*((pid, p.rules) for pid, p in policy.programs.items()),
-                                       (REFERRALS, policy.referrals)], f"policy@{policy.version}")
+        self.matcher = DurableMatcher(
+            [*((pid, p.rules) for pid, p in policy.programs.items()), (REFERRALS, policy.referrals)],
+            f"policy@{policy.version}",
+        )
         self.renderer = Renderer(policy)
         self.defaults = {name: f.default for name, f in policy.facts.items() if f.default is not None}
         self.disagreements = 0
@@ -140,10 +156,12 @@ class Engine:
         period = self.policy.manifest.period
         if not period.effective_from <= on <= period.effective_until:
             raise OutsidePolicyPeriod(
-                f"{on} is outside the policy period {period.effective_from} to {period.effective_until}")
+                f"{on} is outside the policy period {period.effective_from} to {period.effective_until}"
+            )
 
-    def evaluate(self, facts: dict[str, Any], region: ResolvedRegion, on: dt.date,
-                 programs: Iterable[str] | None = None) -> Decision:
+    def evaluate(
+        self, facts: dict[str, Any], region: ResolvedRegion, on: dt.date, programs: Iterable[str] | None = None
+    ) -> Decision:
         """Decide every program (interactions need them all) and return the ones asked for."""
         self.check_date(on)
         param_values, params, fixed = self._parameters(region, on)
@@ -194,8 +212,9 @@ class Engine:
                     todo.extend(links.get(pid, ()))
             programs = [p for p in self.policy.programs if p in needed]
             rules = [r for p in programs for r in self.policy.programs[p].rules] + list(self.policy.referrals)
-            found = self._closures.put(key, (programs, [(r, *self._reads[r.id]) for r in rules],
-                                             self.matcher.markers((*programs, REFERRALS))))
+            found = self._closures.put(
+                key, (programs, [(r, *self._reads[r.id]) for r in rules], self.matcher.markers((*programs, REFERRALS)))
+            )
         return found
 
     def _parameters(self, region: ResolvedRegion, on: dt.date) -> tuple[dict[str, ParamValue], dict[str, Decimal], str]:
@@ -236,10 +255,12 @@ class Engine:
 
     def _disagree(self, rule: Rule, known: RuleOutcome, fired: set[str]) -> None:
         self.disagreements += 1
-        log.error("engine disagreement", extra={"rule_id": rule.id, "engine": rule.id in fired,
-                                                "explained": known.result})
-        raise EngineDisagreement(f"rule {rule.id}: engine {'fired' if rule.id in fired else 'did not fire'}, "
-                                 f"explanation says {known.result}")
+        log.error(
+            "engine disagreement", extra={"rule_id": rule.id, "engine": rule.id in fired, "explained": known.result}
+        )
+        raise EngineDisagreement(
+            f"rule {rule.id}: engine {'fired' if rule.id in fired else 'did not fire'}, explanation says {known.result}"
+        )
 
     def _render(self, rule: Rule, result: bool | None, seen: list, values: dict, params: dict) -> dict[str, str]:
         text = {}
@@ -259,8 +280,15 @@ class Engine:
         found = self._programs.get(key)
         if found is None:
             found = self._programs.put(key, self._decide_program(program, reasons, params))
-        return ProgramDecision(program, found.outcome, found.amount_fen, found.amount_fen, found.reasons,
-                               found.missing, found.passed_routes)
+        return ProgramDecision(
+            program,
+            found.outcome,
+            found.amount_fen,
+            found.amount_fen,
+            found.reasons,
+            found.missing,
+            found.passed_routes,
+        )
 
     def _decide_program(self, program: Program, reasons: tuple[RuleOutcome, ...], params: dict) -> ProgramResult:
         outcomes = {o.rule.id: o for o in reasons}
@@ -272,8 +300,11 @@ class Engine:
 
         if False in conditions or True in exclusions:
             outcome = INELIGIBLE
-        elif None in conditions or None in exclusions or (not routes and None in
-                                                          [outcomes[r.id].result for r in program.routes]):
+        elif (
+            None in conditions
+            or None in exclusions
+            or (not routes and None in [outcomes[r.id].result for r in program.routes])
+        ):
             outcome = UNDETERMINED
         elif not routes:
             outcome = INELIGIBLE
@@ -302,9 +333,15 @@ class Engine:
                 continue
             source, target = decisions[ex.program], decisions[ex.excludes]
             if source.outcome == ELIGIBLE and set(source.passed_routes) & set(ex.routes) and target.outcome == ELIGIBLE:
-                item = InteractionOutcome(ex.id, "exclusion", [ex.program, ex.excludes],
-                                          [source.amount_fen, target.amount_fen], ex.program,
-                                          ex.text.model_dump(), ex.citation)
+                item = InteractionOutcome(
+                    ex.id,
+                    "exclusion",
+                    [ex.program, ex.excludes],
+                    [source.amount_fen, target.amount_fen],
+                    ex.program,
+                    ex.text.model_dump(),
+                    ex.citation,
+                )
                 target.outcome, target.amount_fen = INELIGIBLE, 0
                 target.interactions.append(item)
                 source.interactions.append(item)
@@ -316,9 +353,15 @@ class Engine:
                 continue
             amounts = [d.amount_fen for d in pair]
             kept = combo.programs[0] if amounts[0] >= amounts[1] else combo.programs[1]
-            item = InteractionOutcome(combo.id, combo.mode, list(combo.programs), amounts,
-                                      kept if combo.mode == "take_higher" else "",
-                                      combo.text.model_dump(), combo.citation)
+            item = InteractionOutcome(
+                combo.id,
+                combo.mode,
+                list(combo.programs),
+                amounts,
+                kept if combo.mode == "take_higher" else "",
+                combo.text.model_dump(),
+                combo.citation,
+            )
             for d in pair:
                 d.interactions.append(item)
                 if combo.mode == "take_higher" and d.program.id != kept:

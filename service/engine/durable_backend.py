@@ -9,13 +9,15 @@ Each evaluation asserts the person as one fact on one reused session, reads ever
 fired, and retracts the fact. A catch-all rule makes every fact fire something (a fact that fires
 nothing can corrupt a later state delete).
 """
+
 from __future__ import annotations
 
 import itertools
 import json
 import threading
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 import durable_rules_engine as dre
 
@@ -86,8 +88,9 @@ def _compile(cond: Cond, slots: Slots) -> dict:
     return test
 
 
-def compile_ruleset(groups: Iterable[tuple[str, Iterable[Rule]]]
-                    ) -> tuple[dict, dict[str, str], Slots, dict[str, list[str]]]:
+def compile_ruleset(
+    groups: Iterable[tuple[str, Iterable[Rule]]],
+) -> tuple[dict, dict[str, str], Slots, dict[str, list[str]]]:
     """The durable-rules definition, the engine name -> rule id table, the slot table, and each
     group's marker attributes. Every rule tests its group's marker first, so a message without a
     group's markers skips that group's rules at their first test."""
@@ -104,7 +107,7 @@ def compile_ruleset(groups: Iterable[tuple[str, Iterable[Rule]]]
         for start in range(0, len(rules), RULES_PER_MARKER):
             marker = f"{MARKER_PREFIX}{len(markers) - 1}_{start // RULES_PER_MARKER}"
             markers[group].append(marker)
-            for rule in rules[start:start + RULES_PER_MARKER]:
+            for rule in rules[start : start + RULES_PER_MARKER]:
                 name = f"r{next(count)}"
                 names[name] = rule.id
                 definition[name] = {"all": [{"m": {"$and": [{marker: 1}, _compile(rule.when, slots)]}}]}
@@ -177,7 +180,7 @@ class DurableMatcher:
         # An action message is {"<rule>": {"m": <the whole fact>}}: read the name without
         # decoding the fact again (that decode was most of the engine's time).
         if text.startswith('{"'):
-            name = text[2:text.find('"', 2)]
+            name = text[2 : text.find('"', 2)]
             if name in self._names or name == CATCH_ALL:
                 return name
         (name,) = json.loads(text)

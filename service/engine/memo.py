@@ -5,9 +5,11 @@ tuple of them per distinct way a program was decided. What is derived from such 
 reply bytes, its audit rule ids) is memoized by the object's identity; the entry holds the object,
 so its id cannot be reused by another object while the entry exists.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 

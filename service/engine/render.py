@@ -1,8 +1,10 @@
 """Reason texts filled with the actual numbers, in Chinese and English."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from ..policy.expressions import OPS, AddMonths, Cmp, Fact, Lit, Mul, Operand, Param, evaluate_operand, operand_refs
 from ..policy.policyset import PolicySet

@@ -5,12 +5,14 @@ literals, products and date shifts. The durable-rules backend and the explanatio
 both work from these trees. Evaluation is three-valued: a missing fact gives None (unknown),
 `all` is false if any part is false, `any` true if any part is true (Kleene logic).
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Iterator, Mapping, Union
+from typing import Any, Union
 
 from dateutil.relativedelta import relativedelta
 
@@ -35,6 +37,7 @@ class ExpressionError(ValueError):
 
 # Operands ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Fact:
     name: str
@@ -52,13 +55,13 @@ class Lit:
 
 @dataclass(frozen=True)
 class Mul:
-    args: tuple["Operand", ...]
+    args: tuple[Operand, ...]
 
 
 @dataclass(frozen=True)
 class AddMonths:
-    date: "Operand"
-    months: "Operand"
+    date: Operand
+    months: Operand
 
 
 Operand = Union[Fact, Param, Lit, Mul, AddMonths]
@@ -75,12 +78,12 @@ class Cmp:
 
 @dataclass(frozen=True)
 class All:
-    items: tuple["Cond", ...]
+    items: tuple[Cond, ...]
 
 
 @dataclass(frozen=True)
 class AnyOf:
-    items: tuple["Cond", ...]
+    items: tuple[Cond, ...]
 
 
 Cond = Union[Cmp, All, AnyOf]
@@ -93,7 +96,7 @@ def parse_operand(raw: Any, loc: tuple) -> Operand:
         raise ExpressionError(f"not an operand: {raw!r}", loc)
     if len(raw) != 1:
         raise ExpressionError(f"an operand has exactly one key, got {sorted(raw)}", loc)
-    (key, value), = raw.items()
+    ((key, value),) = raw.items()
     if key == "fact":
         return Fact(str(value))
     if key == "param":
@@ -113,7 +116,7 @@ def parse_condition(raw: Any, loc: tuple = ()) -> Cond:
     if not isinstance(raw, dict) or not raw:
         raise ExpressionError("a condition is a mapping", loc)
     if set(raw) == {"all"} or set(raw) == {"any"}:
-        (key, items), = raw.items()
+        ((key, items),) = raw.items()
         if not isinstance(items, list) or not items:
             raise ExpressionError(f"{key} takes a non-empty list", loc + (key,))
         parsed = tuple(parse_condition(item, loc + (key, i)) for i, item in enumerate(items))
@@ -131,6 +134,7 @@ def parse_condition(raw: Any, loc: tuple = ()) -> Cond:
 
 
 # Walking ----------------------------------------------------------------------------------------
+
 
 def leaves(cond: Cond) -> Iterator[Cmp]:
     if isinstance(cond, Cmp):
@@ -159,6 +163,7 @@ def condition_refs(cond: Cond) -> Iterator[Fact | Param]:
 
 
 # Evaluation -------------------------------------------------------------------------------------
+
 
 def yyyymmdd_to_date(value: int) -> dt.date:
     return dt.date(value // 10000, value // 100 % 100, value % 100)
@@ -199,8 +204,12 @@ def evaluate_leaf(leaf: Cmp, values: Mapping[str, Any], params: Mapping[str, Dec
     return OPS[leaf.op][1](lhs, rhs)
 
 
-def evaluate(cond: Cond, values: Mapping[str, Any], params: Mapping[str, Decimal],
-             seen: list[tuple[Cmp, bool | None]] | None = None) -> bool | None:
+def evaluate(
+    cond: Cond,
+    values: Mapping[str, Any],
+    params: Mapping[str, Decimal],
+    seen: list[tuple[Cmp, bool | None]] | None = None,
+) -> bool | None:
     """Kleene three-valued evaluation; every leaf evaluated is appended to `seen`."""
     if isinstance(cond, Cmp):
         result = evaluate_leaf(cond, values, params)

@@ -3,17 +3,31 @@
 Nothing here knows a program: everything comes from the files. Any problem raises
 PolicyFileError naming the file and line, and nothing half-loaded is ever returned.
 """
+
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from . import model
-from .expressions import All, Cmp, ExpressionError, Fact, Lit, Param, condition_refs, leaves, operand_refs, parse_condition, parse_operand
+from .expressions import (
+    All,
+    Cmp,
+    ExpressionError,
+    Fact,
+    Lit,
+    Param,
+    condition_refs,
+    leaves,
+    operand_refs,
+    parse_condition,
+    parse_operand,
+)
 from .policyset import Parameter, PolicySet, Program, Regions, Rule
 from .yamlio import PolicyFileError, YamlDoc
 
@@ -58,9 +72,16 @@ def _load_program(doc: YamlDoc) -> Program:
     def rules(raws: Iterable[model.Rule], section: str, kind: str) -> tuple[Rule, ...]:
         return tuple(_rule(doc, r, kind, f.id, (section, i)) for i, r in enumerate(raws))
 
-    return Program(f.id, f.name, f.citation, f.rounding,
-                   rules(f.conditions, "conditions", "condition"), rules(f.exclusions, "exclusions", "exclusion"),
-                   rules(f.routes, "routes", "route"), rules(f.adjustments, "adjustments", "adjustment"))
+    return Program(
+        f.id,
+        f.name,
+        f.citation,
+        f.rounding,
+        rules(f.conditions, "conditions", "condition"),
+        rules(f.exclusions, "exclusions", "exclusion"),
+        rules(f.routes, "routes", "route"),
+        rules(f.adjustments, "adjustments", "adjustment"),
+    )
 
 
 def load_policies(root: str | Path) -> PolicySet:
@@ -99,8 +120,18 @@ def load_policies(root: str | Path) -> PolicySet:
     inter = _validate(inter_doc, model.InteractionsFile)
     referrals = tuple(_rule(inter_doc, r, "referral", None, ("referrals", i)) for i, r in enumerate(inter.referrals))
 
-    policy = PolicySet(policy_version(root), manifest, dict(facts), regions, parameters, programs, referrals,
-                       tuple(inter.exclusions), tuple(inter.combinations), dict(manifest.sources))
+    policy = PolicySet(
+        policy_version(root),
+        manifest,
+        dict(facts),
+        regions,
+        parameters,
+        programs,
+        referrals,
+        tuple(inter.exclusions),
+        tuple(inter.combinations),
+        dict(manifest.sources),
+    )
     _check(policy, root, param_docs, inter_doc)
     return policy
 
@@ -161,11 +192,15 @@ def _check(policy: PolicySet, root: Path, param_docs: dict[str, YamlDoc], inter_
             fact = policy.facts.get(leaf.fact)
             if fact is None or fact.type != "enum":
                 continue
-            literals = leaf.rhs if isinstance(leaf.rhs, tuple) else ((leaf.rhs.value,) if isinstance(leaf.rhs, Lit) else ())
+            literals = (
+                leaf.rhs if isinstance(leaf.rhs, tuple) else ((leaf.rhs.value,) if isinstance(leaf.rhs, Lit) else ())
+            )
             for value in literals:
                 if value not in (fact.values or []):
                     # A comparison with a value the fact never takes makes the rule unreachable.
-                    problems.append(f"{where}: {leaf.fact} never equals {value!r} (values: {sorted(fact.values or {})})")
+                    problems.append(
+                        f"{where}: {leaf.fact} never equals {value!r} (values: {sorted(fact.values or {})})"
+                    )
         for contradiction in _contradictions(rule.when):
             problems.append(f"{where}: can never hold: {contradiction}")
     for ex in policy.exclusions:
@@ -191,6 +226,8 @@ def _check(policy: PolicySet, root: Path, param_docs: dict[str, YamlDoc], inter_
             tests_per_attr.setdefault(leaf.fact, set()).add((leaf.op, repr(leaf.rhs)))
     for attr, tests in tests_per_attr.items():
         if len(tests) > MAX_TESTS_PER_ATTRIBUTE:
-            problems.append(f"fact {attr}: {len(tests)} distinct tests; the engine takes at most {MAX_TESTS_PER_ATTRIBUTE}")
+            problems.append(
+                f"fact {attr}: {len(tests)} distinct tests; the engine takes at most {MAX_TESTS_PER_ATTRIBUTE}"
+            )
     if problems:
         raise PolicyFileError(f"policy set {root} is inconsistent:\n  " + "\n  ".join(problems))

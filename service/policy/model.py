@@ -1,4 +1,5 @@
 """The schema of every policy file, as pydantic models (validated at load, errors name file and line)."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,4 +1,5 @@
 """A loaded, checked policy set: programs as rules over facts and parameters, regions, version."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -3,6 +3,7 @@
 Floats are read as Decimal from their text so that a written ratio keeps its exact value (money is exact), and each
 mapping key and sequence item remembers its line so that validation errors name file and line.
 """
+
 from __future__ import annotations
 
 import datetime as dt
