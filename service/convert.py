@@ -9,6 +9,7 @@ from __future__ import annotations
 from .api import eligibility_pb2 as pb
 from .engine.decide import Decision, ProgramDecision, RuleOutcome
 from .engine.memo import IdentityMemo, Memo
+from .policy.fallbacks import region_fallbacks
 from .policy.policyset import ParamValue, PolicySet
 from .wire import embedded, integer
 
@@ -31,6 +32,12 @@ def parameter(value: ParamValue, policy: PolicySet) -> pb.ParameterValue:
         source=policy.sources.get(value.source, value.source),
         confidence=value.source,
     )
+
+
+def region_caveats(decision: Decision, policy: PolicySet) -> list[pb.Caveat]:
+    """The county-set values that came from the city or the province (a function of region and date)."""
+    found = region_fallbacks(policy, decision.region, decision.evaluation_date, decision.parameters)
+    return [pb.Caveat(kind=c.kind, subject=c.subject, text_zh=c.text.zh, text_en=c.text.en) for c in found]
 
 
 class ReplyBuilder:
@@ -115,7 +122,7 @@ class ReplyBuilder:
         return found
 
     def _head(self, decision: Decision) -> bytes:
-        """The fields every reply for a region and date shares."""
+        """The fields every reply for a region and date shares (the region, its fallback caveats)."""
         region = decision.region
         key = (region.code, decision.evaluation_date)
         found = self._heads.get(key)
@@ -132,6 +139,7 @@ class ReplyBuilder:
                         level=region.level,
                         in_zhejiang=region.in_zhejiang,
                     ),
+                    caveats=region_caveats(decision, self.policy),
                 ).SerializeToString(),
             )
         return found

@@ -149,7 +149,7 @@ class DecisionService:
         policy = engine.policy
         bad: list[tuple[str, str]] = []
         on = parse_evaluation_date(request.as_of, policy, "as_of", bad)
-        region = resolve_region(request.region_code or policy.regions.province_code, policy, "region_code", bad)
+        region = resolve_region(request.region_code or policy.regions.province_code, policy, "region_code", bad, on)
         if bad:
             raise InvalidRequest(bad)
         engine.check_date(on)

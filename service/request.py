@@ -21,7 +21,7 @@ from .api import eligibility_pb2 as pb
 from .policy.policyset import PolicySet, RegionError, ResolvedRegion
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_REGION = re.compile(r"^\d{6}$")
+_REGION = re.compile(r"[0-9]{6}")  # ASCII only: \d also matches full-width digits
 MAX_DISABILITY_GRADE = 4
 
 
@@ -77,12 +77,16 @@ def parse_evaluation_date(text: str, policy: PolicySet, field: str, bad: list[tu
     return today(policy) if not text else parse_date(text, field, bad)
 
 
-def resolve_region(code: str, policy: PolicySet, field: str, bad: list[tuple[str, str]]) -> ResolvedRegion | None:
-    if not _REGION.match(code):
-        bad.append((field, f"must be a six-digit GB/T 2260 region code, got {code[:20]!r}"))
+def resolve_region(
+    code: str, policy: PolicySet, field: str, bad: list[tuple[str, str]], on: dt.date | None
+) -> ResolvedRegion | None:
+    """The region on the date; an unknown code is a bad field even when the date is bad too."""
+    if not _REGION.fullmatch(code):
+        bad.append((field, f"must be a GB/T 2260 region code of six ASCII digits, got {code[:20]!r}"))
         return None
     try:
-        return policy.regions.resolve(code)
+        # Which code applies depends on the date; that the code exists does not.
+        return policy.regions.resolve(code, on or policy.manifest.period.effective_from)
     except RegionError as exc:
         bad.append((field, str(exc)))
         return None
@@ -121,7 +125,7 @@ def to_case(request: pb.EvaluateRequest, policy: PolicySet, now: dt.date | None 
     if born and on and born > on:
         bad.append(("person.birth_date", "is after the evaluation date"))
 
-    region = resolve_region(person.region_code, policy, "person.region_code", bad) if person.region_code else None
+    region = resolve_region(person.region_code, policy, "person.region_code", bad, on) if person.region_code else None
     if not person.region_code:
         bad.append(("person.region_code", "is required"))
 

@@ -68,6 +68,16 @@ def test_case(service, case):
             EXERCISED[rule_id].add("passed")
     if "region" in case:
         assert reply.region.code == case["region"]
+    if "region_name" in case:
+        assert (reply.region.name_zh, reply.region.name_en) == (case["region_name"]["zh"], case["region_name"]["en"])
+    for kind, subjects in case.get("caveats", {}).items():  # per kind listed: exactly these subjects
+        caveats = [c for c in reply.caveats if c.kind == kind]
+        assert sorted(c.subject for c in caveats) == sorted(subjects), kind
+        used = {p.parameter: p.region_code for p in reply.parameters}
+        for caveat in caveats:
+            assert caveat.text_zh and caveat.text_en
+            if kind == "region_fallback":  # names the region whose value stood in
+                assert f"({used[caveat.subject]})" in caveat.text_en and used[caveat.subject] in caveat.text_zh
     if "parameters" in case:
         params = {p.parameter: p for p in reply.parameters}
         for name, want in case["parameters"].items():

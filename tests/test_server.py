@@ -48,7 +48,7 @@ def test_hangzhou_nursing_and_living_allowance_on_2020_08_01(stub):
     assert reply.evaluation_date == "2020-08-01"
     assert reply.region.code == "330102" and reply.region.level == "county"
     dibao = next(p for p in reply.parameters if p.parameter == "dibao_standard")
-    assert (dibao.value, dibao.region_code, dibao.effective_from) == ("1080", "330100", "2020-07-01")
+    assert (dibao.value, dibao.region_code, dibao.effective_from) == ("1080", "330102", "2020-07-01")
     assert reply.total_monthly_amount.fen == 54000 + 32400
 
 

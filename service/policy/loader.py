@@ -6,6 +6,7 @@ PolicyFileError naming the file and line, and nothing half-loaded is ever return
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from collections.abc import Iterable
@@ -28,7 +29,7 @@ from .expressions import (
     parse_condition,
     parse_operand,
 )
-from .policyset import Parameter, PolicySet, Program, Regions, Rule
+from .policyset import Division, Parameter, PolicySet, Program, Regions, Rule
 from .yamlio import PolicyFileError, YamlDoc
 
 M = TypeVar("M", bound=BaseModel)
@@ -84,18 +85,67 @@ def _load_program(doc: YamlDoc) -> Program:
     )
 
 
+def _load_regions(doc: YamlDoc) -> Regions:
+    """The regions file, with each county's days of use derived from the aliases and checked."""
+    rf = _validate(doc, model.RegionsFile)
+    problems: list[str] = []
+    codes = [rf.province.code, *rf.cities, *rf.counties, *rf.aliases, *(a.to for a in rf.aliases.values())]
+    for code in codes:
+        if not _REGION.fullmatch(code):
+            problems.append(f"{doc.where()}: region code {code!r} is not six digits")
+    for prefix in rf.other_provinces:
+        if not re.fullmatch(r"[0-9]{2}", prefix) or prefix == rf.province.code[:2]:
+            problems.append(f"{doc.where(('other_provinces', prefix))}: {prefix!r} is not another province's prefix")
+    for city in rf.cities:
+        if city[:2] != rf.province.code[:2] or city[4:] != "00":
+            problems.append(f"{doc.where(('cities', city))}: {city} is not a city code of the province")
+    valid_from: dict[str, dt.date] = {}
+    before: dict[str, str] = {}
+    for code, county in rf.counties.items():
+        where = doc.where(("counties", code))
+        if code[:4] + "00" not in rf.cities or code[4:] == "00":
+            problems.append(f"{where}: {code} is not a county of a listed city")
+        if (county.from_ is None) != (county.part_of_before is None):
+            problems.append(f"{where}: `from` and `part_of_before` go together")
+        elif county.from_ is not None and county.part_of_before is not None:
+            valid_from[code], before[code] = county.from_, county.part_of_before
+    for old, alias in rf.aliases.items():
+        where = doc.where(("aliases", old))
+        if old not in rf.counties or alias.to not in rf.counties or old == alias.to:
+            problems.append(f"{where}: an alias joins two different listed counties")
+        elif alias.kind == "renamed":
+            if alias.to in valid_from:
+                problems.append(f"{where}: {alias.to} already has a first day")
+            valid_from[alias.to], before[alias.to] = alias.since, old
+    for code in valid_from:
+        if before[code] not in rf.counties:
+            problems.append(f"{doc.where(('counties', code))}: {before[code]} is not a listed county")
+    for old, alias in rf.aliases.items():  # a code must be in use on the day it takes over
+        if alias.kind == "merged" and valid_from.get(alias.to, alias.since) > alias.since:
+            problems.append(f"{doc.where(('aliases', old))}: {alias.to} is not in use on {alias.since}")
+    if problems:
+        raise PolicyFileError("invalid regions file:\n  " + "\n  ".join(problems))
+    divisions = {
+        code: Division(
+            code,
+            model.Region(zh=county.zh, en=county.en),
+            valid_from.get(code),
+            rf.aliases[code].since - dt.timedelta(days=1) if code in rf.aliases else None,
+            before.get(code),
+        )
+        for code, county in rf.counties.items()
+    }
+    province = model.Region(zh=rf.province.zh, en=rf.province.en)
+    return Regions(rf.province.code, province, dict(rf.cities), divisions, dict(rf.aliases), dict(rf.other_provinces))
+
+
 def load_policies(root: str | Path) -> PolicySet:
     root = Path(root)
     if not (root / "policy.yaml").is_file():
         raise PolicyFileError(f"{root}: not a policy directory (no policy.yaml)")
     manifest = _validate(YamlDoc(root / "policy.yaml"), model.Manifest)
     facts = _validate(YamlDoc(root / "facts.yaml"), model.FactsFile).facts
-    regions_doc = YamlDoc(root / "regions.yaml")
-    rf = _validate(regions_doc, model.RegionsFile)
-    for code in [rf.province.code, *rf.cities, *rf.counties, *rf.aliases, *(a.to for a in rf.aliases.values())]:
-        if not _REGION.match(code):
-            raise PolicyFileError(f"{regions_doc.where()}: region code {code!r} is not six digits")
-    regions = Regions(rf.province.code, rf.province, dict(rf.cities), dict(rf.counties), dict(rf.aliases))
+    regions = _load_regions(YamlDoc(root / "regions.yaml"))
 
     parameters: dict[str, Parameter] = {}
     param_docs: dict[str, YamlDoc] = {}
@@ -213,8 +263,13 @@ def _check(policy: PolicySet, root: Path, param_docs: dict[str, YamlDoc], inter_
             if pid not in policy.programs:
                 problems.append(f"interaction {combo.id}: unknown program {pid!r}")
     start = policy.manifest.period.effective_from
+    known = set(policy.regions.all_codes())
+    for pid, param in policy.parameters.items():
+        for code in param.file.values:
+            if code not in known:
+                problems.append(f"{param_docs[pid].where(('values', code))}: unknown region {code} (regions.yaml)")
     for code in policy.regions.all_codes():
-        region = policy.regions.resolve(code)
+        region = policy.regions.resolve(code, start)
         for pid, param in policy.parameters.items():
             try:
                 param.resolve(region, start)

@@ -56,16 +56,37 @@ class ProvinceRegion(Region):
     code: RegionCode
 
 
+DateConfidence = Literal["confirmed", "secondary", "inferred"]
+
+
+class County(Region):
+    # A division created from part of another: its first day, and the division the area belonged
+    # to before (a code used earlier resolves there).
+    from_: dt.date | None = Field(default=None, alias="from")
+    part_of_before: RegionCode | None = None
+    confidence: DateConfidence | None = None
+    basis: str | None = None
+
+
 class Alias(_Strict):
     to: RegionCode
     since: dt.date
-    note: str
+    kind: Literal["renamed", "merged"]
+    confidence: DateConfidence
+    basis: str
+
+
+class Coverage(_Strict):
+    from_: dt.date = Field(alias="from")
+    until: dt.date
 
 
 class RegionsFile(_Strict):
     province: ProvinceRegion
+    covers: Coverage
+    other_provinces: dict[str, Region]
     cities: dict[RegionCode, Region]
-    counties: dict[RegionCode, Region]
+    counties: dict[RegionCode, County]
     aliases: dict[RegionCode, Alias] = {}
 
 
@@ -89,6 +110,11 @@ class ParameterFile(_Strict):
             if not rows or dates != sorted(set(dates)):
                 raise ValueError(f"region {region}: dated values must be non-empty, in order, without repeats")
         return values
+
+    # Who sets the value: `county` (each county its own, e.g. the dibao standard), so a value read
+    # from the city or the province for a county stands in for an unknown one and the reply says
+    # so (a region_fallback caveat); `province` (one value for all, the default).
+    set_by: Literal["province", "county"] = "province"
 
 
 class Rule(_Strict):

@@ -69,24 +69,43 @@ class ParamValue:
     source: str
 
 
+@dataclass(frozen=True)
+class Division:
+    """A county-level division and the days its code is in use (None: beyond the list's ends)."""
+
+    code: str
+    name: Region
+    valid_from: dt.date | None
+    valid_until: dt.date | None
+    before: str | None  # the code the area had before valid_from (set when valid_from is)
+
+
 @dataclass
 class Regions:
     province_code: str
     province: Region
     cities: dict[str, Region]
-    counties: dict[str, Region]
+    divisions: dict[str, Division]
     aliases: dict[str, Alias]
+    other_provinces: dict[str, Region] = field(default_factory=dict)
 
     def all_codes(self) -> list[str]:
-        return [self.province_code, *self.cities, *self.counties]
+        return [self.province_code, *self.cities, *self.divisions]
 
-    def resolve(self, code: str) -> ResolvedRegion:
-        alias = self.aliases.get(code)
-        if alias is not None:
-            code = alias.to
-        province_prefix = self.province_code[:2]
-        if code[:2] != province_prefix:
-            return ResolvedRegion(code, (), "outside", Region(zh="浙江省外", en="outside Zhejiang"), False)
+    def name_of(self, code: str) -> Region:
+        if code == self.province_code:
+            return self.province
+        return self.cities.get(code) or self.divisions[code].name
+
+    def resolve(self, code: str, on: dt.date) -> ResolvedRegion:
+        """The region a registration code stands for on a date: a replaced code resolves to its
+        successor from the change on, a new code before it to the code the area then had."""
+        if code[:2] != self.province_code[:2]:
+            other = self.other_provinces.get(code[:2])
+            if other is None:
+                raise RegionError(f"unknown region code {code}: {code[:2]} is not a province of China (GB/T 2260)")
+            name = Region(zh=f"{other.zh}（浙江省外）", en=f"{other.en} (outside Zhejiang)")
+            return ResolvedRegion(code, (), "outside", name, False)
         if code == self.province_code:
             return ResolvedRegion(code, (code,), "province", self.province, True)
         city = code[:4] + "00"
@@ -95,10 +114,24 @@ class Regions:
         chain_tail = (city, self.province_code)
         if code == city:
             return ResolvedRegion(code, chain_tail, "city", self.cities[city], True)
-        if code in self.counties:
-            return ResolvedRegion(code, (code, *chain_tail), "county", self.counties[code], True)
-        # A county not listed has no values of its own: it is decided at its city's values.
-        return ResolvedRegion(code, (code, *chain_tail), "county", self.cities[city], True)
+        division = self.divisions.get(code)
+        if division is None:
+            raise RegionError(
+                f"unknown region code {code}: not a county-level division of {self.cities[city].en} ({city})"
+            )
+        division = self._in_use(division, on)
+        city = division.code[:4] + "00"
+        return ResolvedRegion(division.code, (division.code, city, self.province_code), "county", division.name, True)
+
+    def _in_use(self, division: Division, on: dt.date) -> Division:
+        for _ in range(len(self.divisions)):  # the loader refuses cycles; this bounds a bad file
+            if division.valid_until is not None and on > division.valid_until:
+                division = self.divisions[self.aliases[division.code].to]
+            elif division.valid_from is not None and on < division.valid_from and division.before:
+                division = self.divisions[division.before]
+            else:
+                return division
+        raise RegionError(f"region code {division.code}: the code changes form a cycle")
 
 
 @dataclass
