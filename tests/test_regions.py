@@ -198,6 +198,13 @@ def policy_copy(tmp_path):
         ("regions.yaml", '  "330122": {zh: 桐庐县', '  "330172": {zh: 桐庐县', "unknown region 330122"),
         ("regions.yaml", '"11": {zh: 北京市', '"33": {zh: 北京市', "'33' is not another province's prefix"),
         (
+            "regions.yaml",
+            'news report)"}\n',
+            'news report)"}\n'
+            '  "330112": {to: "330185", since: 2018-01-01, kind: renamed, confidence: inferred, basis: x}\n',
+            "the code changes form a cycle",
+        ),
+        (
             "parameters/common/dibao_standard.yaml",
             '"330127": *hangzhou',
             '"330128": *hangzhou',

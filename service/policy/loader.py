@@ -29,7 +29,7 @@ from .expressions import (
     parse_condition,
     parse_operand,
 )
-from .policyset import Division, Parameter, PolicySet, Program, Regions, Rule
+from .policyset import Division, Parameter, PolicySet, Program, RegionError, Regions, Rule
 from .yamlio import PolicyFileError, YamlDoc
 
 M = TypeVar("M", bound=BaseModel)
@@ -136,7 +136,18 @@ def _load_regions(doc: YamlDoc) -> Regions:
         for code, county in rf.counties.items()
     }
     province = model.Region(zh=rf.province.zh, en=rf.province.en)
-    return Regions(rf.province.code, province, dict(rf.cities), divisions, dict(rf.aliases), dict(rf.other_provinces))
+    regions = Regions(
+        rf.province.code, province, dict(rf.cities), divisions, dict(rf.aliases), dict(rf.other_provinces)
+    )
+    # Every code resolves on each side of every change (the changes form no cycle).
+    changes = set(valid_from.values()) | {a.since for a in rf.aliases.values()}
+    for code in divisions:
+        for day in sorted(changes | {c - dt.timedelta(days=1) for c in changes}):
+            try:
+                regions.resolve(code, day)
+            except RegionError as exc:
+                raise PolicyFileError(f"{doc.where(('counties', code))}: {exc}") from None
+    return regions
 
 
 def load_policies(root: str | Path) -> PolicySet:

@@ -124,7 +124,7 @@ class Regions:
         return ResolvedRegion(division.code, (division.code, city, self.province_code), "county", division.name, True)
 
     def _in_use(self, division: Division, on: dt.date) -> Division:
-        for _ in range(len(self.divisions)):  # the loader refuses cycles; this bounds a bad file
+        for _ in range(len(self.divisions)):  # bounded: the loader refuses changes that form a cycle
             if division.valid_until is not None and on > division.valid_until:
                 division = self.divisions[self.aliases[division.code].to]
             elif division.valid_from is not None and on < division.valid_from and division.before:
