@@ -1,0 +1,147 @@
+"""A hand-driven HTTP/2 gRPC client for hostile callers: streams opened and never finished, bodies
+cut short, frames no gRPC library would send. Loopback only; used by the soak and the tests.
+
+One `RawConnection` is one TCP connection (h2 does the framing). A thread reads the socket so
+that settings and pings are answered and every stream's end is recorded; what the caller sends,
+and when, is up to the caller.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+
+
+def grpc_frame(message: bytes, compressed: bool = False) -> bytes:
+    """A gRPC length-prefixed message: flag byte, 4-byte big-endian length, the bytes."""
+    return struct.pack(">BI", 1 if compressed else 0, len(message)) + message
+
+
+@dataclass
+class StreamEnd:
+    """How a stream ended: its gRPC status from the trailers, or the HTTP/2 reset code."""
+
+    grpc_status: int | None = None
+    grpc_message: str = ""
+    reset_code: int | None = None
+    data: bytearray = field(default_factory=bytearray)
+
+
+class RawConnection:
+    def __init__(self, address: str, timeout: float = 30.0):
+        host, port = address.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.authority = address
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.lock = threading.Lock()
+        self.ended: dict[int, StreamEnd] = {}
+        self.changed = threading.Condition(self.lock)
+        self.closed = False
+        with self.lock:
+            self.conn.initiate_connection()
+            self._flush()
+        self.reader = threading.Thread(target=self._read, daemon=True, name="raw-h2-reader")
+        self.reader.start()
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def _read(self) -> None:
+        partial: dict[int, StreamEnd] = {}
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            with self.lock:
+                if not data:
+                    self.closed = True
+                    self.changed.notify_all()
+                    return
+                try:
+                    events = self.conn.receive_data(data)
+                except h2.exceptions.ProtocolError:
+                    self.closed = True
+                    self.changed.notify_all()
+                    return
+                for event in events:
+                    sid = getattr(event, "stream_id", None)
+                    if isinstance(event, h2.events.DataReceived):
+                        partial.setdefault(event.stream_id, StreamEnd()).data += event.data
+                        self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, (h2.events.TrailersReceived, h2.events.ResponseReceived)):
+                        headers = dict(event.headers)
+                        if "grpc-status" in headers:  # trailers, or a trailers-only response
+                            end = partial.pop(sid, StreamEnd())
+                            end.grpc_status = int(headers["grpc-status"])
+                            end.grpc_message = headers.get("grpc-message", "")
+                            self.ended[sid] = end
+                    elif isinstance(event, h2.events.StreamReset):
+                        end = self.ended.setdefault(sid, partial.pop(sid, StreamEnd()))
+                        end.reset_code = event.error_code
+                    elif isinstance(event, h2.events.ConnectionTerminated):
+                        self.closed = True
+                try:
+                    self._flush()
+                except OSError:
+                    self.closed = True
+                self.changed.notify_all()
+
+    def open(self, path: str, body: bytes = b"", end_stream: bool = False, timeout: str | None = None) -> int:
+        """Opens a stream on `path` (e.g. /subsidy.v1.EligibilityService/Evaluate), sends `body` as
+        it is (whole, cut short or none) and, if `end_stream`, half-closes it. Returns its id."""
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", self.authority),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+        if timeout:
+            headers.append(("grpc-timeout", timeout))
+        with self.lock:
+            sid = self.conn.get_next_available_stream_id()
+            self.conn.send_headers(sid, headers, end_stream=end_stream and not body)
+            if body:
+                self.conn.send_data(sid, body, end_stream=end_stream)
+            self._flush()
+        return sid
+
+    def send(self, sid: int, body: bytes, end_stream: bool = False) -> None:
+        with self.lock:
+            self.conn.send_data(sid, body, end_stream=end_stream)
+            self._flush()
+
+    def wait_ended(self, streams: list[int], timeout: float) -> bool:
+        """True once every stream has ended (trailers or reset), False after `timeout` (a hang guard)."""
+        with self.lock:
+            return self.changed.wait_for(lambda: self.closed or all(s in self.ended for s in streams), timeout)
+
+    def open_streams(self) -> int:
+        with self.lock:
+            return self.conn.open_outbound_streams
+
+    def close(self) -> None:
+        try:
+            with self.lock:
+                self.conn.close_connection()
+                self._flush()
+        except (OSError, h2.exceptions.ProtocolError):
+            pass
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.reader.join(5)
