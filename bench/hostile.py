@@ -8,7 +8,9 @@ and when, is up to the caller.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -35,10 +37,15 @@ class StreamEnd:
 
 
 class RawConnection:
-    def __init__(self, address: str, timeout: float = 30.0):
+    def __init__(self, address: str, timeout: float = 30.0, tls: ssl.SSLContext | None = None):
+        """`tls`: a client context (with a client certificate for mutual TLS); h2 is negotiated by ALPN."""
         host, port = address.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            tls.set_alpn_protocols(["h2"])
+            sock = tls.wrap_socket(sock, server_hostname="localhost")
+        self.sock = sock
         self.authority = address
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.lock = threading.Lock()
@@ -133,15 +140,10 @@ class RawConnection:
             return self.conn.open_outbound_streams
 
     def close(self) -> None:
-        try:
-            with self.lock:
-                self.conn.close_connection()
-                self._flush()
-        except (OSError, h2.exceptions.ProtocolError):
-            pass
-        try:
+        with contextlib.suppress(OSError, h2.exceptions.ProtocolError), self.lock:
+            self.conn.close_connection()
+            self._flush()
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.sock.close()
         self.reader.join(5)
