@@ -13,6 +13,7 @@ import socket
 import ssl
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import h2.config
@@ -52,6 +53,7 @@ class RawConnection:
         self.ended: dict[int, StreamEnd] = {}
         self.changed = threading.Condition(self.lock)
         self.closed = False
+        self.pings_acked = 0
         with self.lock:
             self.conn.initiate_connection()
             self._flush()
@@ -98,6 +100,8 @@ class RawConnection:
                         end.reset_code = event.error_code
                     elif isinstance(event, h2.events.ConnectionTerminated):
                         self.closed = True
+                    elif isinstance(event, h2.events.PingAckReceived):
+                        self.pings_acked += 1
                 try:
                     self._flush()
                 except OSError:
@@ -129,6 +133,19 @@ class RawConnection:
         with self.lock:
             self.conn.send_data(sid, body, end_stream=end_stream)
             self._flush()
+
+    def sync(self, timeout: float = 30.0) -> bool:
+        """Sends a PING and waits for its ACK: the server has then read every frame sent before it."""
+        with self.lock:
+            want = self.pings_acked + 1
+            self.conn.ping(want.to_bytes(8, "big"))
+            self._flush()
+            return self.changed.wait_for(lambda: self.closed or self.pings_acked >= want, timeout)
+
+    def wait_until(self, predicate: Callable[[dict[int, StreamEnd]], bool], timeout: float) -> bool:
+        """Waits until `predicate(ended streams)` holds; False after `timeout` (a hang guard)."""
+        with self.lock:
+            return self.changed.wait_for(lambda: self.closed or predicate(self.ended), timeout)
 
     def wait_ended(self, streams: list[int], timeout: float) -> bool:
         """True once every stream has ended (trailers or reset), False after `timeout` (a hang guard)."""

@@ -244,6 +244,14 @@ class EligibilityServicer:
             return "peer:" + context.peer()  # no identity: one connection counts as one caller
         return caller
 
+    @staticmethod
+    async def _transport_ended() -> None:
+        """No message came. When gRPC's transport itself ended the call (a message over its hard
+        size limit, a frame it cannot read, the caller resetting the stream), grpc cancels this
+        handler as soon as the loop lets it: the call is then counted CANCELLED, not INVALID_ARGUMENT."""
+        for _ in range(3):
+            await asyncio.sleep(0)
+
     async def _unary(
         self,
         method: str,
@@ -262,6 +270,7 @@ class EligibilityServicer:
             limits = _Bounded(self.idle_seconds, self.max_call_seconds)
             request = await limits.wait(context.read(), "request message")
             if request is grpc.aio.EOF:
+                await self._transport_ended()
                 raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended without a complete request message")
             _check_deadline(context)  # do no work for a caller that has given up
             if isinstance(request, Oversize):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 
@@ -19,7 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from support import HANGZHOU_NURSING_CASE, POLICIES, ROOT, make_id, request, start_service
 
+from bench.hostile import RawConnection, grpc_frame
 from service.api import eligibility_pb2 as pb
+from service.api import eligibility_pb2_grpc as pb_grpc
 
 NURSING = "disability_nursing_subsidy"
 LIVING = "disability_living_allowance"
@@ -99,9 +102,16 @@ def started(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
-    """At most 3 RPCs at once, batch streams of at most 5."""
+    """At most 3 calls at once (all 3 for one caller), batch streams of at most 5."""
     service = start_service(
-        tmp_path_factory.mktemp("small"), "--max-concurrent-rpcs", "3", "--max-batch", "5", name="small"
+        tmp_path_factory.mktemp("small"),
+        "--max-concurrent-rpcs",
+        "3",
+        "--max-rpcs-per-caller",
+        "3",
+        "--max-batch",
+        "5",
+        name="small",
     )
     yield service
     assert service.stop() == 0
@@ -146,14 +156,195 @@ def test_batch_stream_length_is_bounded(small_server):
 
 def test_full_server_answers_resource_exhausted_at_once(small_server):
     stub = small_server.stub()
+    before = scrape(small_server)
     holds = [Hold(stub) for _ in range(3)]  # every one of the 3 slots
-    started = time.monotonic()
     calls = [stub.Evaluate.future(good_request(100 + i), timeout=20) for i in range(10)]
+    # Refused while every slot is still held: never queued behind them.
     assert all(c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for c in calls)
-    assert time.monotonic() - started < 5  # refused at once, never queued
+    assert "limit of 3 calls" in calls[0].details()
+    # Health is outside the decision slots.
+    with grpc.insecure_channel(small_server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
     for hold in holds:
         hold.release()
     assert stub.Evaluate(good_request(110), timeout=10).decisions  # a free slot serves again
+    # Every refusal is counted with its code, and logged.
+    after = scrape(small_server)
+    refused = "subsidy_grpc_requests_total"
+    assert (
+        metric(after, refused, method="Evaluate", code="RESOURCE_EXHAUSTED")
+        - metric(before, refused, method="Evaluate", code="RESOURCE_EXHAUSTED")
+        == 10
+    )
+    logged = [json.loads(line) for line in small_server.log_text().splitlines() if line.startswith("{")]
+    assert sum(1 for line in logged if line.get("message") == "request refused") >= 10
+
+
+def test_one_caller_cannot_take_every_slot(started):
+    """Over plaintext a connection counts as one caller: at most 2 of the 4 slots for each."""
+    service = started("--max-concurrent-rpcs", "4", "--max-rpcs-per-caller", "2")
+    greedy = service.stub()
+    holds = [Hold(greedy) for _ in range(2)]
+    with pytest.raises(grpc.RpcError) as err:
+        Hold(greedy)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "this caller is at its limit of 2" in err.value.details()
+    # A channel of its own (grpc would otherwise share the first one's connection).
+    with grpc.insecure_channel(service.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        other = pb_grpc.EligibilityServiceStub(channel)
+        for i in range(5):
+            assert other.Evaluate(good_request(300 + i), timeout=10).decisions
+    for hold in holds:
+        hold.release()
+
+
+EVALUATE = "/subsidy.v1.EligibilityService/Evaluate"
+EVALUATE_BATCH = "/subsidy.v1.EligibilityService/EvaluateBatch"
+DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+def hostile_streams(conn: RawConnection, variant: str, n: int) -> list[int]:
+    """n streams on one connection that a gRPC library would finish and these never do."""
+    body = grpc_frame(good_request().SerializeToString())
+    item = grpc_frame(pb.EvaluateBatchRequest(ref="x", request=good_request()).SerializeToString())
+    open_ = {
+        "headers_only": lambda: conn.open(EVALUATE),
+        "ten_bytes_of_body": lambda: conn.open(EVALUATE, body[:10]),
+        "short_body_half_closed": lambda: conn.open(EVALUATE, b"\x00\x00\x00\x00\x64" + b"x" * 10, end_stream=True),
+        "empty_batch": lambda: conn.open(EVALUATE_BATCH),
+        "batch_item_then_silence": lambda: conn.open(EVALUATE_BATCH, item),
+    }[variant]
+    return [open_() for _ in range(n)]
+
+
+def served(service, seq: int) -> None:
+    """Health SERVING and every method answering, on connections of their own (a hang guard only)."""
+    with grpc.insecure_channel(service.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stub = pb_grpc.EligibilityServiceStub(channel)
+        for i in range(10):  # more calls than the server has slots
+            assert stub.Evaluate(good_request(seq + i), timeout=10).decisions
+        assert stub.ListPrograms(pb.ListProgramsRequest(as_of="2020-08-01"), timeout=10).programs
+        batch = [pb.EvaluateBatchRequest(ref=str(i), request=good_request(seq + i)) for i in range(3)]
+        assert [r.ref for r in stub.EvaluateBatch(iter(batch), timeout=10)] == ["0", "1", "2"]
+
+
+@pytest.fixture(scope="module")
+def lockout_server(tmp_path_factory):
+    """8 slots, 2 for any one connection, a long idle limit: hostile streams stay open during a test."""
+    service = start_service(
+        tmp_path_factory.mktemp("lockout"), "--max-concurrent-rpcs", "8", "--idle-seconds", "120", name="lockout"
+    )
+    yield service
+    assert service.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["headers_only", "ten_bytes_of_body", "short_body_half_closed", "empty_batch", "batch_item_then_silence"],
+)
+def test_streams_that_never_finish_lock_no_one_out(lockout_server, variant):
+    """100 streams on one connection that never finish (more than 10 times the slots): health stays
+    SERVING and other callers are served while every one of them is still open."""
+    conn = RawConnection(lockout_server.address)
+    try:
+        streams = hostile_streams(conn, variant, 100)
+        assert conn.sync()  # the server has read every stream's frames
+        if variant == "short_body_half_closed":
+            # The stream ended without a whole message: answered at once, as a bad request.
+            assert conn.wait_ended(streams, timeout=60)
+            assert {conn.ended[s].grpc_status for s in streams} == {INVALID_ARGUMENT}
+            still_open = []
+        elif variant == "batch_item_then_silence":
+            # Each stream asks for a slot with its item: this connection gets 2 of the 8, the rest
+            # are refused at once; the 2 hold theirs while others are served.
+            assert conn.wait_until(lambda ended: sum(s in ended for s in streams) >= 98, timeout=60)
+            refused = [s for s in streams if s in conn.ended]
+            assert {conn.ended[s].grpc_status for s in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
+            still_open = [s for s in streams if s not in conn.ended]
+            assert len(still_open) == 2
+        else:
+            still_open = streams
+        served(lockout_server, 1000)
+        assert not any(s in conn.ended for s in still_open)  # still open while others were served
+        assert not conn.closed
+    finally:
+        conn.close()
+
+
+def test_eight_connections_lock_no_worker_out(started):
+    """Eight connections of 100 unfinished streams each against two workers."""
+    service = started("--workers", "2", "--max-concurrent-rpcs", "8", "--idle-seconds", "120")
+    conns = [RawConnection(service.address) for _ in range(8)]
+    try:
+        for n, conn in enumerate(conns):
+            hostile_streams(conn, ["headers_only", "ten_bytes_of_body", "empty_batch"][n % 3], 100)
+            assert conn.sync()
+        for n in range(4):  # new connections, spread over both workers by the kernel
+            served(service, 2000 + 10 * n)
+        assert not any(conn.closed for conn in conns)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_idle_streams_end_with_a_clear_status(started):
+    service = started("--idle-seconds", "1")
+    conn = RawConnection(service.address)
+    try:
+        streams = {v: hostile_streams(conn, v, 5) for v in ("headers_only", "ten_bytes_of_body", "empty_batch")}
+        batch = hostile_streams(conn, "batch_item_then_silence", 5)
+        every = [s for group in streams.values() for s in group] + batch
+        assert conn.wait_ended(every, timeout=60)  # a hang guard; the idle limit is 1 s
+        for s in every:
+            assert conn.ended[s].grpc_status == DEADLINE_EXCEEDED
+            assert "idle limit" in urllib.parse.unquote(conn.ended[s].grpc_message)
+        for s in batch:  # the item sent was answered before the silence ended the stream
+            assert len(conn.ended[s].data) > 5
+    finally:
+        conn.close()
+    text = scrape(service)
+    assert metric(text, "subsidy_grpc_requests_total", method="Evaluate", code="DEADLINE_EXCEEDED") == 10
+    assert metric(text, "subsidy_grpc_requests_total", method="EvaluateBatch", code="DEADLINE_EXCEEDED") == 10
+
+
+def test_every_call_has_a_time_limit_whatever_the_deadline(started):
+    """A batch stream that is never idle and has no deadline still ends at --max-call-seconds."""
+    service = started("--max-call-seconds", "2", "--idle-seconds", "1")
+    stop = threading.Event()
+
+    def trickle():
+        for i in range(10_000):
+            if stop.wait(0.2):
+                return
+            yield pb.EvaluateBatchRequest(ref=str(i), request=good_request(i))
+
+    replies = []
+    with pytest.raises(grpc.RpcError) as err:
+        for reply in service.stub().EvaluateBatch(trickle()):  # no deadline
+            replies.append(reply)
+            assert len(replies) < 1000, "the stream was never ended"  # a hang guard: 200 s of trickle
+    stop.set()
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "time limit" in err.value.details()
+    assert replies
+
+
+def test_compressed_flag_without_encoding_is_refused_by_the_transport(server):
+    """The README says so: gRPC's transport itself refuses the frame (INTERNAL) before the service
+    sees it; the server stays healthy and goes on serving."""
+    conn = RawConnection(server.address)
+    try:
+        sid = conn.open(EVALUATE, grpc_frame(good_request().SerializeToString(), compressed=True), end_stream=True)
+        assert conn.wait_ended([sid], timeout=30)
+        assert conn.ended[sid].grpc_status == grpc.StatusCode.INTERNAL.value[0]
+        assert "compression" in urllib.parse.unquote(conn.ended[sid].grpc_message).lower()
+    finally:
+        conn.close()
+    served(server, 3000)
 
 
 def test_call_given_up_before_the_server_got_to_it_does_no_work(small_server):
