@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=int(_env("SUBSIDY_THREADS", 8)),
-        help="threads per worker for Redis cache calls; deciding runs on the worker's event loop (SUBSIDY_THREADS)",
+        help="threads per worker for decisions with Redis (each runs in one, cache lookup to store); without "
+        "Redis decisions run on the worker's event loop (SUBSIDY_THREADS)",
     )
     p.add_argument(
         "--redis-url",
