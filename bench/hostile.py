@@ -8,6 +8,7 @@ and when, is up to the caller.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import socket
 import ssl
@@ -38,14 +39,20 @@ class StreamEnd:
 
 
 class RawConnection:
-    def __init__(self, address: str, timeout: float = 30.0, tls: ssl.SSLContext | None = None):
-        """`tls`: a client context (with a client certificate for mutual TLS); h2 is negotiated by ALPN."""
+    def __init__(
+        self, address: str, timeout: float = 30.0, tls: ssl.SSLContext | None = None, take_replies: bool = True
+    ):
+        """`tls`: a client context (with a client certificate for mutual TLS); h2 is negotiated by ALPN.
+        `take_replies=False`: a caller that never takes its replies (HTTP/2 flow control then stops
+        the server's writes once 64 KiB are on their way)."""
+        self.take_replies = take_replies
         host, port = address.rsplit(":", 1)
         sock = socket.create_connection((host, int(port)), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
             tls.set_alpn_protocols(["h2"])
             sock = tls.wrap_socket(sock, server_hostname="localhost")
+        sock.settimeout(None)  # `timeout` was for connecting: a silent server is no closed connection
         self.sock = sock
         self.authority = address
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
@@ -54,6 +61,7 @@ class RawConnection:
         self.changed = threading.Condition(self.lock)
         self.closed = False
         self.pings_acked = 0
+        self.unacknowledged: collections.Counter[int] = collections.Counter()
         with self.lock:
             self.conn.initiate_connection()
             self._flush()
@@ -87,7 +95,10 @@ class RawConnection:
                     sid = getattr(event, "stream_id", None)
                     if isinstance(event, h2.events.DataReceived):
                         partial.setdefault(event.stream_id, StreamEnd()).data += event.data
-                        self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                        if self.take_replies:
+                            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                        else:
+                            self.unacknowledged[event.stream_id] += event.flow_controlled_length
                     elif isinstance(event, (h2.events.TrailersReceived, h2.events.ResponseReceived)):
                         headers = dict(event.headers)
                         if "grpc-status" in headers:  # trailers, or a trailers-only response
@@ -132,6 +143,16 @@ class RawConnection:
     def send(self, sid: int, body: bytes, end_stream: bool = False) -> None:
         with self.lock:
             self.conn.send_data(sid, body, end_stream=end_stream)
+            self._flush()
+
+    def start_taking_replies(self) -> None:
+        """From now on take replies, those held back included: the server can send again."""
+        with self.lock:
+            self.take_replies = True
+            for sid, size in self.unacknowledged.items():
+                with contextlib.suppress(h2.exceptions.StreamClosedError):
+                    self.conn.acknowledge_received_data(size, sid)
+            self.unacknowledged.clear()
             self._flush()
 
     def sync(self, timeout: float = 30.0) -> bool:

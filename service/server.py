@@ -137,6 +137,7 @@ class Admission:
         self.used = 0
         self.by_caller: collections.Counter[str] = collections.Counter()
         self.draining = False
+        self.last_activity = 0.0
         self.calls = 0  # calls inside a handler of the service, with or without a slot
         self._idle = asyncio.Event()
         self._idle.set()
@@ -163,25 +164,44 @@ class Admission:
         else:
             del self.by_caller[key]
 
-    def enter(self) -> None:
-        if self.draining:
-            raise Refusal(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
+    def enter(self) -> bool:
+        """Counts a call in; True when it must be refused because the server is draining. It is
+        refused once its first message has come (or DRAIN_READ_SECONDS passed): a status sent
+        while a client is still sending can reach it as CANCELLED instead (grpc's client)."""
         self.calls += 1
         self._idle.clear()
+        return self.draining
+
+    def refuse_draining(self) -> Refusal:
+        self.last_activity = time.monotonic()
+        return Refusal(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
 
     def leave(self) -> None:
+        self.last_activity = time.monotonic()  # its caller may follow with another call at once
         self.calls -= 1
         if not self.calls:
             self._idle.set()
 
-    async def drain(self, timeout: float) -> bool:
-        """Refuse new calls (UNAVAILABLE, which clients retry elsewhere) and wait for those running."""
+    async def drain(self, timeout: float, quiet: float = 0.3, most_quiet_wait: float = 2.0) -> bool:
+        """Refuse new calls (UNAVAILABLE, which clients retry elsewhere) and wait for those running,
+        and then (at most `most_quiet_wait` s, so that a caller retrying without pause cannot keep
+        the process up) for `quiet` s in which no call started or ended (a caller whose call just
+        ended may send the next at once): the transport stops only then, because a
+        call that reaches it in the instant it stops is left unanswered until the end of the grace
+        period, then CANCELLED (grpc.aio)."""
         self.draining = True
+        ends = time.monotonic() + timeout
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
         except TimeoutError:
             return False
+        ends = min(ends, time.monotonic() + most_quiet_wait)
+        while time.monotonic() < ends:
+            since = time.monotonic() - self.last_activity
+            if since >= quiet and not self.calls:
+                return True
+            await asyncio.sleep(max(0.01, quiet - since))
+        return False
 
 
 class _Bounded:
@@ -265,10 +285,16 @@ class EligibilityServicer:
         key: str | None = None
         entered = False
         try:
-            self.admission.enter()
+            refuse = self.admission.enter()
             entered = True
-            limits = _Bounded(self.idle_seconds, self.max_call_seconds)
-            request = await limits.wait(context.read(), "request message")
+            limits = _Bounded(DRAIN_READ_SECONDS if refuse else self.idle_seconds, self.max_call_seconds)
+            try:
+                request = await limits.wait(context.read(), "request message")
+            except Refusal:
+                if not refuse:
+                    raise
+            if refuse:
+                raise self.admission.refuse_draining()
             if request is grpc.aio.EOF:
                 await self._transport_ended()
                 raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended without a complete request message")
@@ -291,7 +317,7 @@ class EligibilityServicer:
             return reply
         except Refusal as refusal:
             code = refusal.code
-            await context.abort(code, refusal.message)
+            await _abort(context, code, refusal.message)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -361,11 +387,17 @@ class EligibilityServicer:
         entered = False
         index = 0
         try:
-            self.admission.enter()
+            refuse = self.admission.enter()
             entered = True
-            limits = _Bounded(self.idle_seconds, self.max_call_seconds)
+            limits = _Bounded(DRAIN_READ_SECONDS if refuse else self.idle_seconds, self.max_call_seconds)
             while True:
-                item = await limits.wait(context.read(), "request message")
+                try:
+                    item = await limits.wait(context.read(), "request message")
+                except Refusal:
+                    if not refuse:
+                        raise
+                if refuse:
+                    raise self.admission.refuse_draining()
                 if item is grpc.aio.EOF:
                     break
                 if index >= self.max_batch:
@@ -386,7 +418,7 @@ class EligibilityServicer:
                 index += 1
         except Refusal as refusal:
             code = refusal.code
-            await context.abort(code, refusal.message)
+            await _abort(context, code, refusal.message)
         except asyncio.CancelledError:  # the caller went away (or its deadline passed) mid-stream
             code = grpc.StatusCode.CANCELLED
             raise
@@ -403,6 +435,21 @@ class EligibilityServicer:
             observe("EvaluateBatch", code, time.perf_counter() - started, caller)
             if code in _LOGGED_REFUSALS:
                 log.info("request refused", extra={"method": "EvaluateBatch", "code": code.name, "caller": caller})
+
+
+DRAIN_READ_SECONDS = 1.0  # while draining, the longest wait for the message of a call to refuse
+ABORT_SECONDS = 2.0  # the longest wait to send a status; a caller that takes no replies blocks it
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    """context.abort, bounded: a stream whose caller takes no replies has its status queued behind
+    them for good. Then the handler ends as cancelled (logged at DEBUG by grpc), holding nothing;
+    the stream itself ends with its connection."""
+    try:
+        async with asyncio.timeout(ABORT_SECONDS):
+            await context.abort(code, message)
+    except TimeoutError:
+        raise asyncio.CancelledError() from None
 
 
 # Refusals an operator must see in the logs as well as in the metrics (never per decision).

@@ -435,6 +435,31 @@ def test_idle_streams_end_with_a_clear_status(started):
     assert metric(text, "subsidy_grpc_requests_total", method="EvaluateBatch", code="DEADLINE_EXCEEDED") == 10
 
 
+def test_a_caller_that_never_takes_its_replies_holds_nothing(started):
+    """A batch stream whose replies are never read: the server stops waiting after the idle limit
+    and ends the call (counted) while the caller still reads nothing; the status follows the
+    replies once the caller takes them."""
+    service = started("--idle-seconds", "1")
+    item = grpc_frame(pb.EvaluateBatchRequest(ref="x", request=good_request()).SerializeToString())
+    deaf = RawConnection(service.address, take_replies=False)
+    try:
+        sid = deaf.open(EVALUATE_BATCH, item * 200)  # replies far over the 64 KiB HTTP/2 window
+        deadline = time.monotonic() + 30  # a hang guard; the wait is for the count
+        while not metric(
+            scrape(service), "subsidy_grpc_requests_total", method="EvaluateBatch", code="DEADLINE_EXCEEDED"
+        ):
+            assert time.monotonic() < deadline, "the server kept waiting for the caller"
+            time.sleep(0.1)
+        assert sid not in deaf.ended  # the caller has read nothing yet
+        served(service, 4000)
+        deaf.start_taking_replies()
+        assert deaf.wait_ended([sid], timeout=30)
+        assert deaf.ended[sid].grpc_status == DEADLINE_EXCEEDED
+        assert "no reply taken" in urllib.parse.unquote(deaf.ended[sid].grpc_message)
+    finally:
+        deaf.close()
+
+
 def test_every_call_has_a_time_limit_whatever_the_deadline(started):
     """A batch stream that is never idle and has no deadline still ends at --max-call-seconds."""
     service = started("--max-call-seconds", "2", "--idle-seconds", "1")
