@@ -261,7 +261,7 @@ class EligibilityServicer:
 
     def _slot_key(self, caller: str, context: grpc.aio.ServicerContext) -> str:
         if caller in (security.ANONYMOUS, security.UNVERIFIED):
-            return "peer:" + context.peer()  # no identity: one connection counts as one caller
+            return "peer:" + str(context.peer())  # no identity: one connection counts as one caller
         return caller
 
     @staticmethod
@@ -469,12 +469,12 @@ def _batch_error(exc: Exception, ref: str, index: int) -> pb.EvaluateBatchRespon
     )
 
 
-def _serialize(message_type) -> Callable[[object], bytes]:
+def _serialize(message_type: Any) -> Callable[[object], bytes]:
     """Replies built as bytes pass as they are; messages are serialized."""
     serialize = message_type.SerializeToString
 
-    def serializer(reply) -> bytes:
-        return reply if isinstance(reply, bytes) else serialize(reply)
+    def serializer(reply: object) -> bytes:
+        return reply if isinstance(reply, bytes) else bytes(serialize(reply))
 
     return serializer
 
@@ -528,7 +528,7 @@ class Canary:
     def __init__(self, decisions: DecisionService, health_servicer: health.aio.HealthServicer, cfg: ServerConfig):
         self.decisions, self.health, self.cfg = decisions, health_servicer, cfg
         self.draining = False
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def probe(self) -> None:
         self.decisions.list_programs(pb.ListProgramsRequest())
