@@ -309,7 +309,8 @@ class EligibilityServicer:
             slot = self._slot_key(caller, context)
             self.admission.take(slot)
             key = slot
-            reply = await limits.wait(fn(request), "decision")
+            # Only a decision that waits on the network can be bounded; one on the loop runs to its end.
+            reply = await (limits.wait(fn(request), "decision") if self.io_pool is not None else fn(request))
             if isinstance(reply, Reply):
                 if self.audit_log:
                     audit.record(method, caller, reply.policy_version, reply.request_hash, reply.audit)
