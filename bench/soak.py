@@ -12,14 +12,22 @@ threads, a gRPC channel each) while, on a timeline over --seconds:
   75%  redis-server killed again                85%  started again
  100%  SIGTERM: health NOT_SERVING, requests in flight finish, exit 0
 
+Among the good clients, some are slow (a batch stream whose items come 0.2 s apart), and a
+process of hostile callers runs all along (--hostile): over raw HTTP/2 connections, streams that
+never finish (headers only, ten bytes of a body, an empty batch, a batch item then silence), a
+body cut short and half-closed, a batch stream whose replies are never taken, and gRPC callers that
+give up after a millisecond. Their streams must end (the service's idle limit, 5 s here, or a
+refusal); they must never cost a good client anything.
+
 Every reply is checked against the reply computed in this process from the same policy
 directory for the version the reply names (all fields but `from_cache`): a reply that mixed two
 policy versions, or any wrong answer, is a failure. Deliberate rejections are counted apart:
 invalid requests (INVALID_ARGUMENT with field violations), oversized messages
-(RESOURCE_EXHAUSTED) and calls started after SIGTERM once the server stopped accepting
-(UNAVAILABLE, or CANCELLED for a call that reached the transport in the instant it stopped).
-A call started before SIGTERM must succeed. Anything else is unexpected; the exit code is 1 if there is any, if a reload went
-the wrong way, if the service exits non-zero, or if an ID number appears in its logs or metrics.
+(RESOURCE_EXHAUSTED) and calls started after SIGTERM once the service refuses new calls
+(UNAVAILABLE; CANCELLED would be a failure). A call started before SIGTERM must succeed. Anything
+else is unexpected; the exit code is 1 if there is any, if a reload went the wrong way, if the
+service exits non-zero, if a hostile stream is never ended, if the service logs an internal error
+or ExecuteBatchError, or if an ID number appears in its logs or metrics.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ BROKEN_CHANGE = (
 )
 DIBAO_FILE = Path("parameters/common/dibao_standard.yaml")
 EXPECTED_REFUSALS = {"rejected_invalid_argument", "rejected_oversize", "refused_after_sigterm"}
+IDLE_SECONDS = 5  # the service's --idle-seconds here: hostile streams end, and start again, often
 
 
 # --- the cases and their expected replies ------------------------------------------------------
@@ -167,13 +176,29 @@ def _client_process(
                             local["rejected_invalid_argument"] += 1
                         else:
                             raise
+                elif kind < 0.905:
+                    # A slow client: items 0.2 s apart, within the idle limit; every reply must be right.
+                    picks = [rng.randrange(len(parsed)) for _ in range(5)]
+
+                    def slowly(picks=picks):
+                        for k, i in enumerate(picks):
+                            if k:
+                                time.sleep(0.2)
+                            yield pb.EvaluateBatchRequest(ref=f"s{k}", request=parsed[i])
+
+                    replies = list(stub.EvaluateBatch(slowly(), timeout=20))
+                    good = len(replies) == 5 and all(
+                        r.WhichOneof("result") == "response" and matches(i, r.response)
+                        for i, r in zip(picks, replies, strict=True)
+                    )
+                    local["ok_slow_batch_stream" if good else "wrong_slow_batch"] += 1
                 elif kind < 0.93:
                     picks = [rng.randrange(len(parsed)) for _ in range(10)]
                     items = [pb.EvaluateBatchRequest(ref=f"r{k}", request=parsed[i]) for k, i in enumerate(picks)]
                     items[3] = pb.EvaluateBatchRequest(ref="r3", request=bad_request())
                     replies = list(stub.EvaluateBatch(iter(items), timeout=20))
                     good = len(replies) == 10
-                    for k, (i, r) in enumerate(zip(picks, replies)):
+                    for k, (i, r) in enumerate(zip(picks, replies, strict=False)):  # a short reply list is caught above
                         if k == 3:
                             good &= r.WhichOneof("result") == "error" and r.error.code == "INVALID_ARGUMENT"
                         else:
@@ -198,9 +223,8 @@ def _client_process(
             except grpc.RpcError as err:
                 code = err.code()
                 term = sigterm_at.value
-                if term and started >= term and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-                    # New work after SIGTERM, once the server stopped accepting: refused (UNAVAILABLE), or
-                    # CANCELLED when the call reached the transport in the instant the server stopped.
+                if term and started >= term and code == grpc.StatusCode.UNAVAILABLE:
+                    # New work after SIGTERM: refused with UNAVAILABLE, which clients retry elsewhere.
                     local["refused_after_sigterm"] += 1
                     break  # the server is gone: this client is done
                 local[f"unexpected_{code.name}"] += 1
@@ -221,6 +245,88 @@ def _client_process(
     for t in pool:
         t.join()
     results.put({"counts": dict(counts), "versions": dict(versions), "latencies": latencies, "examples": examples})
+
+
+def _hostile_process(address: str, request: bytes, stop, results) -> None:
+    """Hostile and impatient callers, round after round until `stop`; counts how each stream ended."""
+    import grpc
+    import h2.exceptions
+
+    from bench.hostile import RawConnection
+    from service.api import eligibility_pb2_grpc as pb_grpc
+
+    counts: collections.Counter = collections.Counter()
+    channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+    impatient = pb_grpc.EligibilityServiceStub(channel)
+    rounds = 0
+    while not stop.is_set():
+        rounds += 1
+        try:
+            conn = RawConnection(address, timeout=10)
+            deaf = RawConnection(address, timeout=10, take_replies=False)
+        except OSError:
+            counts["hostile_connection_refused"] += 1  # the service has stopped
+            stop.wait(1)
+            continue
+        try:
+            _hostile_round(conn, deaf, impatient, request, counts)
+        except (OSError, h2.exceptions.ProtocolError):
+            counts["hostile_round_cut_short"] += 1  # the service closed the connection (SIGTERM)
+        finally:
+            conn.close()
+            deaf.close()
+    channel.close()
+    results.put({"hostile": dict(counts), "rounds": rounds})
+
+
+def _hostile_round(conn, deaf, impatient, request: bytes, counts: collections.Counter) -> None:
+    """One round: 10 streams of each never-finished kind on `conn`, a batch stream on `deaf` whose
+    replies are never taken, 10 callers that give up after a millisecond; then how each ended."""
+    import grpc
+
+    from bench.hostile import grpc_frame
+    from service.api import eligibility_pb2 as pb
+
+    evaluate, batch = "/subsidy.v1.EligibilityService/Evaluate", "/subsidy.v1.EligibilityService/EvaluateBatch"
+    body = grpc_frame(request)
+    item = grpc_frame(
+        pb.EvaluateBatchRequest(ref="h", request=pb.EvaluateRequest.FromString(request)).SerializeToString()
+    )
+    variants = {
+        "headers_only": lambda: conn.open(evaluate),
+        "ten_bytes_of_body": lambda: conn.open(evaluate, body[:10]),
+        "short_body_half_closed": lambda: conn.open(evaluate, b"\x00\x00\x00\x00\x64" + b"x" * 10, end_stream=True),
+        "empty_batch": lambda: conn.open(batch),
+        "batch_item_then_silence": lambda: conn.open(batch, item),
+    }
+    names = {code.value[0]: code.name for code in grpc.StatusCode}
+    streams = {name: [open_() for _ in range(10)] for name, open_ in variants.items()}
+    # A batch stream whose replies are never taken: 200 items (within the 64 KiB the server takes
+    # before it must read), far more than 64 KiB of replies.
+    streams["replies_never_taken"] = [deaf.open(batch, item * 200)]
+    for _ in range(10):  # callers that give up before any reply can come
+        try:
+            impatient.Evaluate(pb.EvaluateRequest.FromString(request), timeout=0.001)
+            counts["impatient_OK"] += 1
+        except grpc.RpcError as err:
+            counts[f"impatient_{err.code().name}"] += 1
+    guard = IDLE_SECONDS * 6  # a hang guard: the idle limit ends every stream
+    conn.wait_ended([sid for name, sids in streams.items() if name != "replies_never_taken" for sid in sids], guard)
+    # The server gave up writing after the idle limit, but its status waits behind the replies: take
+    # them now, and the status must follow.
+    deaf.wait_ended(streams["replies_never_taken"], IDLE_SECONDS * 2)
+    deaf.start_taking_replies()
+    deaf.wait_ended(streams["replies_never_taken"], guard)
+    for name, sids in streams.items():
+        on = deaf if name == "replies_never_taken" else conn
+        for sid in sids:
+            end = on.ended.get(sid)
+            if end is None:
+                counts["hostile_connection_closed" if on.closed else "hostile_never_ended"] += 1
+            elif end.grpc_status is not None:
+                counts[f"hostile_{name}_{names.get(end.grpc_status, end.grpc_status)}"] += 1
+            else:
+                counts[f"hostile_{name}_reset"] += 1
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -281,7 +387,10 @@ def worker_pids(pid: int) -> list[int]:
 
 def run(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="subsidy-soak-"))
-    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=not args.json, file=sys.stderr)
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=not args.json, file=sys.stderr)
+
     policies, policies_v2 = tmp / "policies", tmp / "policies-v2"
     shutil.copytree(ROOT / "policies", policies)
     shutil.copytree(ROOT / "policies", policies_v2)
@@ -299,7 +408,7 @@ def run(args) -> dict:
 
     for r in requests:
         id_numbers.add(pb.EvaluateRequest.FromString(r).person.id_number)
-    changed = sum(a != b for a, b in zip(replies_v1, replies_v2))
+    changed = sum(a != b for a, b in zip(replies_v1, replies_v2, strict=True))
 
     redis = RedisProcess(free_port(), tmp)
     redis.start()
@@ -325,6 +434,8 @@ def run(args) -> dict:
         "15",
         "--drain-delay",
         "1",
+        "--idle-seconds",
+        str(IDLE_SECONDS),
     ]
     with open(log_path, "wb") as out:
         service = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -337,7 +448,9 @@ def run(args) -> dict:
     }
     ctx = mp.get_context("spawn")
     stop, sigterm_at, results = ctx.Event(), ctx.Value("d", 0.0), ctx.Queue()
+    hostile_results = ctx.Queue()
     clients = []
+    hostile = []
     problems: list[str] = []
     try:
         wait_serving(f"127.0.0.1:{port}", service)
@@ -354,6 +467,12 @@ def run(args) -> dict:
             )
             p.start()
             clients.append(p)
+        for _ in range(args.hostile):
+            p = ctx.Process(
+                target=_hostile_process, args=(f"127.0.0.1:{port}", requests[0], stop, hostile_results), daemon=True
+            )
+            p.start()
+            hostile.append(p)
         start = time.monotonic()
         rss_start: dict[int, int] = {}
 
@@ -431,7 +550,13 @@ def run(args) -> dict:
                 collected.append(results.get(timeout=max(1, deadline - time.monotonic())))
             except Exception:
                 problems.append("a client process did not report")
-        for p in clients:
+        hostile_collected = []
+        for _ in hostile:
+            try:
+                hostile_collected.append(hostile_results.get(timeout=max(1, deadline - time.monotonic())))
+            except Exception:
+                problems.append("a hostile process did not report")
+        for p in clients + hostile:
             p.join(10)
             if p.is_alive():
                 p.kill()
@@ -450,12 +575,16 @@ def run(args) -> dict:
         latencies.extend(c["latencies"])
         examples += c["examples"]
     latencies.sort()
+    hostile_counts: collections.Counter = collections.Counter()
+    for h in hostile_collected:
+        hostile_counts.update(h["hostile"])
     logs = log_path.read_text(errors="replace")
     leaked += sorted(i for i in id_numbers if i in logs)
     pattern = re.compile(r"(?<![0-9A-Za-z.])\d{17}[\dXx](?![0-9A-Za-z])")
     summary.update(
         {
             "outcomes": dict(sorted(counts.items())),
+            "hostile_outcomes": dict(sorted(hostile_counts.items())),
             "operations_total": sum(counts.values()),
             "batch_items_verified": counts.get("ok_batch_stream", 0) * 10,
             "replies_by_policy_version": {
@@ -483,6 +612,12 @@ def run(args) -> dict:
         problems.append("an ID number appears in the service's logs or metrics")
     if summary["internal_errors_logged"]:
         problems.append("the service logged internal errors")
+    if hostile_counts.get("hostile_never_ended"):
+        problems.append(f"{hostile_counts['hostile_never_ended']} hostile streams were never ended by the service")
+    if args.hostile and not any(k.endswith("_DEADLINE_EXCEEDED") for k in hostile_counts):
+        problems.append("no hostile stream was ended by the idle limit")
+    if "ExecuteBatchError" in logs:
+        problems.append("the service logged ExecuteBatchError")
     sm = summary.get("service_metrics", {})
     if sm and not sm.get("cache_errors"):
         problems.append("redis was killed but no cache error was counted")
@@ -504,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=4, help="client threads per process, a channel each")
     p.add_argument("--workers", type=int, default=2, help="service worker processes")
     p.add_argument("--cases", type=int, default=200, help="distinct people in the mix")
+    p.add_argument("--hostile", type=int, default=1, help="processes of hostile callers (0: none)")
     p.add_argument("--json", action="store_true", help="print only the summary as JSON")
     args = p.parse_args(argv)
     if shutil.which("redis-server") is None:

@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=int(_env("SUBSIDY_THREADS", 8)),
-        help="threads per worker for Redis cache calls; deciding runs on the worker's event loop (SUBSIDY_THREADS)",
+        help="threads per worker for decisions with Redis (each runs in one, cache lookup to store); without "
+        "Redis decisions run on the worker's event loop (SUBSIDY_THREADS)",
     )
     p.add_argument(
         "--redis-url",
@@ -110,7 +111,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-concurrent-rpcs",
         type=int,
         default=int(_env("SUBSIDY_MAX_CONCURRENT_RPCS", 100)),
-        help="RPCs running or queued per worker; beyond it RESOURCE_EXHAUSTED at once (SUBSIDY_MAX_CONCURRENT_RPCS)",
+        help="calls being decided per worker (a call counts once its request has arrived; health and reflection "
+        "never); beyond it RESOURCE_EXHAUSTED at once (SUBSIDY_MAX_CONCURRENT_RPCS)",
+    )
+    limits.add_argument(
+        "--max-rpcs-per-caller",
+        type=int,
+        default=int(_env("SUBSIDY_MAX_RPCS_PER_CALLER", 0)),
+        help="of those, most one caller may hold (an mTLS identity; over plaintext, a connection); "
+        "0 for a quarter of --max-concurrent-rpcs (SUBSIDY_MAX_RPCS_PER_CALLER)",
+    )
+    limits.add_argument(
+        "--max-streams-per-connection",
+        type=int,
+        default=int(_env("SUBSIDY_MAX_STREAMS_PER_CONNECTION", 100)),
+        help="concurrent HTTP/2 streams one connection may open (SUBSIDY_MAX_STREAMS_PER_CONNECTION)",
+    )
+    limits.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=float(_env("SUBSIDY_IDLE_SECONDS", 20)),
+        help="longest wait for a request message or for the caller to take a reply; then the call ends "
+        "with DEADLINE_EXCEEDED (SUBSIDY_IDLE_SECONDS)",
+    )
+    limits.add_argument(
+        "--max-call-seconds",
+        type=float,
+        default=float(_env("SUBSIDY_MAX_CALL_SECONDS", 600)),
+        help="longest call, whatever deadline the caller set (SUBSIDY_MAX_CALL_SECONDS)",
     )
     tls = p.add_argument_group("transport security (plaintext unless --tls-cert is given)")
     tls.add_argument(
@@ -135,9 +163,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
-    for name in ("max_message_bytes", "max_batch", "max_concurrent_rpcs"):
+    for name in ("max_message_bytes", "max_batch", "max_concurrent_rpcs", "max_streams_per_connection"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_rpcs_per_caller < 0:
+        p.error("--max-rpcs-per-caller must be 0 or more")
+    for name in ("idle_seconds", "max_call_seconds"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be more than 0")
     from .security import TlsConfig, TlsConfigError
 
     try:
@@ -203,7 +236,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from . import logs, metrics
     from .cache import make_cache
     from .decisions import DecisionService, PolicyHolder
-    from .server import Canary, ServerConfig, build_server
+    from .server import Admission, Canary, ServerConfig, build_server
 
     log = logging.getLogger("service")
     key = hmac_key()
@@ -220,10 +253,15 @@ async def _serve(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes,
         max_batch=args.max_batch,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_rpcs_per_caller=args.max_rpcs_per_caller,
+        max_streams_per_connection=args.max_streams_per_connection,
+        idle_seconds=args.idle_seconds,
+        max_call_seconds=args.max_call_seconds,
         tls=args.tls,
         audit=args.audit,
     )
-    server, health_servicer, port = await build_server(decisions, cfg)
+    admission = Admission(cfg.max_concurrent_rpcs, cfg.per_caller)
+    server, health_servicer, port = await build_server(decisions, cfg, admission)
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     await server.start()
@@ -252,8 +290,13 @@ async def _serve(args: argparse.Namespace) -> int:
         )
         if args.drain_delay > 0:  # still accepting, but health says NOT_SERVING: balancers move away
             await asyncio.sleep(args.drain_delay)
-        log.info("stopped accepting; finishing requests in flight", extra={"grace_seconds": args.grace})
-        await server.stop(args.grace)
+        # New calls get UNAVAILABLE from the service itself (clients retry it elsewhere) while the
+        # calls in flight finish; only then does the transport stop. Stopping it at once would leave
+        # calls that arrive in that instant unanswered until the grace period ends, then CANCELLED.
+        log.info("refusing new calls; finishing requests in flight", extra={"grace_seconds": args.grace})
+        began = loop.time()
+        await admission.drain(args.grace)
+        await server.stop(max(0.5, args.grace - (loop.time() - began)))
         stopped.set()
 
     def on_stop_signal(signum: int) -> None:

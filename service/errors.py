@@ -32,7 +32,7 @@ def _bad_request(violations: list[tuple[str, str]]) -> any_pb2.Any:
 def to_status(exc: Exception) -> tuple[grpc.StatusCode, str, list[tuple[str, str]]]:
     """The status code, message and field violations for an exception."""
     if isinstance(exc, InvalidRequest):
-        return grpc.StatusCode.INVALID_ARGUMENT, f"{len(exc.violations)} invalid field(s)", exc.violations
+        return grpc.StatusCode.INVALID_ARGUMENT, f"{exc.count} invalid field(s)", exc.violations
     if isinstance(exc, OutsidePolicyPeriod):
         return grpc.StatusCode.OUT_OF_RANGE, str(exc), [("as_of", str(exc))]
     if isinstance(exc, ParameterNotInForce):

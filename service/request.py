@@ -23,14 +23,45 @@ from .policy.policyset import PolicySet, RegionError, ResolvedRegion
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _REGION = re.compile(r"[0-9]{6}")  # ASCII only: \d also matches full-width digits
 MAX_DISABILITY_GRADE = 4
+# Bounded work for any request: repeated fields are counted before anything else is looked at,
+# and an error lists at most MAX_FIELD_ERRORS fields within MAX_ERROR_BYTES (then a count of the
+# rest), so that its details (base64 in the trailers) stay well under gRPC's 8 KiB of metadata.
+MAX_REPEATED = 64
+MAX_FIELD_ERRORS = 20
+MAX_ERROR_BYTES = 3072
+MAX_FIELD_NAME = 80
+MAX_DESCRIPTION = 200
 
 
 class InvalidRequest(ValueError):
-    """The request has bad fields; `violations` lists (field, description) for each."""
+    """The request has bad fields; `violations` lists (field, description) for the first ones, and
+    a last ("request", ...) entry counting the rest; `count` is how many there were in all."""
 
     def __init__(self, violations: list[tuple[str, str]]):
-        super().__init__("; ".join(f"{f}: {d}" for f, d in violations))
-        self.violations = violations
+        self.count = len(violations)
+        shown: list[tuple[str, str]] = []
+        size = 0
+        for f, d in violations[:MAX_FIELD_ERRORS]:
+            f, d = f[:MAX_FIELD_NAME], d[:MAX_DESCRIPTION]
+            size += len(f.encode()) + len(d.encode()) + 8  # and the protobuf tags and lengths
+            if size > MAX_ERROR_BYTES:
+                break
+            shown.append((f, d))
+        if len(shown) < self.count:
+            shown.append(("request", f"{self.count - len(shown)} more invalid field(s) not listed"))
+        super().__init__("; ".join(f"{f}: {d}" for f, d in shown))
+        self.violations = shown
+
+
+def check_repeated(message: Message, fields: tuple[str, ...], prefix: str = "") -> None:
+    """Refuses, before any other work, a repeated field with more than MAX_REPEATED entries."""
+    bad = [
+        (prefix + name, f"has {len(getattr(message, name))} entries; at most {MAX_REPEATED}")
+        for name in fields
+        if len(getattr(message, name)) > MAX_REPEATED
+    ]
+    if bad:
+        raise InvalidRequest(bad)
 
 
 @dataclass(frozen=True)
@@ -99,6 +130,8 @@ def age_on(born: dt.date, on: dt.date) -> int:
 
 def to_case(request: pb.EvaluateRequest, policy: PolicySet, now: dt.date | None = None) -> Case:
     """The case to decide; `now` is today's date where the caller has already read it."""
+    check_repeated(request, ("programs",))
+    check_repeated(request.person, ("other_benefits",), "person.")
     bad: list[tuple[str, str]] = []
     person = request.person
     now = now or today(policy)

@@ -4,29 +4,36 @@ Callers are other government systems, each with a client certificate from the CA
 `--tls-client-ca`. With a client CA the TLS handshake itself refuses a caller without a
 certificate or with one from another CA (the connection never opens). An interceptor then checks
 the verified certificate's subject common name and subject alternative names against
-`--allowed-callers`: a caller not on the list gets PERMISSION_DENIED, a connection without a
-verified identity UNAUTHENTICATED. The health service answers any caller that passed the
+`--allowed-callers`: a caller not on the list gets PERMISSION_DENIED, and so does a certificate
+with more than one subject CN (every CN is read from the certificate itself); a connection
+without a verified identity gets UNAUTHENTICATED. A refused caller never reaches the service's
+handlers, so it holds no decision slot. The health service answers any caller that passed the
 handshake, so an orchestrator's probe needs a certificate but not a place on the list.
 
 A caller's identity (the allow-list entry it matched, else its certificate's common name) goes
 into metrics and logs; it names a system, never a person. Plaintext has the identity
-`anonymous`.
+`anonymous`, a refused certificate `other`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"  # plaintext, or TLS without client certificates
 UNVERIFIED = "unverified"  # a TLS connection without a verified client certificate
-DENIED = "denied"  # a verified certificate that is not on the allow-list
+# A verified certificate that is not on the allow-list, or is ambiguous (several subject CNs): the
+# metrics label the README promises for anything unexpected.
+DENIED = "other"
 # Services any caller that passed the TLS handshake may use (probes, load balancers).
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 
@@ -87,9 +94,24 @@ def _text(values) -> list[str]:
 
 
 def peer_names(context: grpc.ServicerContext) -> tuple[list[str], list[str]]:
-    """The verified peer certificate's common names and subject alternative names (empty without one)."""
+    """The verified peer certificate's common names and subject alternative names (empty without one).
+
+    gRPC's auth context names one common name only; the certificate itself (x509_pem_cert) gives
+    them all, so that a certificate with several can be refused rather than judged on one of them."""
     auth = context.auth_context() or {}
-    return _text(auth.get("x509_common_name")), _text(auth.get("x509_subject_alternative_name"))
+    pem = auth.get("x509_pem_cert")
+    common_names = subject_common_names(pem[0]) if pem else _text(auth.get("x509_common_name"))
+    return common_names, _text(auth.get("x509_subject_alternative_name"))
+
+
+@functools.lru_cache(maxsize=256)  # per certificate, not per call: callers keep their connections
+def _common_names(pem: bytes) -> tuple[str, ...]:
+    cert = x509.load_pem_x509_certificate(pem)
+    return tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+
+
+def subject_common_names(pem: bytes | str) -> list[str]:
+    return list(_common_names(pem.encode() if isinstance(pem, str) else pem))
 
 
 class Callers:
@@ -106,6 +128,8 @@ class Callers:
         common_names, alt_names = peer_names(context)
         if not common_names and not alt_names:
             return UNVERIFIED, False
+        if len(common_names) > 1:  # which one names the caller is a matter of opinion: none does
+            return DENIED, False
         if not self.allowed:  # mutual TLS without a list: any certificate from the client CA
             return (common_names or alt_names)[0][:64], True
         for name in (*common_names, *alt_names):

@@ -51,6 +51,7 @@ EXPECTED_ALERTS = {
     "SubsidyPolicyReloadFailed",
     "SubsidyEngineDisagreement",
     "SubsidyDown",
+    "SubsidyRequestsRefused",
 }
 SEVERITIES = {"critical", "warning"}
 

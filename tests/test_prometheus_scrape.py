@@ -40,6 +40,7 @@ EXPECTED_ALERTS = {
     "SubsidyPolicyReloadFailed",
     "SubsidyEngineDisagreement",
     "SubsidyDown",
+    "SubsidyRequestsRefused",
 }
 
 

@@ -93,15 +93,20 @@ class CA:
         )
         self.path = _write(dir, name, self.cert, self.key).cert
 
-    def issue(self, stem: str, cn: str, *, server: bool = False, uris: tuple[str, ...] = ()) -> Issued:
+    def issue(
+        self, stem: str, cn: str, *, server: bool = False, uris: tuple[str, ...] = (), more_cns: tuple[str, ...] = ()
+    ) -> Issued:
         key = _key()
         now = dt.datetime.now(dt.UTC)
         sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
         if server:
             sans += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        subject = _name(cn)
+        if more_cns:
+            subject = x509.Name([*subject, *(x509.NameAttribute(NameOID.COMMON_NAME, c) for c in more_cns)])
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(cn))
+            .subject_name(subject)
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -126,6 +131,8 @@ class PKI:
     allowed_by_san: Issued  # CN not on the list, URI SAN on it
     stranger: Issued  # same CA, not on the allow-list
     foreign: Issued  # another CA, CN on the allow-list
+    two_cns_allowed_first: Issued  # same CA, CNs: the allowed one, then a stranger's
+    two_cns_allowed_second: Issued  # same CA, CNs: a stranger's, then the allowed one
 
 
 def make_pki(dir: Path) -> PKI:
@@ -138,6 +145,8 @@ def make_pki(dir: Path) -> PKI:
         allowed_by_san=ca.issue("allowed-san", "disability-federation", uris=(ALLOWED_SAN,)),
         stranger=ca.issue("stranger", "intruder-system"),
         foreign=other.issue("foreign", ALLOWED_CN),
+        two_cns_allowed_first=ca.issue("two-cns-1", ALLOWED_CN, more_cns=("intruder-system",)),
+        two_cns_allowed_second=ca.issue("two-cns-2", "intruder-system", more_cns=(ALLOWED_CN,)),
     )
 
 
@@ -210,7 +219,7 @@ def start_mtls_service(tmp: Path, pki: PKI, *extra: str, name: str = "mtls"):
         wait_tls_serving(service.address, pki)
     except Exception:
         service.stop(_signal.SIGKILL)
-        raise RuntimeError(f"service did not start:\n{service.log_text()}")
+        raise RuntimeError(f"service did not start:\n{service.log_text()}") from None
     return service
 
 
@@ -283,6 +292,44 @@ def test_caller_not_on_the_allow_list_is_denied(mtls_server, pki):
         assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.mark.parametrize("which", ["two_cns_allowed_first", "two_cns_allowed_second"])
+def test_certificate_with_several_common_names_is_refused(mtls_server, pki, which):
+    """One CN on the list and one not: whichever comes first, the certificate names no one caller."""
+    with tls_channel(mtls_server.address, pki, getattr(pki, which)) as channel:
+        assert refused_code(channel) == grpc.StatusCode.PERMISSION_DENIED
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    lines = [json.loads(line) for line in mtls_server.log_text().splitlines() if line.startswith("{")]
+    refusals = [line for line in lines if line.get("message") == "caller refused"]
+    assert sorted(refusals[-1]["certificate_cn"]) == sorted([ALLOWED_CN, "intruder-system"])
+
+
+def test_refused_caller_holds_no_slot(tmp_path, pki):
+    """A caller off the allow-list opening more streams than there are slots and never finishing
+    them (headers only, or a batch stream with no items): each is refused at once, holding nothing,
+    and an allowed caller is served while the connection stays open."""
+    import ssl
+
+    from bench.hostile import RawConnection
+
+    service = start_mtls_service(tmp_path, pki, "--max-concurrent-rpcs", "4", name="mtls-small")
+    context = ssl.create_default_context(cafile=str(pki.ca.path))
+    context.load_cert_chain(str(pki.stranger.cert), str(pki.stranger.key))
+    hostile = RawConnection(service.address, tls=context)
+    try:
+        streams = [hostile.open("/subsidy.v1.EligibilityService/Evaluate") for _ in range(10)]
+        streams += [hostile.open("/subsidy.v1.EligibilityService/EvaluateBatch") for _ in range(10)]
+        assert hostile.wait_ended(streams, timeout=30)  # a hang guard: refused at once, in fact
+        assert {hostile.ended[s].grpc_status for s in streams} == {grpc.StatusCode.PERMISSION_DENIED.value[0]}
+        with tls_channel(service.address, pki, pki.allowed) as good:
+            for _ in range(8):  # more calls than slots, one after the other
+                assert evaluate(good).decisions
+        assert not hostile.closed
+    finally:
+        hostile.close()
+        assert service.stop() == 0
+
+
 def test_plaintext_caller_is_refused(mtls_server):
     with grpc.insecure_channel(mtls_server.address) as channel:
         assert refused_code(channel) == grpc.StatusCode.UNAVAILABLE
@@ -307,7 +354,7 @@ def test_caller_identity_in_logs_and_metrics_not_personal_data(mtls_server, pki)
     from service import metrics
 
     if "caller" in getattr(metrics.REQUESTS, "_labelnames", ()):
-        assert f'caller="{ALLOWED_CN}"' in text and 'caller="denied"' in text
+        assert f'caller="{ALLOWED_CN}"' in text and 'caller="other"' in text  # as the README says
     assert 'code="PERMISSION_DENIED"' in text
 
 

@@ -8,13 +8,12 @@ both work from these trees. Evaluation is three-valued: a missing fact gives Non
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Union
-
-from dateutil.relativedelta import relativedelta
 
 OPS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "eq": ("=", lambda a, b: a == b),
@@ -193,7 +192,19 @@ def evaluate_operand(op: Operand, values: Mapping[str, Any], params: Mapping[str
     months = evaluate_operand(op.months, values, params)
     if date is None or months is None:
         return None
-    return date_to_yyyymmdd(yyyymmdd_to_date(date) + relativedelta(months=int(months)))
+    return add_months(date, int(months))
+
+
+def add_months(yyyymmdd: int, months: int) -> int:
+    """The date `months` later as yyyymmdd, the day cut to the month's end (31 Jan + 1 = 28/29 Feb),
+    as relativedelta does. In integers, not datetime.date: the result may lie past 9999-12-31
+    (an assessment dated 9999-12-31 is valid until a year 10000 date), and a comparison with it
+    must still come out right; yyyymmdd integers order as dates do for any year."""
+    year, month, day = yyyymmdd // 10000, yyyymmdd // 100 % 100, yyyymmdd % 100
+    year, month0 = divmod(year * 12 + month - 1 + months, 12)
+    # The Gregorian calendar repeats every 400 years: month lengths of any year from a year in range.
+    last = calendar.monthrange(2000 + year % 400, month0 + 1)[1]
+    return year * 10000 + (month0 + 1) * 100 + min(day, last)
 
 
 def evaluate_leaf(leaf: Cmp, values: Mapping[str, Any], params: Mapping[str, Decimal]) -> bool | None:
