@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from replicas import Load, hangzhou_request, metric, replicas_with_redis, scrape
-from support import POLICIES, ServiceProcess
+from support import POLICIES, ROOT, ServiceProcess
 
 from clients.channel import open_channel
 from service.api import eligibility_pb2_grpc as pb_grpc
@@ -69,3 +69,44 @@ def test_the_client_survives_a_replica_killed_under_load(three):
     assert all(b > 0 for b in before), "every replica took calls before the kill"
     assert failed == [], "UNAVAILABLE is retried on another replica within the call's deadline"
     assert sum(after) > sum(before) - before[1]  # the survivors took the rest
+
+
+# ----------------------------------------------------------------------------- the documented snippet
+
+
+def documented_snippet() -> str:
+    """The code block of clients/channel.py's docstring, which the README repeats."""
+    import textwrap
+
+    import clients.channel
+
+    doc = clients.channel.__doc__ or ""
+    block = doc[doc.index("    from clients") : doc.index("timeout=2.0)") + len("timeout=2.0)")]
+    return textwrap.dedent(block)
+
+
+def test_the_readme_shows_the_snippet_of_channel_py():
+    assert f"```python\n{documented_snippet()}\n```" in (ROOT / "README.md").read_text()
+
+
+def test_the_snippet_runs_over_mutual_tls(tmp_path):
+    """The snippet as documented, with only the address, the file names and the request filled in."""
+    from test_security import make_pki, start_mtls_service
+
+    pki = make_pki(tmp_path / "pki")
+    service = start_mtls_service(tmp_path, pki)
+    try:
+        code = (
+            documented_snippet()
+            .replace("dns:///subsidy-headless.minzheng-subsidy.svc:50051", f"dns:///localhost:{service.port}")
+            .replace('"ca.crt"', repr(str(pki.ca.path)))
+            .replace('"caller.crt"', repr(str(pki.allowed.cert)))  # a caller on the allow-list
+            .replace('"caller.key"', repr(str(pki.allowed.key)))
+            .replace("pb.EvaluateRequest(...)", "hangzhou_request(1)")
+        )
+        scope: dict = {"hangzhou_request": hangzhou_request}
+        exec(compile(code, "channel.py docstring", "exec"), scope)  # noqa: S102 - our own documented code
+        reply = scope["reply"]
+        assert [d.monthly_amount.fen for d in reply.decisions] == [540_00]
+    finally:
+        service.stop(signal.SIGKILL)
