@@ -4,6 +4,7 @@ for UNAVAILABLE carries the callers over one replica's death. Every call has a d
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import Counter
@@ -11,16 +12,23 @@ from collections.abc import Iterator
 
 import pytest
 from replicas import Load, hangzhou_request, metric, replicas_with_redis, scrape
-from support import POLICIES, ROOT, ServiceProcess
+from support import POLICIES, ROOT, RedisProcess, ServiceProcess, free_port
 
 from clients.channel import open_channel
 from service.api import eligibility_pb2_grpc as pb_grpc
 
 
-@pytest.fixture
-def three(tmp_path, redis_server) -> Iterator[list[ServiceProcess]]:
-    with replicas_with_redis(tmp_path, redis_server.url, POLICIES, 3) as replicas:
-        yield replicas
+@pytest.fixture(scope="module")
+def three(tmp_path_factory) -> Iterator[list[ServiceProcess]]:
+    """Shared by the tests below in file order; the last one kills a replica."""
+    tmp = tmp_path_factory.mktemp("balancing")
+    redis = RedisProcess(free_port(), tmp)
+    redis.start()
+    try:
+        with replicas_with_redis(tmp, redis.url, POLICIES, 3) as replicas:
+            yield replicas
+    finally:
+        redis.kill()
 
 
 def served(replica: ServiceProcess) -> float:
@@ -33,11 +41,12 @@ def ipv4_target(replicas: list[ServiceProcess]) -> str:
 
 
 def test_calls_spread_over_every_replica(three):
+    before = [served(r) for r in three]
     with open_channel(ipv4_target(three)) as channel:
         stub = pb_grpc.EligibilityServiceStub(channel)
         for seq in range(90):
             stub.Evaluate(hangzhou_request(seq), timeout=10)
-    counts = [served(r) for r in three]
+    counts = [served(r) - b for r, b in zip(three, before, strict=True)]
     print(f"\n[round_robin] calls per replica: {counts}")
     assert sum(counts) == 90
     # round_robin takes the ready replicas in turn: about 30 each (one may join a little late).
@@ -69,6 +78,27 @@ def test_the_client_survives_a_replica_killed_under_load(three):
     assert all(b > 0 for b in before), "every replica took calls before the kill"
     assert failed == [], "UNAVAILABLE is retried on another replica within the call's deadline"
     assert sum(after) > sum(before) - before[1]  # the survivors took the rest
+
+
+def test_the_client_survives_a_replica_drained_with_sigterm(tmp_path, redis_server):
+    """A Kubernetes rollout's view from a client: SIGTERM, --drain-delay, stop. Calls that reach the
+    replica once it has stopped accepting are answered UNAVAILABLE and retried on another."""
+    with replicas_with_redis(tmp_path, redis_server.url, POLICIES, 3, "--drain-delay", "2", "--grace", "10") as three:
+        victim = three[1]
+        with Load(lambda: open_channel(ipv4_target(three)), clients=4) as load:
+            load.wait_for(150)
+            victim.proc.send_signal(signal.SIGTERM)
+            assert victim.proc.wait(30) == 0
+            load.wait_for(load.done() + 300)
+        log = [json.loads(line) for line in victim.log_text().splitlines() if line.startswith("{")]
+    draining = next(i for i, entry in enumerate(log) if entry.get("message") == "draining")
+    served_while_draining = sum(entry.get("name") == "audit" for entry in log[draining:])
+    calls, failed = load.calls, load.failed()
+    print(
+        f"\n[client-sigterm] sent={len(calls)} failed={len(failed)} served_by_it_after_sigterm={served_while_draining} "
+        f"codes={dict(Counter(c.code for c in calls))}"
+    )
+    assert failed == []
 
 
 # ----------------------------------------------------------------------------- the documented snippet
