@@ -207,7 +207,7 @@ class Load:
         clients: int = 6,
         deadline: float = 10.0,
         max_calls: int = 20_000,
-        max_seconds: float = 120.0,
+        max_seconds: float = 300.0,
         make_request: Callable[[int], pb.EvaluateRequest] = hangzhou_request,
     ) -> None:
         self.calls: list[Call] = []
@@ -270,7 +270,7 @@ class Load:
         with self._lock:
             return len(self.calls)
 
-    def wait_for(self, count: int, timeout: float = 60) -> None:
+    def wait_for(self, count: int, timeout: float = 180) -> None:
         """Until `count` calls in all have finished (a hang guard, not a speed requirement)."""
         with self._changed:
             assert self._changed.wait_for(lambda: len(self.calls) >= count, timeout), (
