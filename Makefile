@@ -4,8 +4,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the tests use: a private redis-server, Prometheus (promtool) and h2load.
-APT_PACKAGES := redis-server redis-tools prometheus nghttp2-client
+# Debian packages the tests use: a private redis-server, Prometheus (promtool), h2load and nginx
+# (a private instance as the gRPC load balancer in front of several replicas).
+APT_PACKAGES := redis-server redis-tools prometheus nghttp2-client nginx
 
 .PHONY: run test setup system-deps lint bench
 
@@ -25,14 +26,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 system-deps:
-	@missing=""; \
-	for cmd in redis-server:redis-server redis-cli:redis-tools promtool:prometheus prometheus:prometheus h2load:nghttp2-client; do \
+	@export PATH="$$PATH:/usr/sbin"; missing=""; \
+	for cmd in redis-server:redis-server redis-cli:redis-tools promtool:prometheus prometheus:prometheus h2load:nghttp2-client nginx:nginx; do \
 	  command -v $${cmd%%:*} >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  systemctl disable --now prometheus prometheus-node-exporter 2>/dev/null || true; \
+	  case "$$missing" in *nginx*) systemctl disable --now nginx 2>/dev/null || true;; esac; \
 	fi
 
 # buf (npm package @bufbuild/buf) lints the .proto files.

@@ -1,14 +1,19 @@
 """One way to open a channel to the eligibility service, for the caseworker client and other systems.
 
-A `dns:///host:port` target resolving to several replicas is balanced per call (`round_robin`),
-and UNAVAILABLE is retried by gRPC itself under the service config below, so a replica that dies
-or drains costs a caller a retry, not an error. Every call still needs its own deadline
-(`timeout=`): retries happen inside it, never past it.
+A `dns:///host:port` target resolving to several replicas (on Kubernetes, the headless Service) is
+balanced per call (`round_robin`), and UNAVAILABLE is retried by gRPC itself under the service
+config below, so a replica that dies or drains costs a caller a retry, not an error. Every call
+still needs its own deadline (`timeout=`): retries happen inside it, never past it.
 
-    from clients.channel import open_channel
+    from clients.channel import TlsFiles, open_channel
     from service.api import eligibility_pb2 as pb, eligibility_pb2_grpc as pb_grpc
 
-    with open_channel("dns:///subsidy-headless.minzheng.svc:50051") as channel:
+    tls = TlsFiles(  # mutual TLS; open_channel(target) alone for plaintext
+        ca_cert=open("ca.crt", "rb").read(),
+        client_cert=open("caller.crt", "rb").read(),
+        client_key=open("caller.key", "rb").read(),
+    )
+    with open_channel("dns:///subsidy-headless.minzheng-subsidy.svc:50051", tls) as channel:
         stub = pb_grpc.EligibilityServiceStub(channel)
         reply = stub.Evaluate(pb.EvaluateRequest(...), timeout=2.0)
 """
