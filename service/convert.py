@@ -6,10 +6,12 @@ serialized once and cached (see wire.py); the per-person fields are serialized f
 
 from __future__ import annotations
 
+from typing import Any
+
 from .api import eligibility_pb2 as pb
 from .engine.decide import Decision, ProgramDecision, RuleOutcome
 from .engine.memo import IdentityMemo, Memo
-from .policy.policyset import ParamValue, PolicySet
+from .policy.policyset import ParamValue, PolicySet, Rule
 from .wire import embedded, integer
 
 _RESULT = {True: pb.RULE_RESULT_PASSED, False: pb.RULE_RESULT_FAILED, None: pb.RULE_RESULT_UNKNOWN}
@@ -21,6 +23,12 @@ _REASONS = pb.ProgramDecision.DESCRIPTOR.fields_by_name["reasons"].number
 CACHE_SIZE = 20_000  # entries per memo table; a reason line is about half a kilobyte
 
 
+def confidence(value: ParamValue, policy: PolicySet) -> str:
+    """A value's confidence: as its file states it, or derived from its source (policy.yaml)."""
+    row = policy.parameters[value.parameter].row(value)
+    return row.confidence or policy.manifest.confidence_by_source[row.source]
+
+
 def parameter(value: ParamValue, policy: PolicySet) -> pb.ParameterValue:
     return pb.ParameterValue(
         parameter=value.parameter,
@@ -29,8 +37,15 @@ def parameter(value: ParamValue, policy: PolicySet) -> pb.ParameterValue:
         region_code=value.region,
         effective_from=value.effective_from.isoformat(),
         source=policy.sources.get(value.source, value.source),
-        confidence=value.source,
+        confidence=confidence(value, policy),
     )
+
+
+def spelled(value: Any) -> str:
+    """A fact's value as the policy files spell it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 class ReplyBuilder:
@@ -52,8 +67,30 @@ class ReplyBuilder:
             text_en=outcome.text["en"],
             citation=outcome.rule.citation,
             kind=outcome.rule.kind,
+            citation_zh=outcome.rule.citation_zh,
+            confidence=outcome.rule.confidence,
         )
         return embedded(_REASONS, reason.SerializeToString())
+
+    def _referral(self, rule: Rule, conditions: tuple[str, ...]) -> pb.Referral:
+        facts = self.policy.facts
+        text = {"zh": rule.text.zh, "en": rule.text.en}
+        if conditions:
+            # Conditional: say which unstated facts it depends on, before the referral itself.
+            text["zh"] = f"如经核实（{'、'.join(facts[f].label.zh for f in conditions)}）：{text['zh']}"
+            text["en"] = f"If confirmed ({', '.join(facts[f].label.en for f in conditions)}): {text['en']}"
+        return pb.Referral(
+            rule_id=rule.id,
+            text_zh=text["zh"],
+            text_en=text["en"],
+            citation=rule.citation,
+            citation_zh=rule.citation_zh,
+            conditional=bool(conditions),
+            conditions=[
+                pb.MissingFact(fact=f, rule_id=rule.id, label_zh=facts[f].label.zh, label_en=facts[f].label.en)
+                for f in conditions
+            ],
+        )
 
     def _reason_list(self, reasons: tuple[RuleOutcome, ...]) -> bytes:
         return b"".join([self._reasons.get(r, self._reason) for r in reasons])
@@ -80,6 +117,7 @@ class ReplyBuilder:
             d.amount_before_interactions_fen,
             d.missing,
             tuple((i.id, tuple(i.amounts), i.kept) for i in d.interactions),
+            d.assumptions,
         )
         found = self._programs.get(key)
         if found is None:
@@ -107,8 +145,19 @@ class ReplyBuilder:
                             text_zh=i.text["zh"],
                             text_en=i.text["en"],
                             citation=i.citation,
+                            citation_zh=i.citation_zh,
                         )
                         for i in d.interactions
+                    ],
+                    assumptions=[
+                        pb.Assumption(
+                            fact=f,
+                            value=spelled(v),
+                            rule_id=r,
+                            label_zh=facts[f].label.zh,
+                            label_en=facts[f].label.en,
+                        )
+                        for f, v, r in d.assumptions
                     ],
                 ).SerializeToString(),
             )
@@ -142,15 +191,14 @@ class ReplyBuilder:
             embedded(_REQUEST_HASH, request_hash.encode()),
             embedded(_TOTAL, integer(_FEN, decision.total_fen)),
         ]
-        if decision.referrals:
+        if decision.referrals or decision.caveats:
             parts.append(
                 pb.EvaluateResponse(
-                    referrals=[
-                        pb.Referral(
-                            rule_id=r.rule.id, text_zh=r.rule.text.zh, text_en=r.rule.text.en, citation=r.rule.citation
-                        )
-                        for r in decision.referrals
-                    ]
+                    referrals=[self._referral(r.outcome.rule, r.conditions) for r in decision.referrals],
+                    caveats=[
+                        pb.Caveat(kind=c.kind, subject=c.subject, text_zh=c.text_zh, text_en=c.text_en)
+                        for c in decision.caveats
+                    ],
                 ).SerializeToString()
             )
         for d in decision.programs:
