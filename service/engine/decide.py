@@ -263,9 +263,9 @@ class Engine:
                 values[fact] = params[param] != 0
         defaulted = frozenset(k for k in self.defaults if k not in stated)
 
-        needed, reads, markers = self._closure(wanted, in_force)
+        needed, reads, markers, affecting = self._closure(wanted, in_force)
         if region.in_zhejiang:
-            self._require(needed, params, region, on)
+            self._require(affecting, params, region, on)
         fired = self.matcher.match(self._message(values, params), fixed, markers)
         # A rule's result and text are functions of the facts and parameters it reads alone (and of
         # which of those facts were stated), so both are computed once per distinct set of them.
@@ -324,10 +324,11 @@ class Engine:
 
     def _closure(
         self, wanted: tuple[str, ...], in_force: tuple[str, ...]
-    ) -> tuple[list[str], list[tuple[Rule, tuple, tuple]], str]:
+    ) -> tuple[list[str], list[tuple[Rule, tuple, tuple]], str, list[str]]:
         """The programs to decide (those asked for and every program in force they interact with);
-        their rules and the referrals, each with the facts and parameters it reads; and the markers
-        that let the engine match those rules alone."""
+        their rules and the referrals, each with the facts and parameters it reads; the markers
+        that let the engine match those rules alone; and the programs whose outcome can change
+        one asked for (those must have every parameter they read: see `_require`)."""
         key = (frozenset(wanted), in_force)  # the order asked in does not change what is read
         found = self._closures.get(key)
         if found is None:
@@ -345,10 +346,25 @@ class Engine:
                 if pid not in needed and pid in in_force:
                     needed.add(pid)
                     todo.extend(links.get(pid, ()))
+            affecting = set(wanted)
+            grown = True
+            while grown:
+                before = len(affecting)
+                affecting |= {ex.program for ex in self.policy.exclusions if ex.excludes in affecting}
+                for combo in self.policy.combinations:
+                    if affecting & set(combo.programs):
+                        affecting |= set(combo.programs)
+                grown = len(affecting) != before
             programs = [p for p in self.policy.programs if p in needed]
             rules = [r for p in programs for r in self.policy.programs[p].rules] + list(self.policy.referrals)
             found = self._closures.put(
-                key, (programs, [(r, *self._reads[r.id]) for r in rules], self.matcher.markers((*programs, REFERRALS)))
+                key,
+                (
+                    programs,
+                    [(r, *self._reads[r.id]) for r in rules],
+                    self.matcher.markers((*programs, REFERRALS)),
+                    [p for p in programs if p in affecting],
+                ),
             )
         return found
 
