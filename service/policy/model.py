@@ -14,7 +14,7 @@ Source = Literal["plan", "national", "zj", "reference"]
 # How sure the project is of a figure or a rule: a primary document (plan, national), a secondary
 # source (zj), a reading inferred from one, or this project's reference choice.
 Confidence = Literal["confirmed", "secondary", "inferred", "reference"]
-CONFIDENCE_BY_SOURCE: dict[str, Confidence] = {
+CONFIDENCE_BY_SOURCE: dict[Source, Confidence] = {
     "plan": "confirmed",
     "national": "confirmed",
     "zj": "secondary",
