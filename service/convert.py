@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .api import eligibility_pb2 as pb
+from .engine.caveats import Caveat
 from .engine.decide import Decision, ProgramDecision, RuleOutcome
 from .engine.memo import IdentityMemo, Memo
 from .policy.policyset import ParamValue, PolicySet, Rule
@@ -58,6 +59,8 @@ class ReplyBuilder:
         self._parameters = Memo(CACHE_SIZE)
         self._heads = Memo(CACHE_SIZE)
         self._programs = Memo(CACHE_SIZE)
+        self._referrals = Memo(CACHE_SIZE)
+        self._caveats = IdentityMemo(CACHE_SIZE)  # a decision's shared caveats tuple -> its fields
 
     def _reason(self, outcome: RuleOutcome) -> bytes:
         reason = pb.Reason(
@@ -71,6 +74,12 @@ class ReplyBuilder:
             confidence=outcome.rule.confidence,
         )
         return embedded(_REASONS, reason.SerializeToString())
+
+    @staticmethod
+    def _caveat_list(caveats: tuple[Caveat, ...]) -> bytes:
+        return pb.EvaluateResponse(
+            caveats=[pb.Caveat(kind=c.kind, subject=c.subject, text_zh=c.text_zh, text_en=c.text_en) for c in caveats]
+        ).SerializeToString()
 
     def _referral(self, rule: Rule, conditions: tuple[str, ...]) -> pb.Referral:
         facts = self.policy.facts
@@ -191,16 +200,19 @@ class ReplyBuilder:
             embedded(_REQUEST_HASH, request_hash.encode()),
             embedded(_TOTAL, integer(_FEN, decision.total_fen)),
         ]
-        if decision.referrals or decision.caveats:
-            parts.append(
-                pb.EvaluateResponse(
-                    referrals=[self._referral(r.outcome.rule, r.conditions) for r in decision.referrals],
-                    caveats=[
-                        pb.Caveat(kind=c.kind, subject=c.subject, text_zh=c.text_zh, text_en=c.text_en)
-                        for c in decision.caveats
-                    ],
-                ).SerializeToString()
-            )
+        if decision.referrals:
+            key = tuple((r.outcome.rule.id, r.conditions) for r in decision.referrals)
+            found = self._referrals.get(key)
+            if found is None:
+                found = self._referrals.put(
+                    key,
+                    pb.EvaluateResponse(
+                        referrals=[self._referral(r.outcome.rule, r.conditions) for r in decision.referrals]
+                    ).SerializeToString(),
+                )
+            parts.append(found)
+        if decision.caveats:  # one shared tuple per region, date and parameters used (caveats.py)
+            parts.append(self._caveats.get(decision.caveats, self._caveat_list))
         for d in decision.programs:
             program = self._program_head(d) + self._reason_lists.get(d.reasons, self._reason_list)
             parts.append(embedded(_DECISIONS, program))

@@ -30,7 +30,7 @@ from ..policy.model import Period
 from ..policy.policyset import ParameterNotInForce, ParamValue, PolicySet, Program, ResolvedRegion, Rule
 from .caveats import Caveat, CaveatWriter
 from .durable_backend import DurableMatcher, engine_value
-from .memo import Memo
+from .memo import IdentityMemo, Memo
 from .render import Renderer
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,8 @@ class Engine:
         self._program_params = {pid: rule_parameters(p.rules, policy) for pid, p in policy.programs.items()}
         self._referral_params = rule_parameters(policy.referrals, policy)
         self.caveats = CaveatWriter(policy)
+        # A program's shared reasons tuple -> {outcome: the parameters its decision rests on}
+        self._used = IdentityMemo(PROGRAM_CACHE_SIZE)
 
         def params_of(refs: Iterable[Any]) -> frozenset[str]:
             return frozenset(
@@ -276,7 +278,7 @@ class Engine:
                 rule.id,
                 tuple(map(values.get, facts_read)),
                 tuple(map(params.get, params_read)),
-                tuple(f in defaulted for f in self._defaultable[rule.id]),
+                defaulted if self._defaultable[rule.id] else None,  # a frozenset hashes once
             )
             known = explained.get(key)
             if known is None:
@@ -314,12 +316,21 @@ class Engine:
         (see `_deciding`), with the amounts of the routes and adjustments that paid."""
         used: set[str] = set()
         for d in programs:
-            for reason in _deciding(d):
-                used |= self._when_params[reason.rule.id]
-                if d.outcome == ELIGIBLE and reason.result and reason.rule.kind in ("route", "adjustment"):
-                    used |= self._amount_params[reason.rule.id]
+            per_outcome = self._used.get(d.reasons, lambda _: {})
+            found = per_outcome.get(d.outcome)
+            if found is None:
+                found = per_outcome[d.outcome] = self._program_used(d)
+            used |= found
         for referral in referrals:
             used |= self._when_params[referral.outcome.rule.id]
+        return frozenset(used)
+
+    def _program_used(self, d: ProgramDecision) -> frozenset[str]:
+        used: set[str] = set()
+        for reason in _deciding(d):
+            used |= self._when_params[reason.rule.id]
+            if d.outcome == ELIGIBLE and reason.result and reason.rule.kind in ("route", "adjustment"):
+                used |= self._amount_params[reason.rule.id]
         return frozenset(used)
 
     def _closure(
