@@ -19,7 +19,8 @@ def decide(f: dict, p: dict) -> dict[str, tuple[str, int]]:
     cert = f.get("has_disability_certificate", False)
     grade = f.get("disability_grade", 0)
     cat = f.get("disability_category")
-    severe_or_im = cert and (grade <= 2 or (grade >= 3 and cat in ("intellectual", "mental")))
+    im = ("intellectual", "mental", "multiple")  # facts.yaml group intellectual_or_mental
+    severe_or_im = cert and (grade <= 2 or (grade >= 3 and cat in im))
     out: dict[str, tuple[str, int]] = {}
     work_injury = f.get("work_injury_nursing_allowance", False)
     dibao = p["dibao_standard"]
@@ -37,7 +38,7 @@ def decide(f: dict, p: dict) -> dict[str, tuple[str, int]]:
     if (
         zj
         and age >= p["elderly_minimum_age"]
-        and hs in ("dibao", "dibao_edge")
+        and (hs == "dibao" or (hs == "dibao_edge" and p["elderly_dibao_edge_extension"] != 0))
         and lvl in amounts
         and assessed is not None
         and assessed <= on
@@ -52,7 +53,9 @@ def decide(f: dict, p: dict) -> dict[str, tuple[str, int]]:
     cs = f.get("child_status", "none")
     minor = age < p["adult_age"]
     child_routes = []
-    if zj and (minor or (f.get("in_full_time_education") and cs != "none")):
+    levels = ("primary", "junior_secondary", "senior_secondary", "junior_college", "undergraduate")
+    in_school = f.get("in_full_time_education") and f.get("education_level") in levels
+    if zj and (minor or (in_school and cs != "none")):
         if cs == "institutional_orphan":
             child_routes.append(("orphan", p["child_standard_institution"]))
         if cs in ("community_orphan", "de_facto_unsupported"):
@@ -85,7 +88,7 @@ def decide(f: dict, p: dict) -> dict[str, tuple[str, int]]:
         zj
         and cert
         and f.get("long_term_care_need")
-        and (grade <= 2 or cat in ("intellectual", "mental"))
+        and (grade <= 2 or cat in im)
         and hs != "destitute"
         and not work_injury
         and sc in shares

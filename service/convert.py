@@ -6,11 +6,14 @@ serialized once and cached (see wire.py); the per-person fields are serialized f
 
 from __future__ import annotations
 
+from typing import Any
+
 from .api import eligibility_pb2 as pb
+from .engine.caveats import Caveat
 from .engine.decide import Decision, ProgramDecision, RuleOutcome
 from .engine.memo import IdentityMemo, Memo
 from .policy.fallbacks import region_fallbacks
-from .policy.policyset import ParamValue, PolicySet
+from .policy.policyset import ParamValue, PolicySet, Rule
 from .wire import embedded, integer
 
 _RESULT = {True: pb.RULE_RESULT_PASSED, False: pb.RULE_RESULT_FAILED, None: pb.RULE_RESULT_UNKNOWN}
@@ -22,6 +25,12 @@ _REASONS = pb.ProgramDecision.DESCRIPTOR.fields_by_name["reasons"].number
 CACHE_SIZE = 20_000  # entries per memo table; a reason line is about half a kilobyte
 
 
+def confidence(value: ParamValue, policy: PolicySet) -> str:
+    """A value's confidence: as its file states it, or derived from its source (policy.yaml)."""
+    row = policy.parameters[value.parameter].row(value)
+    return row.confidence or policy.manifest.confidence_by_source[row.source]
+
+
 def parameter(value: ParamValue, policy: PolicySet) -> pb.ParameterValue:
     return pb.ParameterValue(
         parameter=value.parameter,
@@ -30,7 +39,7 @@ def parameter(value: ParamValue, policy: PolicySet) -> pb.ParameterValue:
         region_code=value.region,
         effective_from=value.effective_from.isoformat(),
         source=policy.sources.get(value.source, value.source),
-        confidence=value.source,
+        confidence=confidence(value, policy),
     )
 
 
@@ -38,6 +47,13 @@ def region_caveats(decision: Decision, policy: PolicySet) -> list[pb.Caveat]:
     """The county-set values that came from the city or the province (a function of region and date)."""
     found = region_fallbacks(policy, decision.region, decision.evaluation_date, decision.parameters)
     return [pb.Caveat(kind=c.kind, subject=c.subject, text_zh=c.text.zh, text_en=c.text.en) for c in found]
+
+
+def spelled(value: Any) -> str:
+    """A fact's value as the policy files spell it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 class ReplyBuilder:
@@ -50,6 +66,8 @@ class ReplyBuilder:
         self._parameters = Memo(CACHE_SIZE)
         self._heads = Memo(CACHE_SIZE)
         self._programs = Memo(CACHE_SIZE)
+        self._referrals = Memo(CACHE_SIZE)
+        self._caveats = IdentityMemo(CACHE_SIZE)  # a decision's shared caveats tuple -> its fields
 
     def _reason(self, outcome: RuleOutcome) -> bytes:
         reason = pb.Reason(
@@ -59,8 +77,36 @@ class ReplyBuilder:
             text_en=outcome.text["en"],
             citation=outcome.rule.citation,
             kind=outcome.rule.kind,
+            citation_zh=outcome.rule.citation_zh,
+            confidence=outcome.rule.confidence,
         )
         return embedded(_REASONS, reason.SerializeToString())
+
+    @staticmethod
+    def _caveat_list(caveats: tuple[Caveat, ...]) -> bytes:
+        return pb.EvaluateResponse(
+            caveats=[pb.Caveat(kind=c.kind, subject=c.subject, text_zh=c.text_zh, text_en=c.text_en) for c in caveats]
+        ).SerializeToString()
+
+    def _referral(self, rule: Rule, conditions: tuple[str, ...]) -> pb.Referral:
+        facts = self.policy.facts
+        text = {"zh": rule.text.zh, "en": rule.text.en}
+        if conditions:
+            # Conditional: say which unstated facts it depends on, before the referral itself.
+            text["zh"] = f"如经核实（{'、'.join(facts[f].label.zh for f in conditions)}）：{text['zh']}"
+            text["en"] = f"If confirmed ({', '.join(facts[f].label.en for f in conditions)}): {text['en']}"
+        return pb.Referral(
+            rule_id=rule.id,
+            text_zh=text["zh"],
+            text_en=text["en"],
+            citation=rule.citation,
+            citation_zh=rule.citation_zh,
+            conditional=bool(conditions),
+            conditions=[
+                pb.MissingFact(fact=f, rule_id=rule.id, label_zh=facts[f].label.zh, label_en=facts[f].label.en)
+                for f in conditions
+            ],
+        )
 
     def _reason_list(self, reasons: tuple[RuleOutcome, ...]) -> bytes:
         return b"".join([self._reasons.get(r, self._reason) for r in reasons])
@@ -87,6 +133,7 @@ class ReplyBuilder:
             d.amount_before_interactions_fen,
             d.missing,
             tuple((i.id, tuple(i.amounts), i.kept) for i in d.interactions),
+            d.assumptions,
         )
         found = self._programs.get(key)
         if found is None:
@@ -114,8 +161,19 @@ class ReplyBuilder:
                             text_zh=i.text["zh"],
                             text_en=i.text["en"],
                             citation=i.citation,
+                            citation_zh=i.citation_zh,
                         )
                         for i in d.interactions
+                    ],
+                    assumptions=[
+                        pb.Assumption(
+                            fact=f,
+                            value=spelled(v),
+                            rule_id=r,
+                            label_zh=facts[f].label.zh,
+                            label_en=facts[f].label.en,
+                        )
+                        for f, v, r in d.assumptions
                     ],
                 ).SerializeToString(),
             )
@@ -151,16 +209,18 @@ class ReplyBuilder:
             embedded(_TOTAL, integer(_FEN, decision.total_fen)),
         ]
         if decision.referrals:
-            parts.append(
-                pb.EvaluateResponse(
-                    referrals=[
-                        pb.Referral(
-                            rule_id=r.rule.id, text_zh=r.rule.text.zh, text_en=r.rule.text.en, citation=r.rule.citation
-                        )
-                        for r in decision.referrals
-                    ]
-                ).SerializeToString()
-            )
+            key = tuple((r.outcome.rule.id, r.conditions) for r in decision.referrals)
+            found = self._referrals.get(key)
+            if found is None:
+                found = self._referrals.put(
+                    key,
+                    pb.EvaluateResponse(
+                        referrals=[self._referral(r.outcome.rule, r.conditions) for r in decision.referrals]
+                    ).SerializeToString(),
+                )
+            parts.append(found)
+        if decision.caveats:  # one shared tuple per region, date and parameters used (caveats.py)
+            parts.append(self._caveats.get(decision.caveats, self._caveat_list))
         for d in decision.programs:
             program = self._program_head(d) + self._reason_lists.get(d.reasons, self._reason_list)
             parts.append(embedded(_DECISIONS, program))

@@ -154,7 +154,7 @@ class DecisionService:
             raise InvalidRequest(bad)
         engine.check_date(on)
         reply = pb.ListProgramsResponse(policy_version=engine.version, as_of=on.isoformat())
-        for p in policy.programs.values():
+        for p in (policy.programs[pid] for pid in engine.in_force(on)):
             reply.programs.append(
                 pb.ProgramInfo(
                     program_id=p.id,
@@ -164,5 +164,6 @@ class DecisionService:
                     rule_ids=[r.id for r in p.rules],
                 )
             )
-        reply.parameters.extend(convert.parameter(v, policy) for v in policy.resolve_parameters(region, on).values())
+        in_force = engine.parameters_in_force(region, on)
+        reply.parameters.extend(convert.parameter(v, policy) for v in in_force.values())
         return reply

@@ -36,7 +36,9 @@ def to_status(exc: Exception) -> tuple[grpc.StatusCode, str, list[tuple[str, str
     if isinstance(exc, OutsidePolicyPeriod):
         return grpc.StatusCode.OUT_OF_RANGE, str(exc), [("as_of", str(exc))]
     if isinstance(exc, ParameterNotInForce):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(exc), []
+        # Before every region has every value (policy.yaml complete_from), a date can fall where a
+        # region has none: the date is the field to change.
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc), [("as_of", str(exc))]
     ref = uuid.uuid4().hex[:12]
     log.error("internal error", exc_info=exc, extra={"error_ref": ref})
     return grpc.StatusCode.INTERNAL, f"internal error (reference {ref})", []

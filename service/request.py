@@ -163,7 +163,7 @@ def to_case(request: pb.EvaluateRequest, policy: PolicySet, now: dt.date | None 
         bad.append(("person.region_code", "is required"))
 
     facts: dict[str, Any] = {}
-    for fact in ("household_status", "self_care", "child_status"):
+    for fact in ("household_status", "self_care", "child_status", "education_level"):
         try:
             facts[fact] = enum_value(person, fact)
         except ValueError as exc:

@@ -76,7 +76,8 @@ EVALUATION_DATES = st.sampled_from(
         "2024-01-01",
     ]
 )
-OK_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE}
+# FAILED_PRECONDITION: a date before every region has every parameter (policy.yaml complete_from).
+OK_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.FAILED_PRECONDITION}
 
 
 def rss_kib(pid: int) -> int:

@@ -109,7 +109,8 @@ def test_the_version_is_the_content_hash(policy_copy):
         ),
         (
             "programs/disability_living_allowance.yaml",
-            "citation: Zhejiang implementing measures for the living allowance (zj)\n    when: {fact: in_zhejiang",
+            'citation: "Zhejiang implementing measures for the living allowance, known from a secondary source (zj)"\n'
+            "    when: {fact: in_zhejiang",
             "when: {fact: in_zhejiang",
             r"disability_living_allowance.yaml:\d+: conditions.0.citation: Field required",
         ),

@@ -60,12 +60,27 @@ def test_case(service, case):
             assert sorted({m.fact for m in d.missing_facts}) == sorted(want["missing"])
         if "interactions" in want:
             assert sorted(i.rule_id for i in d.interactions) == sorted(want["interactions"])
+        if "assumptions" in want:  # [fact, value, rule id] for every default the decision used
+            got_assumed = sorted([a.fact, a.value, a.rule_id] for a in d.assumptions)
+            assert got_assumed == sorted([str(x) for x in a] for a in want["assumptions"]), program_id
+        for rule_id, confidence in want.get("confidence", {}).items():
+            assert next(r.confidence for r in d.reasons if r.rule_id == rule_id) == confidence, rule_id
         for reason in d.reasons:  # every reason is explained and cited in both languages
             assert reason.text_zh and reason.text_en and reason.citation
-    if "referrals" in case:
-        assert sorted(r.rule_id for r in reply.referrals) == sorted(case["referrals"])
+    if "referrals" in case:  # the referrals that hold (not the conditional ones)
+        assert sorted(r.rule_id for r in reply.referrals if not r.conditional) == sorted(case["referrals"])
         for rule_id in case["referrals"]:
             EXERCISED[rule_id].add("passed")
+    if "conditional_referrals" in case:  # {rule id: the unstated facts it depends on}
+        got_conditional = {r.rule_id: sorted(c.fact for c in r.conditions) for r in reply.referrals if r.conditional}
+        assert got_conditional == {k: sorted(v) for k, v in case["conditional_referrals"].items()}
+    caveats = {(c.kind, c.subject) for c in reply.caveats}
+    for kind, subject in case.get("caveats", []):
+        assert (kind, subject) in caveats, f"no {kind} caveat about {subject}: {sorted(caveats)}"
+    for kind, subject in case.get("caveats_absent", []):
+        assert (kind, subject) not in caveats, f"unexpected {kind} caveat about {subject}"
+    if "programs_decided" in case:  # exactly these programs are in the reply
+        assert sorted(decisions) == sorted(case["programs_decided"])
     if "region" in case:
         assert reply.region.code == case["region"]
     if "region_name" in case:
@@ -82,6 +97,9 @@ def test_case(service, case):
         params = {p.parameter: p for p in reply.parameters}
         for name, want in case["parameters"].items():
             assert params[name].value == str(want["value"]) and params[name].region_code == want["region"]
+            for key in ("confidence", "effective_from"):
+                if key in want:
+                    assert getattr(params[name], key) == str(want[key]), f"{name}.{key}"
 
 
 def test_every_rule_is_exercised(service):

@@ -122,7 +122,7 @@ def test_id_and_birth_date_must_agree(stub):
 
 def test_date_outside_the_policy_period(stub):
     with pytest.raises(grpc.RpcError) as err:
-        stub.Evaluate(request("2016-06-30", **HANGZHOU_NURSING_CASE))
+        stub.Evaluate(request("2014-12-31", **HANGZHOU_NURSING_CASE))
     assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
     assert "as_of" in field_violations(err.value)
 

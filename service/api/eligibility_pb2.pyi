@@ -49,6 +49,16 @@ class ChildStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHILD_STATUS_COMMUNITY_ORPHAN: _ClassVar[ChildStatus]
     CHILD_STATUS_DE_FACTO_UNSUPPORTED: _ClassVar[ChildStatus]
 
+class EducationLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EDUCATION_LEVEL_UNSPECIFIED: _ClassVar[EducationLevel]
+    EDUCATION_LEVEL_PRIMARY: _ClassVar[EducationLevel]
+    EDUCATION_LEVEL_JUNIOR_SECONDARY: _ClassVar[EducationLevel]
+    EDUCATION_LEVEL_SENIOR_SECONDARY: _ClassVar[EducationLevel]
+    EDUCATION_LEVEL_JUNIOR_COLLEGE: _ClassVar[EducationLevel]
+    EDUCATION_LEVEL_UNDERGRADUATE: _ClassVar[EducationLevel]
+    EDUCATION_LEVEL_POSTGRADUATE: _ClassVar[EducationLevel]
+
 class Benefit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     BENEFIT_UNSPECIFIED: _ClassVar[Benefit]
@@ -94,6 +104,13 @@ CHILD_STATUS_NONE: ChildStatus
 CHILD_STATUS_INSTITUTIONAL_ORPHAN: ChildStatus
 CHILD_STATUS_COMMUNITY_ORPHAN: ChildStatus
 CHILD_STATUS_DE_FACTO_UNSUPPORTED: ChildStatus
+EDUCATION_LEVEL_UNSPECIFIED: EducationLevel
+EDUCATION_LEVEL_PRIMARY: EducationLevel
+EDUCATION_LEVEL_JUNIOR_SECONDARY: EducationLevel
+EDUCATION_LEVEL_SENIOR_SECONDARY: EducationLevel
+EDUCATION_LEVEL_JUNIOR_COLLEGE: EducationLevel
+EDUCATION_LEVEL_UNDERGRADUATE: EducationLevel
+EDUCATION_LEVEL_POSTGRADUATE: EducationLevel
 BENEFIT_UNSPECIFIED: Benefit
 BENEFIT_WORK_INJURY_NURSING_ALLOWANCE: Benefit
 OUTCOME_UNSPECIFIED: Outcome
@@ -122,7 +139,7 @@ class CapacityAssessment(_message.Message):
     def __init__(self, level: _Optional[_Union[CapacityLevel, str]] = ..., assessed_on: _Optional[str] = ...) -> None: ...
 
 class Person(_message.Message):
-    __slots__ = ("id_number", "birth_date", "region_code", "household_status", "household_income_per_head_fen", "own_income_fen", "disability", "long_term_care_need", "self_care", "in_institutional_care", "capacity_assessment", "child_status", "in_full_time_education", "serious_illness", "depends_on_family_support", "other_benefits")
+    __slots__ = ("id_number", "birth_date", "region_code", "household_status", "household_income_per_head_fen", "own_income_fen", "disability", "long_term_care_need", "self_care", "in_institutional_care", "capacity_assessment", "child_status", "in_full_time_education", "serious_illness", "depends_on_family_support", "other_benefits", "education_level")
     ID_NUMBER_FIELD_NUMBER: _ClassVar[int]
     BIRTH_DATE_FIELD_NUMBER: _ClassVar[int]
     REGION_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +156,7 @@ class Person(_message.Message):
     SERIOUS_ILLNESS_FIELD_NUMBER: _ClassVar[int]
     DEPENDS_ON_FAMILY_SUPPORT_FIELD_NUMBER: _ClassVar[int]
     OTHER_BENEFITS_FIELD_NUMBER: _ClassVar[int]
+    EDUCATION_LEVEL_FIELD_NUMBER: _ClassVar[int]
     id_number: str
     birth_date: str
     region_code: str
@@ -155,7 +173,8 @@ class Person(_message.Message):
     serious_illness: bool
     depends_on_family_support: bool
     other_benefits: _containers.RepeatedScalarFieldContainer[Benefit]
-    def __init__(self, id_number: _Optional[str] = ..., birth_date: _Optional[str] = ..., region_code: _Optional[str] = ..., household_status: _Optional[_Union[HouseholdStatus, str]] = ..., household_income_per_head_fen: _Optional[int] = ..., own_income_fen: _Optional[int] = ..., disability: _Optional[_Union[Disability, _Mapping]] = ..., long_term_care_need: _Optional[bool] = ..., self_care: _Optional[_Union[SelfCare, str]] = ..., in_institutional_care: _Optional[bool] = ..., capacity_assessment: _Optional[_Union[CapacityAssessment, _Mapping]] = ..., child_status: _Optional[_Union[ChildStatus, str]] = ..., in_full_time_education: _Optional[bool] = ..., serious_illness: _Optional[bool] = ..., depends_on_family_support: _Optional[bool] = ..., other_benefits: _Optional[_Iterable[_Union[Benefit, str]]] = ...) -> None: ...
+    education_level: EducationLevel
+    def __init__(self, id_number: _Optional[str] = ..., birth_date: _Optional[str] = ..., region_code: _Optional[str] = ..., household_status: _Optional[_Union[HouseholdStatus, str]] = ..., household_income_per_head_fen: _Optional[int] = ..., own_income_fen: _Optional[int] = ..., disability: _Optional[_Union[Disability, _Mapping]] = ..., long_term_care_need: _Optional[bool] = ..., self_care: _Optional[_Union[SelfCare, str]] = ..., in_institutional_care: _Optional[bool] = ..., capacity_assessment: _Optional[_Union[CapacityAssessment, _Mapping]] = ..., child_status: _Optional[_Union[ChildStatus, str]] = ..., in_full_time_education: _Optional[bool] = ..., serious_illness: _Optional[bool] = ..., depends_on_family_support: _Optional[bool] = ..., other_benefits: _Optional[_Iterable[_Union[Benefit, str]]] = ..., education_level: _Optional[_Union[EducationLevel, str]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("person", "as_of", "programs")

@@ -22,11 +22,15 @@ from ..policy.expressions import (
     evaluate,
     evaluate_operand,
     leaves,
+    open_facts,
     operand_refs,
 )
-from ..policy.policyset import ParamValue, PolicySet, Program, ResolvedRegion, Rule
+from ..policy.loader import rule_parameters
+from ..policy.model import Period
+from ..policy.policyset import ParameterNotInForce, ParamValue, PolicySet, Program, ResolvedRegion, Rule
+from .caveats import Caveat, CaveatWriter
 from .durable_backend import DurableMatcher, engine_value
-from .memo import Memo
+from .memo import IdentityMemo, Memo
 from .render import Renderer
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,22 @@ class RuleOutcome:
     result: bool | None
     text: dict[str, str]  # zh, en: the rule's text and each test with its numbers
     absent: tuple[str, ...] = ()  # facts its conditions read that were missing
+    # The result with every unstated fact unknown (defaults not applied): where it differs from
+    # `result`, a default decided the rule, and `assumed` lists the defaults it read.
+    unstated_result: bool | None = None
+    assumed: tuple[tuple[str, Any], ...] = ()  # (fact, default value)
+    # The unstated facts that leave `unstated_result` unknown (a conditional referral's conditions).
+    open: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReferralOutcome:
+    outcome: RuleOutcome
+    conditions: tuple[str, ...]  # empty: the referral holds; else it holds if these are confirmed
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.conditions)
 
 
 @dataclass
@@ -61,6 +81,8 @@ class InteractionOutcome:
     kept: str
     text: dict[str, str]
     citation: str
+    citation_zh: str = ""
+    confidence: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,7 @@ class ProgramResult:
     reasons: tuple[RuleOutcome, ...]
     missing: tuple[tuple[str, str], ...]  # (fact, rule id)
     passed_routes: tuple[str, ...]
+    assumptions: tuple[tuple[str, Any, str], ...] = ()  # (fact, default value, rule id)
 
 
 @dataclass
@@ -85,6 +108,7 @@ class ProgramDecision:
     missing: tuple[tuple[str, str], ...]  # (fact, rule id)
     passed_routes: tuple[str, ...]
     interactions: list[InteractionOutcome] = field(default_factory=list)
+    assumptions: tuple[tuple[str, Any, str], ...] = ()  # (fact, default value, rule id)
 
 
 @dataclass
@@ -94,7 +118,8 @@ class Decision:
     region: ResolvedRegion
     parameters: dict[str, ParamValue]
     programs: list[ProgramDecision]
-    referrals: list[RuleOutcome]
+    referrals: list[ReferralOutcome]
+    caveats: tuple[Caveat, ...] = ()
 
     @property
     def total_fen(self) -> int:
@@ -119,6 +144,22 @@ def _reads(rule: Rule) -> tuple[tuple[str, ...], tuple[str, ...]]:
     )
 
 
+def _deciding(d: ProgramDecision) -> list[RuleOutcome]:
+    """The rules a program's outcome rests on: for ELIGIBLE its conditions, exclusions, and the
+    routes and adjustments that held; for INELIGIBLE the conditions that failed and exclusions that
+    held, or else its routes (none held); for UNDETERMINED every rule."""
+    if d.outcome == ELIGIBLE:
+        return [r for r in d.reasons if r.rule.kind in ("condition", "exclusion") or r.result]
+    if d.outcome == INELIGIBLE:
+        found = [
+            r
+            for r in d.reasons
+            if (r.rule.kind == "condition" and r.result is False) or (r.rule.kind == "exclusion" and r.result)
+        ]
+        return found or [r for r in d.reasons if r.rule.kind == "route"]
+    return list(d.reasons)
+
+
 def round_yuan_half_up(fen: Decimal) -> int:
     return int((fen / FEN_PER_YUAN).quantize(Decimal(1), rounding=ROUND_HALF_UP) * FEN_PER_YUAN)
 
@@ -139,8 +180,33 @@ class Engine:
         )
         self.renderer = Renderer(policy)
         self.defaults = {name: f.default for name, f in policy.facts.items() if f.default is not None}
+        # Facts that are the value of a switch parameter for the region and date, not asked for.
+        self.from_parameters = {n: str(f.from_parameter) for n, f in policy.facts.items() if f.from_parameter}
         self.disagreements = 0
         self._reads = {rule.id: _reads(rule) for rule in self.rules}
+        # Per rule, the facts it reads that have a default: whether each was stated is part of
+        # what its explanation depends on.
+        self._defaultable = {
+            rule.id: tuple(f for f in self._reads[rule.id][0] if f in self.defaults) for rule in self.rules
+        }
+        self._program_params = {pid: rule_parameters(p.rules, policy) for pid, p in policy.programs.items()}
+        self._referral_params = rule_parameters(policy.referrals, policy)
+        self.caveats = CaveatWriter(policy)
+        # A program's shared reasons tuple -> {outcome: the parameters its decision rests on}
+        self._used = IdentityMemo(PROGRAM_CACHE_SIZE)
+
+        def params_of(refs: Iterable[Any]) -> frozenset[str]:
+            return frozenset(
+                r.name if not isinstance(r, Fact) else self.from_parameters[r.name]
+                for r in refs
+                if not isinstance(r, Fact) or r.name in self.from_parameters
+            )
+
+        self._when_params = {rule.id: params_of(condition_refs(rule.when)) for rule in self.rules}
+        self._amount_params = {
+            rule.id: params_of(operand_refs(rule.amount if rule.amount is not None else rule.multiply))
+            for rule in self.rules
+        }
         self._explained = Memo(EXPLAINED_CACHE_SIZE)  # (rule id, values read) -> RuleOutcome
         self._programs = Memo(PROGRAM_CACHE_SIZE)  # (program id, its RuleOutcomes' ids) -> ProgramResult
         self._closures = Memo(CLOSURE_CACHE_SIZE)  # the programs asked for -> what deciding them reads
@@ -159,42 +225,122 @@ class Engine:
                 f"{on} is outside the policy period {period.effective_from} to {period.effective_until}"
             )
 
+    def period(self, program: Program) -> Period:
+        return program.period or self.policy.manifest.period
+
+    def in_force(self, on: dt.date) -> tuple[str, ...]:
+        """The programs whose period covers the date."""
+        return tuple(
+            pid
+            for pid, p in self.policy.programs.items()
+            if self.period(p).effective_from <= on <= self.period(p).effective_until
+        )
+
     def evaluate(
         self, facts: dict[str, Any], region: ResolvedRegion, on: dt.date, programs: Iterable[str] | None = None
     ) -> Decision:
-        """Decide every program (interactions need them all) and return the ones asked for."""
+        """Decide every program (interactions need them all) and return the ones asked for.
+
+        Only programs in force on the date are decided: one asked for by name outside its period
+        is an error (OutsidePolicyPeriod); when all are asked for, the others are left out."""
         self.check_date(on)
+        in_force = self.in_force(on)
+        if programs:
+            wanted = tuple(programs)
+            for pid in wanted:
+                if pid not in in_force:
+                    period = self.period(self.policy.programs[pid])
+                    raise OutsidePolicyPeriod(
+                        f"{on} is outside the period of {pid}: {period.effective_from} to {period.effective_until}"
+                    )
+        else:
+            wanted = in_force
         param_values, params, fixed = self._parameters(region, on)
-        values = {**self.defaults, **{k: v for k, v in facts.items() if v is not None}}
+        stated = {k: v for k, v in facts.items() if v is not None}
+        values = {**self.defaults, **stated}
         values["evaluation_date"] = date_to_yyyymmdd(on)
         values["in_zhejiang"] = region.in_zhejiang
+        for fact, param in self.from_parameters.items():
+            if param in params:
+                values[fact] = params[param] != 0
+        defaulted = frozenset(k for k in self.defaults if k not in stated)
 
-        wanted = tuple(programs) if programs else tuple(self.policy.programs)
-        needed, reads, markers = self._closure(wanted)
+        needed, reads, markers, affecting = self._closure(wanted, in_force)
+        if region.in_zhejiang:
+            self._require(affecting, params, region, on)
         fired = self.matcher.match(self._message(values, params), fixed, markers)
-        # A rule's result and text are functions of the facts and parameters it reads alone, so
-        # both are computed once per distinct set of those values (most people share most of them).
+        # A rule's result and text are functions of the facts and parameters it reads alone (and of
+        # which of those facts were stated), so both are computed once per distinct set of them.
         outcomes: dict[str, RuleOutcome] = {}
         explained = self._explained
         for rule, facts_read, params_read in reads:
-            key = (rule.id, tuple(map(values.get, facts_read)), tuple(map(params.get, params_read)))
+            key = (
+                rule.id,
+                tuple(map(values.get, facts_read)),
+                tuple(map(params.get, params_read)),
+                defaulted if self._defaultable[rule.id] else None,  # a frozenset hashes once
+            )
             known = explained.get(key)
             if known is None:
-                known = explained.put(key, self._explain(rule, values, params))
+                known = explained.put(key, self._explain(rule, values, params, defaulted))
             if (known.result is True) != (rule.id in fired):
                 self._disagree(rule, known, fired)
             outcomes[rule.id] = known
 
         decisions = {pid: self._program(self.policy.programs[pid], outcomes, params) for pid in needed}
         self._interactions(decisions)
-        referrals = [outcomes[r.id] for r in self.policy.referrals if outcomes[r.id].result]
-        return Decision(self.version, on, region, param_values, [decisions[p] for p in wanted], referrals)
+        # A referral never rests on a default: it holds when the stated facts say so, and is
+        # conditional when only unstated facts stand between the person and it.
+        referrals = []
+        for r in self.policy.referrals:
+            outcome = outcomes[r.id]
+            if outcome.unstated_result is True:
+                referrals.append(ReferralOutcome(outcome, ()))
+            elif outcome.unstated_result is None and outcome.open:
+                referrals.append(ReferralOutcome(outcome, outcome.open))
+        returned = [decisions[p] for p in wanted]
+        caveats = self.caveats.for_decision(region.code, on, param_values, self._used_parameters(returned, referrals))
+        return Decision(self.version, on, region, param_values, returned, referrals, caveats)
 
-    def _closure(self, wanted: tuple[str, ...]) -> tuple[list[str], list[tuple[Rule, tuple, tuple]], str]:
-        """The programs to decide (those asked for and every program they interact with); their
-        rules and the referrals, each with the facts and parameters it reads; and the markers that
-        let the engine match those rules alone."""
-        key = frozenset(wanted)  # the order asked in does not change what is read
+    def _require(self, needed: Iterable[str], params: dict[str, Decimal], region: ResolvedRegion, on: dt.date) -> None:
+        """Every parameter the programs decided read is in force: a missing one is an error, not zero."""
+        for pid in needed:
+            for name in sorted(self._program_params[pid]):
+                if name not in params:
+                    raise ParameterNotInForce(
+                        f"parameter {name} has no value in force for region {region.code} on {on}"
+                    )
+
+    def _used_parameters(self, programs: list[ProgramDecision], referrals: list[ReferralOutcome]) -> frozenset[str]:
+        """The parameters the returned decisions rest on: those read by the rules that decided each
+        (see `_deciding`), with the amounts of the routes and adjustments that paid."""
+        used: set[str] = set()
+        for d in programs:
+            per_outcome = self._used.get(d.reasons, lambda _: {})
+            found = per_outcome.get(d.outcome)
+            if found is None:
+                found = per_outcome[d.outcome] = self._program_used(d)
+            used |= found
+        for referral in referrals:
+            used |= self._when_params[referral.outcome.rule.id]
+        return frozenset(used)
+
+    def _program_used(self, d: ProgramDecision) -> frozenset[str]:
+        used: set[str] = set()
+        for reason in _deciding(d):
+            used |= self._when_params[reason.rule.id]
+            if d.outcome == ELIGIBLE and reason.result and reason.rule.kind in ("route", "adjustment"):
+                used |= self._amount_params[reason.rule.id]
+        return frozenset(used)
+
+    def _closure(
+        self, wanted: tuple[str, ...], in_force: tuple[str, ...]
+    ) -> tuple[list[str], list[tuple[Rule, tuple, tuple]], str, list[str]]:
+        """The programs to decide (those asked for and every program in force they interact with);
+        their rules and the referrals, each with the facts and parameters it reads; the markers
+        that let the engine match those rules alone; and the programs whose outcome can change
+        one asked for (those must have every parameter they read: see `_require`)."""
+        key = (frozenset(wanted), in_force)  # the order asked in does not change what is read
         found = self._closures.get(key)
         if found is None:
             links: dict[str, set[str]] = {}
@@ -204,17 +350,45 @@ class Engine:
             for combo in self.policy.combinations:
                 for pid in combo.programs:
                     links.setdefault(pid, set()).update(combo.programs)
-            needed, todo = set(), list(wanted)
+            needed: set[str] = set()
+            todo = list(wanted)
             while todo:
                 pid = todo.pop()
-                if pid not in needed:
+                if pid not in needed and pid in in_force:
                     needed.add(pid)
                     todo.extend(links.get(pid, ()))
+            affecting = set(wanted)
+            grown = True
+            while grown:
+                before = len(affecting)
+                affecting |= {ex.program for ex in self.policy.exclusions if ex.excludes in affecting}
+                for combo in self.policy.combinations:
+                    if affecting & set(combo.programs):
+                        affecting |= set(combo.programs)
+                grown = len(affecting) != before
             programs = [p for p in self.policy.programs if p in needed]
             rules = [r for p in programs for r in self.policy.programs[p].rules] + list(self.policy.referrals)
             found = self._closures.put(
-                key, (programs, [(r, *self._reads[r.id]) for r in rules], self.matcher.markers((*programs, REFERRALS)))
+                key,
+                (
+                    programs,
+                    [(r, *self._reads[r.id]) for r in rules],
+                    self.matcher.markers((*programs, REFERRALS)),
+                    [p for p in programs if p in affecting],
+                ),
             )
+        return found
+
+    def parameters_in_force(self, region: ResolvedRegion, on: dt.date) -> dict[str, ParamValue]:
+        """The parameters with a value in force for the region on the date (none outside Zhejiang)."""
+        if not region.in_zhejiang:
+            return {}
+        found: dict[str, ParamValue] = {}
+        for pid, param in self.policy.parameters.items():
+            try:
+                found[pid] = param.resolve(region, on)
+            except ParameterNotInForce:
+                continue  # an error only if a program decided reads it (see _require)
         return found
 
     def _parameters(self, region: ResolvedRegion, on: dt.date) -> tuple[dict[str, ParamValue], dict[str, Decimal], str]:
@@ -223,7 +397,7 @@ class Engine:
         key = (region.code, on)
         found = self._param_cache.get(key)
         if found is None:
-            param_values = self.policy.resolve_parameters(region, on)
+            param_values = self.parameters_in_force(region, on)
             params = {k: v.value for k, v in param_values.items()}
             shared = {"p__" + k: engine_value(v) for k, v in params.items()}
             for op, name in self._param_only_ops:
@@ -242,7 +416,7 @@ class Engine:
                 message[name] = engine_value(value)
         return message
 
-    def _explain(self, rule: Rule, values: dict, params: dict) -> RuleOutcome:
+    def _explain(self, rule: Rule, values: dict, params: dict, defaulted: frozenset[str]) -> RuleOutcome:
         seen: list[tuple[Cmp, bool | None]] = []
         result = evaluate(rule.when, values, params, seen)
         absent: list[str] = []  # the facts its conditions read that the person lacks, in order
@@ -251,7 +425,18 @@ class Engine:
             if not isinstance(leaf.rhs, tuple):
                 names += [r.name for r in operand_refs(leaf.rhs) if isinstance(r, Fact)]
             absent += [n for n in names if n not in values and n not in absent]
-        return RuleOutcome(rule, result, self._render(rule, result, seen, values, params), tuple(absent))
+        text = self._render(rule, result, seen, values, params)
+        used_defaults = [f for f in self._defaultable[rule.id] if f in defaulted]
+        if not used_defaults:
+            return RuleOutcome(
+                rule, result, text, tuple(absent), result, (), tuple(open_facts(rule.when, values, params))
+            )
+        # The same rule with the unstated facts unknown: does a default decide it?
+        unstated = {k: v for k, v in values.items() if k not in defaulted}
+        unstated_result = evaluate(rule.when, unstated, params)
+        assumed = tuple((f, values[f]) for f in used_defaults) if unstated_result != result else ()
+        opened = tuple(open_facts(rule.when, unstated, params))
+        return RuleOutcome(rule, result, text, tuple(absent), unstated_result, assumed, opened)
 
     def _disagree(self, rule: Rule, known: RuleOutcome, fired: set[str]) -> None:
         self.disagreements += 1
@@ -288,30 +473,37 @@ class Engine:
             found.reasons,
             found.missing,
             found.passed_routes,
+            assumptions=found.assumptions,
         )
+
+    @staticmethod
+    def _outcome(program: Program, results: dict[str, bool | None]) -> tuple[str, list[Rule]]:
+        """The outcome the rule results give, and the routes that hold."""
+        conditions = [results[r.id] for r in program.conditions]
+        exclusions = [results[r.id] for r in program.exclusions]
+        routes = [r for r in program.routes if results[r.id]]
+        adjustments = [results[r.id] for r in program.adjustments]
+        if False in conditions or True in exclusions:
+            return INELIGIBLE, routes
+        if None in conditions or None in exclusions or (not routes and None in [results[r.id] for r in program.routes]):
+            return UNDETERMINED, routes
+        if not routes:
+            return INELIGIBLE, routes
+        if None in adjustments:
+            return UNDETERMINED, routes
+        return ELIGIBLE, routes
 
     def _decide_program(self, program: Program, reasons: tuple[RuleOutcome, ...], params: dict) -> ProgramResult:
         outcomes = {o.rule.id: o for o in reasons}
-        conditions = [outcomes[r.id].result for r in program.conditions]
-        exclusions = [outcomes[r.id].result for r in program.exclusions]
-        routes = [r for r in program.routes if outcomes[r.id].result]
-        adjustments = [outcomes[r.id].result for r in program.adjustments]
         unknown = [r for r in program.rules if outcomes[r.id].result is None]
-
-        if False in conditions or True in exclusions:
-            outcome = INELIGIBLE
-        elif (
-            None in conditions
-            or None in exclusions
-            or (not routes and None in [outcomes[r.id].result for r in program.routes])
-        ):
-            outcome = UNDETERMINED
-        elif not routes:
-            outcome = INELIGIBLE
-        elif None in adjustments:
-            outcome = UNDETERMINED
-        else:
-            outcome = ELIGIBLE
+        outcome, routes = self._outcome(program, {o.rule.id: o.result for o in reasons})
+        # The defaults the decision used: those of the rules a default decided, when leaving the
+        # unstated facts unknown would not give the same outcome and routes.
+        assumptions: list[tuple[str, Any, str]] = []
+        if any(o.assumed for o in reasons):
+            unstated = {o.rule.id: o.unstated_result if o.assumed else o.result for o in reasons}
+            if self._outcome(program, unstated) != (outcome, routes):
+                assumptions = [(f, v, o.rule.id) for o in reasons for f, v in o.assumed]
 
         amount = 0
         if outcome == ELIGIBLE:
@@ -325,11 +517,11 @@ class Engine:
             # The facts each unknown rule lacks, as its outcome recorded them.
             for rule in unknown:
                 missing += [(n, rule.id) for n in outcomes[rule.id].absent if (n, rule.id) not in missing]
-        return ProgramResult(outcome, amount, reasons, tuple(missing), tuple(r.id for r in routes))
+        return ProgramResult(outcome, amount, reasons, tuple(missing), tuple(r.id for r in routes), tuple(assumptions))
 
     def _interactions(self, decisions: dict[str, ProgramDecision]) -> None:
         for ex in self.policy.exclusions:
-            if ex.program not in decisions:
+            if ex.program not in decisions or ex.excludes not in decisions:
                 continue
             source, target = decisions[ex.program], decisions[ex.excludes]
             if source.outcome == ELIGIBLE and set(source.passed_routes) & set(ex.routes) and target.outcome == ELIGIBLE:
@@ -341,12 +533,14 @@ class Engine:
                     ex.program,
                     ex.text.model_dump(),
                     ex.citation,
+                    ex.citation_zh,
+                    ex.confidence,
                 )
                 target.outcome, target.amount_fen = INELIGIBLE, 0
                 target.interactions.append(item)
                 source.interactions.append(item)
         for combo in self.policy.combinations:
-            if combo.programs[0] not in decisions:
+            if not all(p in decisions for p in combo.programs):
                 continue
             pair = [decisions[p] for p in combo.programs]
             if not all(d.outcome == ELIGIBLE for d in pair):
@@ -361,6 +555,8 @@ class Engine:
                 kept if combo.mode == "take_higher" else "",
                 combo.text.model_dump(),
                 combo.citation,
+                combo.citation_zh,
+                combo.confidence,
             )
             for d in pair:
                 d.interactions.append(item)

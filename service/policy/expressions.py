@@ -111,14 +111,15 @@ def parse_operand(raw: Any, loc: tuple) -> Operand:
     raise ExpressionError(f"unknown operand {key!r} (fact, param, mul, add_months)", loc)
 
 
-def parse_condition(raw: Any, loc: tuple = ()) -> Cond:
+def parse_condition(raw: Any, loc: tuple = (), groups: Mapping[str, Mapping[str, list[str]]] | None = None) -> Cond:
+    """A condition tree; `groups` holds each fact's named value lists, for `in: {group: NAME}`."""
     if not isinstance(raw, dict) or not raw:
         raise ExpressionError("a condition is a mapping", loc)
     if set(raw) == {"all"} or set(raw) == {"any"}:
         ((key, items),) = raw.items()
         if not isinstance(items, list) or not items:
             raise ExpressionError(f"{key} takes a non-empty list", loc + (key,))
-        parsed = tuple(parse_condition(item, loc + (key, i)) for i, item in enumerate(items))
+        parsed = tuple(parse_condition(item, loc + (key, i), groups) for i, item in enumerate(items))
         return All(parsed) if key == "all" else AnyOf(parsed)
     if "fact" not in raw or len(raw) != 2:
         raise ExpressionError("a comparison is {fact: NAME, OP: VALUE} with OP one of " + ", ".join(OPS), loc)
@@ -126,6 +127,11 @@ def parse_condition(raw: Any, loc: tuple = ()) -> Cond:
     if op not in OPS:
         raise ExpressionError(f"unknown comparison {op!r} (one of {', '.join(OPS)})", loc + (op,))
     if op == "in":
+        if isinstance(raw[op], dict) and set(raw[op]) == {"group"}:
+            fact_groups = (groups or {}).get(str(raw["fact"]), {})
+            if raw[op]["group"] not in fact_groups:
+                raise ExpressionError(f"fact {raw['fact']} has no group {raw[op]['group']!r} (facts.yaml)", loc + (op,))
+            return Cmp(str(raw["fact"]), op, tuple(fact_groups[raw[op]["group"]]))
         if not isinstance(raw[op], list) or not raw[op]:
             raise ExpressionError("in takes a non-empty list of values", loc + (op,))
         return Cmp(str(raw["fact"]), op, tuple(raw[op]))
@@ -234,3 +240,20 @@ def evaluate(
     if None in results:
         return None
     return not decisive
+
+
+def open_facts(cond: Cond, values: Mapping[str, Any], params: Mapping[str, Decimal]) -> list[str]:
+    """The facts missing from `values` that leave the condition unknown: those of the unknown parts
+    of an unknown condition (a part already decided, true in an `any`, false in an `all`, is
+    not one of them). Empty when the condition is decided."""
+    if evaluate(cond, values, params) is not None:
+        return []
+    if isinstance(cond, Cmp):
+        names = [cond.fact]
+        if not isinstance(cond.rhs, tuple):
+            names += [r.name for r in operand_refs(cond.rhs) if isinstance(r, Fact)]
+        return [n for n in dict.fromkeys(names) if values.get(n) is None]
+    found: list[str] = []
+    for item in cond.items:
+        found += [n for n in open_facts(item, values, params) if n not in found]
+    return found

@@ -55,23 +55,26 @@ def _validate(doc: YamlDoc, cls: type[M]) -> M:
         raise PolicyFileError("invalid policy file:\n  " + "\n  ".join(problems)) from None
 
 
-def _rule(doc: YamlDoc, raw: model.Rule, kind: str, program: str | None, loc: tuple) -> Rule:
+Groups = dict[str, dict[str, list[str]]]  # fact -> group name -> enum values
+
+
+def _rule(doc: YamlDoc, raw: model.Rule, kind: str, program: str | None, loc: tuple, groups: Groups) -> Rule:
     try:
-        when = parse_condition(raw.when, loc + ("when",))
+        when = parse_condition(raw.when, loc + ("when",), groups)
         amount = parse_operand(raw.amount, loc + ("amount",)) if isinstance(raw, model.Route) else None
         multiply = parse_operand(raw.multiply, loc + ("multiply",)) if isinstance(raw, model.Adjustment) else None
     except ExpressionError as exc:
         raise PolicyFileError(f"{doc.where(exc.loc)}: rule {raw.id}: {exc}") from None
-    return Rule(raw.id, kind, program, raw.text, raw.citation, when, amount, multiply)
+    return Rule(raw.id, kind, program, raw.text, raw.citation, when, amount, multiply, raw.citation_zh, raw.confidence)
 
 
-def _load_program(doc: YamlDoc) -> Program:
+def _load_program(doc: YamlDoc, groups: Groups) -> Program:
     f = _validate(doc, model.ProgramFile)
     if doc.path.stem != f.id:
         raise PolicyFileError(f"{doc.where(('id',))}: program id {f.id!r} must match its file name")
 
     def rules(raws: Iterable[model.Rule], section: str, kind: str) -> tuple[Rule, ...]:
-        return tuple(_rule(doc, r, kind, f.id, (section, i)) for i, r in enumerate(raws))
+        return tuple(_rule(doc, r, kind, f.id, (section, i), groups) for i, r in enumerate(raws))
 
     return Program(
         f.id,
@@ -82,6 +85,7 @@ def _load_program(doc: YamlDoc) -> Program:
         rules(f.exclusions, "exclusions", "exclusion"),
         rules(f.routes, "routes", "route"),
         rules(f.adjustments, "adjustments", "adjustment"),
+        f.period,
     )
 
 
@@ -156,6 +160,7 @@ def load_policies(root: str | Path) -> PolicySet:
         raise PolicyFileError(f"{root}: not a policy directory (no policy.yaml)")
     manifest = _validate(YamlDoc(root / "policy.yaml"), model.Manifest)
     facts = _validate(YamlDoc(root / "facts.yaml"), model.FactsFile).facts
+    groups: Groups = {name: fact.groups for name, fact in facts.items() if fact.groups}
     regions = _load_regions(YamlDoc(root / "regions.yaml"))
 
     parameters: dict[str, Parameter] = {}
@@ -171,7 +176,7 @@ def load_policies(root: str | Path) -> PolicySet:
     docs: dict[str, YamlDoc] = {}
     for path in sorted((root / "programs").glob("*.yaml")):
         doc = YamlDoc(path)
-        program = _load_program(doc)
+        program = _load_program(doc, groups)
         programs[program.id] = program
         docs[program.id] = doc
     if not programs:
@@ -179,7 +184,9 @@ def load_policies(root: str | Path) -> PolicySet:
 
     inter_doc = YamlDoc(root / "interactions.yaml")
     inter = _validate(inter_doc, model.InteractionsFile)
-    referrals = tuple(_rule(inter_doc, r, "referral", None, ("referrals", i)) for i, r in enumerate(inter.referrals))
+    referrals = tuple(
+        _rule(inter_doc, r, "referral", None, ("referrals", i), groups) for i, r in enumerate(inter.referrals)
+    )
 
     policy = PolicySet(
         policy_version(root),
@@ -230,6 +237,72 @@ def _contradictions(cond) -> list[str]:
     return found
 
 
+def _check_facts(policy: PolicySet) -> list[str]:
+    problems: list[str] = []
+    for name, fact in policy.facts.items():
+        for group, members in fact.groups.items():
+            unknown = sorted(set(members) - set(fact.values or {}))
+            if unknown:
+                problems.append(f"fact {name}: group {group} has values the fact never takes: {unknown}")
+        if fact.from_parameter is not None:
+            param = policy.parameters.get(fact.from_parameter)
+            if param is None or param.file.unit != "switch" or fact.type != "boolean":
+                problems.append(f"fact {name}: from_parameter needs a boolean fact and a parameter of unit switch")
+            elif fact.default is not None:
+                problems.append(f"fact {name}: a fact read from a parameter has no default")
+    return problems
+
+
+def rule_parameters(rules: Iterable[Rule], policy: PolicySet) -> set[str]:
+    """The parameters rules read, directly or through a fact read from a parameter."""
+    names: set[str] = set()
+    for rule in rules:
+        refs = list(condition_refs(rule.when))
+        for extra in (rule.amount, rule.multiply):
+            if extra is not None:
+                refs += list(operand_refs(extra))
+        for ref in refs:
+            if isinstance(ref, Param):
+                names.add(ref.name)
+            elif ref.name in policy.facts and policy.facts[ref.name].from_parameter:
+                names.add(str(policy.facts[ref.name].from_parameter))
+    return names
+
+
+def _check_periods(policy: PolicySet, param_docs: dict[str, YamlDoc]) -> list[str]:
+    """Each program's period lies in the policy's; every parameter is in force for every region
+    from the policy's `complete_from`, or from the later start of a program that reads it; and on
+    a program's first day each parameter it reads has a value somewhere (so the program can be
+    decided from then where its values are known; elsewhere it is FAILED_PRECONDITION)."""
+    problems: list[str] = []
+    period = policy.manifest.period
+    complete_from = period.complete_from or period.effective_from
+    reading: dict[str, list[dt.date]] = {}  # parameter -> the starts of the programs that read it
+    for program in policy.programs.values():
+        own = program.period or period
+        if not period.effective_from <= own.effective_from <= own.effective_until <= period.effective_until:
+            problems.append(
+                f"program {program.id}: period {own.effective_from} to {own.effective_until} "
+                "is not inside the policy period"
+            )
+        for pid in sorted(n for n in rule_parameters(program.rules, policy) if n in policy.parameters):
+            param = policy.parameters[pid]
+            if not any(r.from_ <= own.effective_from for rows in param.file.values.values() for r in rows):
+                problems.append(
+                    f"{param_docs[pid].where()}: no value in any region on {own.effective_from}, "
+                    f"the start of program {program.id}"
+                )
+            reading.setdefault(pid, []).append(max(own.effective_from, complete_from))
+    required = {pid: min(reading.get(pid, [complete_from])) for pid in policy.parameters}
+    for code in policy.regions.all_codes():
+        for pid, param in policy.parameters.items():
+            try:
+                param.resolve(policy.regions.resolve(code, required[pid]), required[pid])
+            except LookupError:
+                problems.append(f"{param_docs[pid].where()}: no value in force for region {code} on {required[pid]}")
+    return problems
+
+
 def _check(policy: PolicySet, root: Path, param_docs: dict[str, YamlDoc], inter_doc: YamlDoc) -> None:
     """Whole-set checks: references, reachability, parameters in force, engine limits."""
     problems: list[str] = []
@@ -273,19 +346,13 @@ def _check(policy: PolicySet, root: Path, param_docs: dict[str, YamlDoc], inter_
         for pid in combo.programs:
             if pid not in policy.programs:
                 problems.append(f"interaction {combo.id}: unknown program {pid!r}")
-    start = policy.manifest.period.effective_from
     known = set(policy.regions.all_codes())
     for pid, param in policy.parameters.items():
         for code in param.file.values:
             if code not in known:
                 problems.append(f"{param_docs[pid].where(('values', code))}: unknown region {code} (regions.yaml)")
-    for code in policy.regions.all_codes():
-        region = policy.regions.resolve(code, start)
-        for pid, param in policy.parameters.items():
-            try:
-                param.resolve(region, start)
-            except LookupError:
-                problems.append(f"{param_docs[pid].where()}: no value in force for region {code} on {start}")
+    problems += _check_facts(policy)
+    problems += _check_periods(policy, param_docs)
     tests_per_attr: dict[str, set] = {}
     for rule in policy.rules:
         for leaf in leaves(rule.when):

@@ -10,6 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RegionCode = str  # six digits, checked by the loader
 SOURCES = ("plan", "national", "zj", "reference")
+Source = Literal["plan", "national", "zj", "reference"]
+# How sure the project is of a figure or a rule: a primary document (plan, national), a secondary
+# source (zj), a reading inferred from one, or this project's reference choice.
+Confidence = Literal["confirmed", "secondary", "inferred", "reference"]
+CONFIDENCE_BY_SOURCE: dict[Source, Confidence] = {
+    "plan": "confirmed",
+    "national": "confirmed",
+    "zj": "secondary",
+    "reference": "reference",
+}
 
 
 class _Strict(BaseModel):
@@ -26,12 +36,20 @@ class Period(_Strict):
     effective_until: dt.date
 
 
+class PolicyPeriod(Period):
+    # From this date every parameter is in force for every region (checked at load); before it a
+    # program decides only where the parameters it reads have a value. Default: effective_from.
+    complete_from: dt.date | None = None
+
+
 class Manifest(_Strict):
     name: str
     jurisdiction: RegionCode
-    period: Period
+    period: PolicyPeriod
     timezone: str
-    sources: dict[Literal["plan", "national", "zj", "reference"], str]
+    sources: dict[Source, str]
+    # The confidence of a value or rule whose file does not state one, from its source.
+    confidence_by_source: dict[Source, Confidence] = CONFIDENCE_BY_SOURCE
 
 
 class Fact(_Strict):
@@ -40,7 +58,14 @@ class Fact(_Strict):
     unit: str | None = None
     # For an enum: each value with its labels, as shown in reasons.
     values: dict[str, Text] | None = None
+    # What an unstated fact is taken to be. A decision that rests on it lists it as an assumption.
     default: Any = None
+    # Named lists of enum values that rules test with `in: {group: NAME}` (one place for a list
+    # that several rules share).
+    groups: dict[str, list[str]] = {}
+    # The fact is not asked of the caller: it is the value of a `switch` parameter for the region
+    # and date (true when the value is not 0).
+    from_parameter: str | None = None
 
 
 class FactsFile(_Strict):
@@ -93,13 +118,19 @@ class RegionsFile(_Strict):
 class DatedValue(_Strict):
     from_: dt.date = Field(alias="from")
     value: Decimal
-    source: Literal["plan", "national", "zj", "reference"]
-    confidence: str | None = None
+    source: Source
+    # Absent: derived from the source (policy.yaml `confidence_by_source`).
+    confidence: Confidence | None = None
+    # The last date a source states this value for; used on a later date it is carried forward,
+    # and the reply says so (a caveat). Absent: the value holds until the next one.
+    stated_until: dt.date | None = None
+    # What a reader of the receipt must know about the value (e.g. a plan's provincial average).
+    note: Text | None = None
 
 
 class ParameterFile(_Strict):
     description: Text
-    unit: Literal["yuan_per_month", "ratio", "years", "months"]
+    unit: Literal["yuan_per_month", "ratio", "years", "months", "switch"]
     values: dict[RegionCode, list[DatedValue]]
 
     @field_validator("values")
@@ -117,10 +148,17 @@ class ParameterFile(_Strict):
     set_by: Literal["province", "county"] = "province"
 
 
-class Rule(_Strict):
+class Cited(_Strict):
+    """A rule's authority: the citation in English and Chinese, and how sure the project is of it."""
+
+    confidence: Confidence
+    citation_zh: str = Field(min_length=3)
+    citation: str = Field(min_length=3)
+
+
+class Rule(Cited):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z0-9_]+$")
     text: Text
-    citation: str = Field(min_length=3)
     when: dict[str, Any]
 
 
@@ -136,6 +174,9 @@ class ProgramFile(_Strict):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     name: Text
     citation: str
+    # The dates its sources support; absent: the policy's period. Outside it the program is not
+    # decided (asked for by name: OUT_OF_RANGE).
+    period: Period | None = None
     rounding: Literal["yuan_half_up"]
     conditions: list[Rule] = Field(min_length=1)
     exclusions: list[Rule] = []
@@ -143,19 +184,17 @@ class ProgramFile(_Strict):
     adjustments: list[Adjustment] = []
 
 
-class ExclusionInteraction(_Strict):
+class ExclusionInteraction(Cited):
     id: str
     text: Text
-    citation: str
     program: str
     routes: list[str]
     excludes: str
 
 
-class Combination(_Strict):
+class Combination(Cited):
     id: str
     text: Text
-    citation: str
     programs: list[str] = Field(min_length=2, max_length=2)
     mode: Literal["take_higher", "both"]
 

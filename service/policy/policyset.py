@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from .expressions import Cond, Operand
-from .model import Alias, Fact, Manifest, ParameterFile, Region, Text
+from .model import Alias, DatedValue, Fact, Manifest, ParameterFile, Period, Region, Text
 
 MONEY_UNITS = {"yuan_per_month": Decimal(100)}  # money is held in fen
 
@@ -31,6 +31,8 @@ class Rule:
     when: Cond
     amount: Operand | None = None
     multiply: Operand | None = None
+    citation_zh: str = ""
+    confidence: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Program:
     exclusions: tuple[Rule, ...]
     routes: tuple[Rule, ...]
     adjustments: tuple[Rule, ...]
+    period: Period | None = None  # None: the policy's period
 
     @functools.cached_property
     def rules(self) -> tuple[Rule, ...]:
@@ -150,6 +153,10 @@ class Parameter:
                 scale = MONEY_UNITS.get(self.file.unit, Decimal(1))
                 return ParamValue(self.id, row.value * scale, row.value, self.file.unit, code, row.from_, row.source)
         raise ParameterNotInForce(f"parameter {self.id} has no value in force for region {region.code} on {on}")
+
+    def row(self, value: ParamValue) -> DatedValue:
+        """The dated value as written in the file that a resolved value was read from."""
+        return next(r for r in self.file.values[value.region] if r.from_ == value.effective_from)
 
 
 @dataclass
