@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Debian packages the tests use: a private redis-server, Prometheus (promtool) and h2load.
 APT_PACKAGES := redis-server redis-tools prometheus nghttp2-client
 
-.PHONY: run test setup system-deps lint bench
+.PHONY: run test setup system-deps lint bench mutate
 
 run: $(VENV)/.installed
 	$(BIN)/python -m service $(ARGS)
@@ -41,6 +41,11 @@ system-deps:
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench $(ARGS)
+
+# How strong the policy cases are: each small change to policies/ that they notice (README,
+# "Policy files"). Not part of `make test`: a full run takes many minutes, bounded by --seconds.
+mutate: $(VENV)/.installed
+	$(BIN)/python -m policycheck.mutate $(ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check service clients bench tests
