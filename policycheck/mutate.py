@@ -12,7 +12,7 @@ calls (policycheck.cases). A mutant is
   survived        every case passes, yet some generated person is decided differently.
 The score is killed (with loader-killed and timed out) over all mutants but the equivalent ones.
 
-    .venv/bin/python -m policycheck.mutate [--seconds 3600] [--timeout 60] [--sample 1000]
+    .venv/bin/python -m policycheck.mutate [--seconds 3600] [--timeout 300] [--sample 1000]
         [--only TEXT ...] [--json report.json]
 
 Mutants run one at a time in a worker process; one that runs past --timeout is stopped by killing
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m policycheck.mutate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--policies", type=Path, default=ROOT / "policies")
     parser.add_argument("--seconds", type=float, default=3600, help="budget for the whole run (default 3600)")
-    parser.add_argument("--timeout", type=float, default=60, help="per mutant (default 60)")
+    parser.add_argument("--timeout", type=float, default=300, help="per mutant, a guard against hangs (default 300)")
     parser.add_argument("--sample", type=int, default=1000, help="generated people for equivalence (default 1000)")
     parser.add_argument("--only", action="append", default=[], help="run only mutants whose label contains this")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -63,37 +63,34 @@ def _scalars(root: Path) -> tuple[set[dt.date], set[str]]:
 
 
 def canonical(service: DecisionService, request: pb.EvaluateRequest) -> Any:
-    """The deciding part of a reply (or the refusal's status code) in a comparable form."""
+    """The deciding part of a reply (or the refusal's status code) in a comparable form. Lists are
+    compared as multisets: the order a reply lists programs, reasons or an interaction's programs in
+    is presentation (the tie order of take-the-higher, which the listing order also sets, is tested
+    on a real tie in tests/test_policy_cases.py)."""
     try:
         reply = service.evaluate(request)
     except Exception as exc:  # a refusal is an outcome too: compared by its status code
         return ("error", to_status(exc)[0].name)
-    _strip(reply)
-    return reply.SerializeToString(deterministic=True)
+    return _canon(reply)
 
 
-def _strip(message: Message) -> None:
-    clear, inner = _plan(message.DESCRIPTOR)
-    for name in clear:
-        message.ClearField(name)
-    for name, repeated in inner:
-        if repeated:
-            for item in getattr(message, name):
-                _strip(item)
-        elif message.HasField(name):
-            _strip(getattr(message, name))
+def _canon(message: Message) -> tuple:
+    clear = _not_deciding(message.DESCRIPTOR)
+    out = []
+    for field, value in message.ListFields():
+        if field.name in clear:
+            continue
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            item = tuple(sorted(_canon(v) for v in value)) if field.is_repeated else _canon(value)
+        else:
+            item = tuple(sorted(value)) if field.is_repeated else value
+        out.append((field.name, item))
+    return tuple(out)
 
 
 @functools.cache
-def _plan(descriptor: Descriptor) -> tuple[tuple[str, ...], tuple[tuple[str, bool], ...]]:
-    """A message type's fields to clear, and its message fields to strip in turn."""
-    clear = tuple(f.name for f in descriptor.fields if NOT_DECIDING.search(f.name))
-    inner = tuple(
-        (f.name, f.is_repeated)
-        for f in descriptor.fields
-        if f.type == FieldDescriptor.TYPE_MESSAGE and f.name not in clear and not f.message_type.GetOptions().map_entry
-    )
-    return clear, inner
+def _not_deciding(descriptor: Descriptor) -> frozenset[str]:
+    return frozenset(f.name for f in descriptor.fields if NOT_DECIDING.search(f.name))
 
 
 class People:
