@@ -51,41 +51,66 @@ class Result:
 
 def _worker(conn: Connection, policies: Path, sample_size: int) -> None:
     """Runs mutants sent over `conn` against a private copy of the policies and sends back results."""
-    from service.cache import LocalCache
-    from service.decisions import DecisionService, PolicyHolder
-
-    from .cases import check, load_cases
-    from .sample import People, canonical
-
-    cases = load_cases(policies / "tests")
     work = Path(tempfile.mkdtemp(prefix="policy-mutant-"))
-    copy = work / "policies"
-    shutil.copytree(policies, copy)
-
-    def service_for(root: Path) -> DecisionService:
-        return DecisionService(PolicyHolder(root), LocalCache(ttl=0), b"mutation")
-
-    original = service_for(copy)
-    people = People(copy, original, sample_size) if sample_size else None
-    expected = [canonical(original, r) for r in people] if people else []
-    original_policy = original.holder.engine.policy
-    original.holder.engine.close()
-    conn.send("ready")
     try:
-        while True:
-            item = conn.recv()
-            if item is None:
-                break
-            mutant = Mutant(**item)
-            target = copy / mutant.file
-            before = target.read_text(encoding="utf-8")
-            target.write_text(mutant.text, encoding="utf-8")
-            try:
-                conn.send(_judge(service_for, copy, cases, check, people, expected, canonical, original_policy))
-            finally:
-                target.write_text(before, encoding="utf-8")
+        judge = Judge(policies, work / "policies", sample_size)
+        conn.send("ready")
+        while (item := conn.recv()) is not None:
+            conn.send(judge(Mutant(**item)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class Judge:
+    """Decides one mutant's status on a private copy of the policies (in the worker process)."""
+
+    def __init__(self, policies: Path, copy: Path, sample_size: int):
+        # Imported here, in the worker: the parent process never loads the engine.
+        from service.cache import LocalCache
+        from service.decisions import DecisionService, PolicyHolder
+
+        from . import cases, sample
+
+        self.cases, self.check, self.canonical = cases.load_cases(policies / "tests"), cases.check, sample.canonical
+        self.copy = copy
+        shutil.copytree(policies, copy)
+        self.service_for = lambda: DecisionService(PolicyHolder(copy), LocalCache(ttl=0), b"mutation")
+        original = self.service_for()
+        self.people = sample.People(copy, original, sample_size) if sample_size else None
+        self.expected = [self.canonical(original, r) for r in self.people or ()]
+        self.original = original.holder.engine.policy
+        original.holder.engine.close()
+
+    def __call__(self, mutant: Mutant) -> tuple[str, str]:
+        target = self.copy / mutant.file
+        before = target.read_text(encoding="utf-8")
+        target.write_text(mutant.text, encoding="utf-8")
+        try:
+            return self._judge()
+        finally:
+            target.write_text(before, encoding="utf-8")
+
+    def _judge(self) -> tuple[str, str]:
+        try:
+            service = self.service_for()
+        except Exception as exc:  # the loader's refusal is what it is for
+            return "loader-killed", (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        try:
+            for case in self.cases:
+                problems = self.check(service, case)
+                if problems:
+                    return "killed", f"{case.name}: {problems[0]}"[:300]
+            if self.people is None:
+                return "survived", "no sample taken (--sample 0)"
+            if _same_policy(self.original, service.holder.engine.policy, self.people):
+                return "equivalent", "same rules, and the same parameter values on every sampled date and region"
+            for i, (request, want) in enumerate(zip(self.people, self.expected, strict=True)):
+                if self.canonical(service, request) != want:
+                    where = f"{request.as_of}, {request.person.region_code}"
+                    return "survived", f"generated person {i} ({where}) decided otherwise"
+            return "equivalent", f"same decisions for all {len(self.expected)} generated people"
+        finally:
+            service.holder.engine.close()
 
 
 def _same_policy(original: Any, mutant: Any, people: Any) -> bool:
@@ -114,31 +139,6 @@ def _same_policy(original: Any, mutant: Any, people: Any) -> bool:
         return True
     except Exception:  # e.g. a region the mutant cannot resolve: not provably the same
         return False
-
-
-def _judge(service_for, root, cases, check, people, expected, canonical, original_policy) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    try:
-        service = service_for(root)
-    except Exception as exc:  # the loader's refusal is what it is for
-        return "loader-killed", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-    try:
-        for case in cases:
-            problems = check(service, case)
-            if problems:
-                return "killed", f"{case.name}: {problems[0]}"[:300]
-        if people is None:
-            return "survived", "no sample taken (--sample 0)"
-        if _same_policy(original_policy, service.holder.engine.policy, people):
-            return "equivalent", "same rules, and the same parameter values on every sampled date and region"
-        for i, (request, want) in enumerate(zip(people, expected, strict=True)):
-            if canonical(service, request) != want:
-                return (
-                    "survived",
-                    f"generated person {i} ({request.as_of}, {request.person.region_code}) decided otherwise",
-                )
-        return "equivalent", f"same decisions for all {len(expected)} generated people"
-    finally:
-        service.holder.engine.close()
 
 
 class Runner:
