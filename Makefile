@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # (a private instance as the gRPC load balancer in front of several replicas).
 APT_PACKAGES := redis-server redis-tools prometheus nghttp2-client nginx
 
-.PHONY: run test setup system-deps lint bench
+.PHONY: run test setup system-deps lint bench mutate
 
 run: $(VENV)/.installed
 	$(BIN)/python -m service $(ARGS)
@@ -43,6 +43,11 @@ system-deps:
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench $(ARGS)
+
+# How strong the policy cases are: each small change to policies/ that they notice (README,
+# "Policy files"). Not part of `make test`: a full run takes many minutes, bounded by --seconds.
+mutate: $(VENV)/.installed
+	$(BIN)/python -m policycheck.mutate $(ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check service clients bench tests
