@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Debian packages the tests use: a private redis-server, Prometheus (promtool) and h2load.
 APT_PACKAGES := redis-server redis-tools prometheus nghttp2-client
 
-.PHONY: run test setup system-deps lint bench
+.PHONY: run test setup system-deps lint bench coverage
 
 run: $(VENV)/.installed
 	$(BIN)/python -m service $(ARGS)
@@ -45,3 +45,16 @@ bench: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check service clients bench tests
 	$(BIN)/ruff format --check service clients bench tests
+
+# Line and branch coverage across the test process and every service process it starts
+# ([tool.coverage.run] in pyproject.toml). Reports even when a test fails, then fails with pytest.
+COVERAGE_TOTALS := import json; t = json.load(open("coverage.json"))["totals"]; \
+	print("lines {covered_lines}/{num_statements} = {:.1f}%, branches {covered_branches}/{num_branches} = {:.1f}%".format( \
+	100 * t["covered_lines"] / t["num_statements"], 100 * t["covered_branches"] / t["num_branches"], **t))
+
+coverage: setup
+	rm -f .coverage .coverage.* coverage.json
+	$(BIN)/coverage run -m pytest $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/coverage combine --quiet && $(BIN)/coverage report --show-missing && \
+	$(BIN)/coverage json --quiet -o coverage.json && $(BIN)/python -c '$(COVERAGE_TOTALS)'; \
+	exit $$status

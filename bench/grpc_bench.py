@@ -33,35 +33,37 @@ def grpc_body(message) -> bytes:
 
 @contextmanager
 def process(cmd: list[str], port: int, env: dict | None = None):
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "SUBSIDY_HMAC_KEY": "bench", **(env or {})},
-    )
-    try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                break
-            except grpc.RpcError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"{cmd} did not start: {log.read().decode(errors='replace')[-2000:]}")
-                time.sleep(0.1)
-        channel.close()
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SUBSIDY_HMAC_KEY": "bench", **(env or {})},
+        )
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    break
+                except grpc.RpcError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        log.seek(0)
+                        raise RuntimeError(
+                            f"{cmd} did not start: {log.read().decode(errors='replace')[-2000:]}"
+                        ) from None
+                    time.sleep(0.1)
+            channel.close()
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def service(port: int, *args: str):

@@ -38,7 +38,7 @@ def people(n: int, seed: int = 7) -> list[pb.EvaluateRequest]:
             person.own_income_fen = rng.randint(0, 400_000)
         if year < 1962:
             person.capacity_assessment.level = rng.randint(1, 4)
-            person.capacity_assessment.assessed_on = "2020-0%d-15" % rng.randint(1, 7)
+            person.capacity_assessment.assessed_on = f"2020-0{rng.randint(1, 7)}-15"
         if year > 2002:
             person.child_status = rng.randint(1, 4)
             person.serious_illness = rng.random() < 0.2

@@ -18,8 +18,9 @@ policy versions, or any wrong answer, is a failure. Deliberate rejections are co
 invalid requests (INVALID_ARGUMENT with field violations), oversized messages
 (RESOURCE_EXHAUSTED) and calls started after SIGTERM once the server stopped accepting
 (UNAVAILABLE, or CANCELLED for a call that reached the transport in the instant it stopped).
-A call started before SIGTERM must succeed. Anything else is unexpected; the exit code is 1 if there is any, if a reload went
-the wrong way, if the service exits non-zero, or if an ID number appears in its logs or metrics.
+A call started before SIGTERM must succeed. Anything else is unexpected; the exit code is 1 if
+there is any, if a reload went the wrong way, if the service exits non-zero, or if an ID number
+appears in its logs or metrics.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def _client_process(
                     items[3] = pb.EvaluateBatchRequest(ref="r3", request=bad_request())
                     replies = list(stub.EvaluateBatch(iter(items), timeout=20))
                     good = len(replies) == 10
-                    for k, (i, r) in enumerate(zip(picks, replies)):
+                    for k, (i, r) in enumerate(zip(picks, replies, strict=True)):
                         if k == 3:
                             good &= r.WhichOneof("result") == "error" and r.error.code == "INVALID_ARGUMENT"
                         else:
@@ -281,7 +282,10 @@ def worker_pids(pid: int) -> list[int]:
 
 def run(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="subsidy-soak-"))
-    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=not args.json, file=sys.stderr)
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=not args.json, file=sys.stderr)
+
     policies, policies_v2 = tmp / "policies", tmp / "policies-v2"
     shutil.copytree(ROOT / "policies", policies)
     shutil.copytree(ROOT / "policies", policies_v2)
@@ -299,7 +303,7 @@ def run(args) -> dict:
 
     for r in requests:
         id_numbers.add(pb.EvaluateRequest.FromString(r).person.id_number)
-    changed = sum(a != b for a, b in zip(replies_v1, replies_v2))
+    changed = sum(a != b for a, b in zip(replies_v1, replies_v2, strict=True))
 
     redis = RedisProcess(free_port(), tmp)
     redis.start()

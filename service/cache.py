@@ -8,6 +8,7 @@ for a back-off before one request probes it again; caching resumes by itself whe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -116,10 +117,8 @@ class RedisCache:
         self._call("set", lambda: self._client.set(key, value, ex=self.ttl))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(redis.RedisError, OSError):
             self._client.close()
-        except (redis.RedisError, OSError):
-            pass
 
 
 class NoCache:

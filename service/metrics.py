@@ -11,6 +11,7 @@ worker exits, the supervisor calls `worker_exited(pid)` so its live gauges stop 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -32,10 +33,8 @@ def prepare_multiprocess_dir() -> bool:
     os.environ[_OWNER_ENV] = str(os.getpid())
     os.makedirs(directory, exist_ok=True)
     for path in glob.glob(os.path.join(directory, "*.db")):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(path)
-        except FileNotFoundError:
-            pass
     return True
 
 

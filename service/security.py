@@ -16,7 +16,7 @@ into metrics and logs; it names a system, never a person. Plaintext has the iden
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 

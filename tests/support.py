@@ -41,8 +41,10 @@ def _expand(descriptor, data: dict) -> dict:
     for key, value in data.items():
         field = descriptor.fields_by_name[key]
         if field.enum_type is not None:
-            conv = lambda v: _enum_name(field.enum_type, v)
-            out[key] = [conv(v) for v in value] if isinstance(value, list) else conv(value)
+            enum_type = field.enum_type
+            out[key] = (
+                [_enum_name(enum_type, v) for v in value] if isinstance(value, list) else _enum_name(enum_type, value)
+            )
         elif field.message_type is not None and isinstance(value, dict):
             out[key] = _expand(field.message_type, value)
         else:
@@ -143,7 +145,7 @@ def start_service(tmp: Path, *args: str, env: dict | None = None, name: str = "s
     service = ServiceProcess(proc, port, metrics_port, log_path)
     try:
         wait_serving(service.address, proc=proc)
-    except Exception:
+    except Exception as exc:
         service.stop(signal.SIGKILL)
-        raise RuntimeError(f"service did not start:\n{service.log_text()}")
+        raise RuntimeError(f"service did not start:\n{service.log_text()}") from exc
     return service

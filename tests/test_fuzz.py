@@ -117,7 +117,8 @@ date_text = st.one_of(
 def id_numbers(draw, birth: str, region: str) -> str:
     digits = birth.replace("-", "")
     seq = draw(st.integers(0, 999))
-    first = f"{region if re.fullmatch(r'[0-9]{6}', region) else '330102'}{digits if len(digits) == 8 else '19700505'}{seq:03d}"
+    region = region if re.fullmatch(r"[0-9]{6}", region) else "330102"
+    first = f"{region}{digits if len(digits) == 8 else '19700505'}{seq:03d}"
     good = first + check_char(first) if re.fullmatch(r"[0-9]{17}", first) else first + "0"
     return draw(
         st.one_of(
@@ -317,10 +318,7 @@ def test_ten_thousand_generated_requests(fuzz_server):
     )
     @given(st.lists(wire_messages, min_size=REQUESTS_PER_EXAMPLE, max_size=REQUESTS_PER_EXAMPLE), st.integers(0, 9))
     def run(messages: list[bytes], mode: int) -> None:
-        if mode == 0:
-            results = send_batch(messages)
-        else:
-            results = list(pool.map(send, messages))
+        results = send_batch(messages) if mode == 0 else list(pool.map(send, messages))
         with lock:
             sent.extend(messages)
             outcomes.update(results)

@@ -117,7 +117,8 @@ def test_the_version_is_the_content_hash(policy_copy):
             "programs/disability_nursing_subsidy.yaml",
             "- {fact: disability_grade, ge: 3}",
             "- {fact: disability_grade, ge: 3}\n                - {fact: disability_grade, lt: 2}",
-            "nursing.severe_or_intellectual_mental_with_care_need .*can never hold: no disability_grade is both above 3",
+            "nursing.severe_or_intellectual_mental_with_care_need .*can never hold: "
+            "no disability_grade is both above 3",
         ),
         (
             "programs/disability_nursing_subsidy.yaml",

@@ -208,9 +208,9 @@ def start_mtls_service(tmp: Path, pki: PKI, *extra: str, name: str = "mtls"):
     service = ServiceProcess(proc, port, metrics_port, log_path)
     try:
         wait_tls_serving(service.address, pki)
-    except Exception:
+    except Exception as exc:
         service.stop(_signal.SIGKILL)
-        raise RuntimeError(f"service did not start:\n{service.log_text()}")
+        raise RuntimeError(f"service did not start:\n{service.log_text()}") from exc
     return service
 
 

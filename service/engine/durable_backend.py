@@ -12,6 +12,7 @@ nothing can corrupt a later state delete).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -187,10 +188,8 @@ class DurableMatcher:
         return name
 
     def _reset(self) -> None:
-        try:
+        with contextlib.suppress(BaseException):  # the state may not exist; nothing more to clean
             dre.delete_state(self._handle, _SID)
-        except BaseException:  # the state may not exist; nothing more to clean
-            pass
 
     def close(self) -> None:
         with ENGINE_LOCK:

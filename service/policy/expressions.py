@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Union
+from typing import Any
 
 from dateutil.relativedelta import relativedelta
 
@@ -64,7 +64,7 @@ class AddMonths:
     months: Operand
 
 
-Operand = Union[Fact, Param, Lit, Mul, AddMonths]
+Operand = Fact | Param | Lit | Mul | AddMonths
 
 # Conditions -------------------------------------------------------------------------------------
 
@@ -86,7 +86,7 @@ class AnyOf:
     items: tuple[Cond, ...]
 
 
-Cond = Union[Cmp, All, AnyOf]
+Cond = Cmp | All | AnyOf
 
 
 def parse_operand(raw: Any, loc: tuple) -> Operand:
@@ -217,7 +217,7 @@ def evaluate(
             seen.append((cond, result))
         return result
     results = [evaluate(item, values, params, seen) for item in cond.items]
-    decisive = False if isinstance(cond, All) else True
+    decisive = not isinstance(cond, All)  # False decides an All, True an AnyOf
     if decisive in results:
         return decisive
     if None in results:
