@@ -16,6 +16,7 @@ import glob
 import os
 import re
 import threading
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 
@@ -108,10 +109,10 @@ def _caller_label(caller: str | None) -> str:
         return caller
 
 
-_children: dict[tuple, object] = {}
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 
-def child(metric, *values: str):
+def child(metric: Any, *values: str) -> Any:
     """metric.labels(*values), memoized: label values are a bounded set, and labels() is slow."""
     key = (id(metric), values)
     found = _children.get(key)
@@ -153,7 +154,7 @@ def worker_exited(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def serve(port: int, addr: str = "0.0.0.0"):
+def serve(port: int, addr: str = "0.0.0.0") -> object:
     """Start the metrics HTTP server; in multiprocess mode it reads every worker's files."""
     if MULTIPROCESS:
         registry = CollectorRegistry()

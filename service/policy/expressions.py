@@ -30,7 +30,7 @@ OPS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
 class ExpressionError(ValueError):
     """A condition or amount in a policy file is malformed; `loc` points into the file."""
 
-    def __init__(self, message: str, loc: tuple = ()):
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()):
         super().__init__(message)
         self.loc = loc
 
@@ -89,7 +89,7 @@ class AnyOf:
 Cond = Cmp | All | AnyOf
 
 
-def parse_operand(raw: Any, loc: tuple) -> Operand:
+def parse_operand(raw: Any, loc: tuple[str | int, ...]) -> Operand:
     if not isinstance(raw, dict):
         if isinstance(raw, (bool, int, str, Decimal)):
             return Lit(raw)
@@ -112,7 +112,7 @@ def parse_operand(raw: Any, loc: tuple) -> Operand:
     raise ExpressionError(f"unknown operand {key!r} (fact, param, mul, add_months)", loc)
 
 
-def parse_condition(raw: Any, loc: tuple = ()) -> Cond:
+def parse_condition(raw: Any, loc: tuple[str | int, ...] = ()) -> Cond:
     if not isinstance(raw, dict) or not raw:
         raise ExpressionError("a condition is a mapping", loc)
     if set(raw) == {"all"} or set(raw) == {"any"}:
