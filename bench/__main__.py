@@ -154,10 +154,10 @@ def bench_scale(args) -> None:
         )
     one, two = rows["Evaluate, cache off, 1 worker(s)"], rows["Evaluate, cache off, 2 worker(s)"]
     batch_rate = rows[SAME_PERSON_BATCH]
-    half = next(r for k, r in rows.items() if k.startswith("Evaluate at half"))
+    at_half = next(r for k, r in rows.items() if k.startswith("Evaluate at half"))
     print(f"two workers / one:           {two.rps / one.rps:5.2f}  (target >= 1.6)")
     print(f"batch people/s / unary:      {batch_rate.rps / one.rps:5.2f}  (target >= 3)")
-    print(f"p99 / p50 at half load:      {half.p99_ms / half.p50_ms:5.2f}  (target <= 3)")
+    print(f"p99 / p50 at half load:      {at_half.p99_ms / at_half.p50_ms:5.2f}  (target <= 3)")
 
 
 def main() -> None:

@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -68,10 +69,10 @@ class Malformed:
         self.type_name = type_name
 
 
-def safe_deserializer(message_type) -> Callable[[bytes], object]:
+def safe_deserializer(message_type: type[Message]) -> Callable[[bytes], Message | Malformed]:
     """grpc answers INTERNAL when a deserializer raises; bad bytes are the caller's error, not ours."""
 
-    def deserialize(data: bytes):
+    def deserialize(data: bytes) -> Message | Malformed:
         try:
             return message_type.FromString(data)
         except (DecodeError, ValueError, RuntimeError, TypeError):
@@ -88,7 +89,7 @@ class DeadlineExceeded(Exception):
     pass
 
 
-def _check_deadline(context: grpc.aio.ServicerContext) -> None:
+def _check_deadline(context: security.Context) -> None:
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:
         raise DeadlineExceeded()
@@ -112,12 +113,14 @@ class EligibilityServicer:
         # Only a cache that waits on the network leaves the loop; the engine itself is CPU-bound.
         self.io_pool = io_pool if decisions.cache.blocking else None
 
-    async def _decide(self, request) -> Reply:
+    async def _decide(self, request: pb.EvaluateRequest) -> Reply:
         if self.io_pool is not None:
             return await asyncio.get_running_loop().run_in_executor(self.io_pool, self.decisions.decide, request)
         return self.decisions.decide(request)
 
-    async def _unary(self, method: str, fn: Callable, request, context: grpc.aio.ServicerContext):
+    async def _unary(
+        self, method: str, fn: Callable[[Any], Awaitable[object]], request: object, context: security.Context
+    ) -> object:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         caller = self.callers.caller(context)
@@ -151,16 +154,18 @@ class EligibilityServicer:
                     extra={"method": method, "code": code.name, "caller": caller, "ms": round(seconds * 1000, 3)},
                 )
 
-    async def Evaluate(self, request, context):
+    async def Evaluate(self, request: pb.EvaluateRequest | Malformed, context: security.Context) -> object:
         return await self._unary("Evaluate", self._decide, request, context)
 
-    async def _list_programs(self, request):
+    async def _list_programs(self, request: pb.ListProgramsRequest) -> pb.ListProgramsResponse:
         return self.decisions.list_programs(request)
 
-    async def ListPrograms(self, request, context):
+    async def ListPrograms(self, request: pb.ListProgramsRequest | Malformed, context: security.Context) -> object:
         return await self._unary("ListPrograms", self._list_programs, request, context)
 
-    async def EvaluateBatch(self, request_iterator: AsyncIterator, context) -> AsyncIterator:
+    async def EvaluateBatch(
+        self, request_iterator: AsyncIterator[pb.EvaluateBatchRequest | Malformed], context: security.Context
+    ) -> AsyncIterator[bytes | pb.EvaluateBatchResponse]:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         caller = self.callers.caller(context)
@@ -189,7 +194,7 @@ class EligibilityServicer:
                             batch_index=index,
                         )
                     # Serialized by hand: the reply is already bytes (see wire.py).
-                    out = (
+                    out: bytes | pb.EvaluateBatchResponse = (
                         (wire.embedded(_BATCH_REF, ref.encode()) if ref else b"")
                         + wire.integer(_BATCH_INDEX, index)
                         + wire.embedded(_BATCH_RESPONSE, reply.data)
@@ -214,11 +219,11 @@ class EligibilityServicer:
             observe("EvaluateBatch", code, time.perf_counter() - started, caller)
 
 
-def _serialize(message_type) -> Callable[[object], bytes]:
+def _serialize(message_type: type[Message]) -> Callable[[bytes | Message], bytes]:
     """Replies built as bytes pass as they are; messages are serialized."""
     serialize = message_type.SerializeToString
 
-    def serializer(reply) -> bytes:
+    def serializer(reply: bytes | Message) -> bytes:
         return reply if isinstance(reply, bytes) else serialize(reply)
 
     return serializer
@@ -226,7 +231,7 @@ def _serialize(message_type) -> Callable[[object], bytes]:
 
 def add_servicer(servicer: EligibilityServicer, server: grpc.aio.Server) -> None:
     """As the generated add_EligibilityServiceServicer_to_server, with deserializers that never raise."""
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Evaluate": grpc.unary_unary_rpc_method_handler(
             servicer.Evaluate,
             request_deserializer=safe_deserializer(pb.EvaluateRequest),
@@ -253,7 +258,7 @@ class Canary:
     def __init__(self, decisions: DecisionService, health_servicer: health.aio.HealthServicer, cfg: ServerConfig):
         self.decisions, self.health, self.cfg = decisions, health_servicer, cfg
         self.draining = False
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def probe(self) -> None:
         self.decisions.list_programs(pb.ListProgramsRequest())

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -35,9 +36,9 @@ def _enum_name(enum_type, short: str) -> str:
     return prefix + str(short).upper()
 
 
-def _expand(descriptor, data: dict) -> dict:
+def _expand(descriptor, data: dict) -> dict[str, Any]:
     """Short enum names (dibao_edge) to proto names (HOUSEHOLD_STATUS_DIBAO_EDGE), recursively."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in data.items():
         field = descriptor.fields_by_name[key]
         if field.enum_type is not None:
@@ -65,7 +66,7 @@ def request(as_of: str | dt.date, programs: list[str] | None = None, **person_da
     return pb.EvaluateRequest(person=person(**person_data), as_of=str(as_of), programs=programs or [])
 
 
-HANGZHOU_NURSING_CASE = dict(
+HANGZHOU_NURSING_CASE: dict[str, Any] = dict(
     birth_date="1970-05-05",
     region_code="330102",
     household_status="dibao",

@@ -185,6 +185,7 @@ def requests(draw) -> pb.EvaluateRequest:
             else draw(st.dates(dt.date(2016, 1, 1), dt.date(2020, 7, 31)).map(dt.date.isoformat))
         )
     benefit = enums["other_benefits"].enum_type
+    assert benefit is not None
     person.other_benefits.extend(
         draw(
             st.lists(
@@ -250,6 +251,7 @@ def check_error(code: grpc.StatusCode, details: str, violations: list) -> str:
 
 
 def field_violations(err: grpc.RpcError) -> list:
+    assert isinstance(err, grpc.Call)  # an RpcError from a call is also the call
     status = rpc_status.from_call(err)
     out = []
     for detail in status.details if status else ():
@@ -270,8 +272,12 @@ def fuzz_server(tmp_path_factory):
 
 def test_ten_thousand_generated_requests(fuzz_server):
     channel = grpc.insecure_channel(fuzz_server.address)
-    raw = channel.unary_unary("/subsidy.v1.EligibilityService/Evaluate")  # bytes in, bytes out
-    batch = channel.stream_stream("/subsidy.v1.EligibilityService/EvaluateBatch")
+    raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        "/subsidy.v1.EligibilityService/Evaluate"
+    )  # bytes in, bytes out
+    batch: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+        "/subsidy.v1.EligibilityService/EvaluateBatch"
+    )
     pool = futures.ThreadPoolExecutor(8)
     outcomes: Counter = Counter()
     rss: dict[str, int] = {}
@@ -284,7 +290,7 @@ def test_ten_thousand_generated_requests(fuzz_server):
         try:
             reply = pb.EvaluateResponse.FromString(raw(message, timeout=30))
         except grpc.RpcError as err:
-            return check_error(err.code(), err.details(), field_violations(err))
+            return check_error(err.code(), err.details() or "", field_violations(err))
         check_reply(reply)
         return "decision"
 

@@ -209,7 +209,7 @@ def test_requests_decisions_cache_engine_and_policy_metrics(tmp_path):
         expected = collections.Counter((d.program_id, outcome_name(d)) for r in fresh for d in r.decisions)
         assert by_labels(samples, "subsidy_decisions_total", "program", "outcome") == dict(expected)
         assert {"ELIGIBLE", "INELIGIBLE"} <= {o for _, o in expected}
-        paid = collections.Counter()
+        paid: collections.Counter[str] = collections.Counter()
         for r in fresh:
             for d in r.decisions:
                 paid[d.program_id] += d.monthly_amount.fen
@@ -315,7 +315,7 @@ def test_workers_share_the_port_and_metrics_are_aggregated(tmp_path):
     try:
         persons = people()
         same = persons[0][2]
-        replies = []
+        replies: list = []
         # Each call on a fresh connection (a channel with its own subchannel pool); SO_REUSEPORT
         # spreads connections over the workers. Each worker has its own in-process LRU, so the
         # same request decided afresh twice means both workers served it.

@@ -122,7 +122,7 @@ def exercised(tmp_path_factory):
     big = request("2020-08-01", **{**HANGZHOU_NURSING_CASE, "id_number": (other + " ") * 20_000})
     assert call(stub.Evaluate, big) == grpc.StatusCode.RESOURCE_EXHAUSTED
     with grpc.insecure_channel(service.address) as channel:
-        raw = channel.unary_unary("/subsidy.v1.EligibilityService/Evaluate")
+        raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/subsidy.v1.EligibilityService/Evaluate")
         damaged = request("2020-08-01", **{**HANGZHOU_NURSING_CASE, "id_number": other}).SerializeToString()[:-3]
         assert call(raw, damaged + b"\xff") == grpc.StatusCode.INVALID_ARGUMENT
     # A broken policy reload (the old set keeps serving).

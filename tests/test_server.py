@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import grpc
 import pytest
@@ -22,6 +23,7 @@ def decisions(reply):
 
 
 def field_violations(err: grpc.RpcError) -> dict[str, str]:
+    assert isinstance(err, grpc.Call)  # an RpcError from a call is also the call
     status = rpc_status.from_call(err)
     out = {}
     for detail in status.details:
@@ -189,7 +191,7 @@ def test_reflection_client_calls_evaluate_without_our_protos(server):
             "selfCare": "SELF_CARE_FULLY_DEPENDENT",
         },
     }
-    call = channel.unary_unary(
+    call: grpc.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
         "/subsidy.v1.EligibilityService/Evaluate",
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=Response.FromString,

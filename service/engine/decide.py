@@ -190,7 +190,9 @@ class Engine:
         referrals = [outcomes[r.id] for r in self.policy.referrals if outcomes[r.id].result]
         return Decision(self.version, on, region, param_values, [decisions[p] for p in wanted], referrals)
 
-    def _closure(self, wanted: tuple[str, ...]) -> tuple[list[str], list[tuple[Rule, tuple, tuple]], str]:
+    def _closure(
+        self, wanted: tuple[str, ...]
+    ) -> tuple[list[str], list[tuple[Rule, tuple[str, ...], tuple[str, ...]]], str]:
         """The programs to decide (those asked for and every program they interact with); their
         rules and the referrals, each with the facts and parameters it reads; and the markers that
         let the engine match those rules alone."""
@@ -242,7 +244,7 @@ class Engine:
                 message[name] = engine_value(value)
         return message
 
-    def _explain(self, rule: Rule, values: dict, params: dict) -> RuleOutcome:
+    def _explain(self, rule: Rule, values: dict[str, Any], params: dict[str, Any]) -> RuleOutcome:
         seen: list[tuple[Cmp, bool | None]] = []
         result = evaluate(rule.when, values, params, seen)
         absent: list[str] = []  # the facts its conditions read that the person lacks, in order
@@ -262,7 +264,14 @@ class Engine:
             f"rule {rule.id}: engine {'fired' if rule.id in fired else 'did not fire'}, explanation says {known.result}"
         )
 
-    def _render(self, rule: Rule, result: bool | None, seen: list, values: dict, params: dict) -> dict[str, str]:
+    def _render(
+        self,
+        rule: Rule,
+        result: bool | None,
+        seen: list[tuple[Cmp, bool | None]],
+        values: dict[str, Any],
+        params: dict[str, Any],
+    ) -> dict[str, str]:
         text = {}
         for lang in ("zh", "en"):
             tests = "; ".join(self.renderer.leaf(leaf, r, values, params, lang) for leaf, r in seen)
@@ -273,7 +282,7 @@ class Engine:
                 text[lang] += f"; {word} {self.renderer.operand(formula, values, params, lang)}"
         return text
 
-    def _program(self, program: Program, outcomes: dict[str, RuleOutcome], params: dict) -> ProgramDecision:
+    def _program(self, program: Program, outcomes: dict[str, RuleOutcome], params: dict[str, Any]) -> ProgramDecision:
         reasons = tuple([outcomes[r.id] for r in program.rules])
         # The entry holds the RuleOutcomes (in `reasons`), so their ids stay theirs while it lives.
         key = (program.id, *map(id, reasons))
@@ -290,7 +299,9 @@ class Engine:
             found.passed_routes,
         )
 
-    def _decide_program(self, program: Program, reasons: tuple[RuleOutcome, ...], params: dict) -> ProgramResult:
+    def _decide_program(
+        self, program: Program, reasons: tuple[RuleOutcome, ...], params: dict[str, Any]
+    ) -> ProgramResult:
         outcomes = {o.rule.id: o for o in reasons}
         conditions = [outcomes[r.id].result for r in program.conditions]
         exclusions = [outcomes[r.id].result for r in program.exclusions]
@@ -315,9 +326,9 @@ class Engine:
 
         amount = 0
         if outcome == ELIGIBLE:
-            best = max(evaluate_operand(r.amount, {}, params) for r in routes)
+            best = max(evaluate_operand(r.amount, {}, params) for r in routes if r.amount is not None)
             for rule in program.adjustments:
-                if outcomes[rule.id].result:
+                if outcomes[rule.id].result and rule.multiply is not None:
                     best *= evaluate_operand(rule.multiply, {}, params)
             amount = ROUNDING[program.rounding](best)
         missing: list[tuple[str, str]] = []
