@@ -12,7 +12,9 @@ APT_PACKAGES := redis-server redis-tools prometheus nghttp2-client
 run: $(VENV)/.installed
 	$(BIN)/python -m service $(ARGS)
 
+# Lint first: a line that breaks a ruff rule or a type fails the run before any test.
 test: setup
+	$(MAKE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 setup: system-deps $(VENV)/.installed .tools/node_modules/.bin/buf
@@ -42,9 +44,11 @@ system-deps:
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench $(ARGS)
 
+# The same checks as .pre-commit-config.yaml; mypy's files and strictness are in pyproject.toml.
 lint: $(VENV)/.installed
 	$(BIN)/ruff check service clients bench tests
 	$(BIN)/ruff format --check service clients bench tests
+	$(BIN)/mypy
 
 # Line and branch coverage across the test process and every service process it starts
 # ([tool.coverage.run] in pyproject.toml). Reports even when a test fails, then fails with pytest.
