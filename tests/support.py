@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.local import RedisProcess, free_port  # noqa: F401 (re-exported for the tests)
 from service.api import eligibility_pb2 as pb
@@ -150,3 +152,28 @@ def start_service(tmp: Path, *args: str, env: dict | None = None, name: str = "s
         service.stop(signal.SIGKILL)
         raise RuntimeError(f"service did not start:\n{service.log_text()}") from exc
     return service
+
+
+def metric_value(service: ServiceProcess, name: str, **labels: str) -> float:
+    """The sum of a sample's values on the service's metrics endpoint (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def wait_for_metric(service: ServiceProcess, name: str, at_least: float, timeout: float = 60, **labels: str) -> float:
+    """Wait until a counter reaches `at_least`: the event itself, not a guess at how long it takes.
+    The timeout only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = metric_value(service, name, **labels)
+        if seen >= at_least:
+            return seen
+        if service.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{name}{labels} is {seen}, never reached {at_least}:\n{service.log_text()}")
+        time.sleep(0.05)

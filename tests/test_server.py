@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -130,8 +132,12 @@ def test_date_outside_the_policy_period(stub):
 
 
 def test_default_date_is_today(stub):
+    """Today where the policies apply (policy.yaml: Asia/Shanghai), not the machine's UTC date."""
+    shanghai = ZoneInfo("Asia/Shanghai")
+    before = dt.datetime.now(shanghai).date()
     reply = stub.Evaluate(request("", **HANGZHOU_NURSING_CASE))
-    assert reply.evaluation_date >= "2026-01-01"
+    after = dt.datetime.now(shanghai).date()
+    assert reply.evaluation_date in {before.isoformat(), after.isoformat()}  # both: a call across midnight
 
 
 def test_list_programs(stub):
