@@ -105,6 +105,16 @@ class ServiceProcess:
         return self.proc.wait(timeout)
 
 
+def stop_gracefully(service: ServiceProcess, timeout: float = 60) -> int:
+    """SIGTERM and wait: the service drains and exits, and so writes its last log lines and, under
+    `make coverage`, its coverage data. A service that does not stop is killed, and that fails."""
+    try:
+        return service.stop(signal.SIGTERM, timeout)
+    except subprocess.TimeoutExpired:
+        service.stop(signal.SIGKILL)
+        raise
+
+
 def wait_serving(address: str, timeout: float = 30, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     channel = grpc.insecure_channel(address)
