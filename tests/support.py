@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -187,3 +188,19 @@ def wait_for_metric(service: ServiceProcess, name: str, at_least: float, timeout
         if service.proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"{name}{labels} is {seen}, never reached {at_least}:\n{service.log_text()}")
         time.sleep(0.05)
+
+
+def log_records(service: ServiceProcess) -> list[dict[str, Any]]:
+    """The service's JSON log lines so far, parsed."""
+    return [json.loads(line) for line in service.log_text().splitlines() if line.startswith("{")]
+
+
+def wait_for_log_lines(service: ServiceProcess, message: str, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+    """Wait until the log holds `count` lines with this message (the timeout only guards a hang)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [r for r in log_records(service) if r.get("message") == message]
+        if len(found) >= count:
+            return found
+        if service.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{len(found)} {message!r} lines, expected {count}:\n{service.log_text()}")
