@@ -45,7 +45,7 @@ def process(cmd: list[str], port: int, env: dict | None = None):
         try:
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")
             stub = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 180  # a hang guard: a loaded machine starts slowly
             while True:
                 try:
                     stub.Check(health_pb2.HealthCheckRequest(), timeout=1)

@@ -100,7 +100,7 @@ class ServiceProcess:
             time.sleep(4 * WRITE_INTERVAL)
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout)
@@ -116,7 +116,12 @@ def stop_gracefully(service: ServiceProcess, timeout: float = 60) -> int:
         raise
 
 
-def wait_serving(address: str, timeout: float = 30, proc: subprocess.Popen | None = None) -> None:
+# A hang guard, not a speed limit: on a shared 2-core machine under load (and under coverage) a
+# service has taken 30 s to start.
+START_TIMEOUT = 180
+
+
+def wait_serving(address: str, timeout: float = START_TIMEOUT, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     channel = grpc.insecure_channel(address)
     stub = health_pb2_grpc.HealthStub(channel)

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support import HANGZHOU_NURSING_CASE, ROOT, free_port, make_id, metric_value, request
+from support import HANGZHOU_NURSING_CASE, ROOT, START_TIMEOUT, free_port, make_id, metric_value, request
 
 from service.api import eligibility_pb2 as pb
 from service.api import eligibility_pb2_grpc as pb_grpc
@@ -148,7 +148,7 @@ def tls_channel(address: str, pki: PKI, client: Issued | None) -> grpc.Channel:
     return grpc.secure_channel(address, credentials, options=[("grpc.ssl_target_name_override", "localhost")])
 
 
-def wait_tls_serving(address: str, pki: PKI, timeout: float = 30) -> None:
+def wait_tls_serving(address: str, pki: PKI, timeout: float = START_TIMEOUT) -> None:
     import time
 
     deadline = time.monotonic() + timeout
