@@ -8,12 +8,14 @@ BIN := $(VENV)/bin
 # (a private instance as the gRPC load balancer in front of several replicas).
 APT_PACKAGES := redis-server redis-tools prometheus nghttp2-client nginx
 
-.PHONY: run test setup system-deps lint bench mutate
+.PHONY: run test setup system-deps lint bench mutate coverage
 
 run: $(VENV)/.installed
 	$(BIN)/python -m service $(ARGS)
 
+# Lint first: a line that breaks a ruff rule or a type fails the run before any test.
 test: setup
+	$(MAKE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 setup: system-deps $(VENV)/.installed .tools/node_modules/.bin/buf
@@ -49,6 +51,21 @@ bench: $(VENV)/.installed
 mutate: $(VENV)/.installed
 	$(BIN)/python -m policycheck.mutate $(ARGS)
 
+# The same checks as .pre-commit-config.yaml; mypy's files and strictness are in pyproject.toml.
 lint: $(VENV)/.installed
 	$(BIN)/ruff check service clients bench tests
 	$(BIN)/ruff format --check service clients bench tests
+	$(BIN)/mypy
+
+# Line and branch coverage across the test process and every service process it starts
+# ([tool.coverage.run] in pyproject.toml). Reports even when a test fails, then fails with pytest.
+COVERAGE_TOTALS := import json; t = json.load(open("coverage.json"))["totals"]; \
+	print("lines {covered_lines}/{num_statements} = {:.1f}%, branches {covered_branches}/{num_branches} = {:.1f}%".format( \
+	100 * t["covered_lines"] / t["num_statements"], 100 * t["covered_branches"] / t["num_branches"], **t))
+
+coverage: setup
+	rm -f .coverage .coverage.* coverage.json
+	$(BIN)/coverage run -m pytest $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/coverage combine --quiet && $(BIN)/coverage report --show-missing && \
+	$(BIN)/coverage json --quiet -o coverage.json && $(BIN)/python -c '$(COVERAGE_TOTALS)'; \
+	exit $$status

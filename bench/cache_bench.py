@@ -14,6 +14,7 @@ import argparse
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -28,7 +29,7 @@ HIT_LOCAL = "Evaluate, cache hit (in-process LRU)"
 HIT_REDIS = "Evaluate, cache hit (Redis)"
 RATIO_LOCAL = "ratio: hit (in-process LRU) / miss"
 RATIO_REDIS = "ratio: hit (Redis) / miss"
-LOAD = {"clients": 16, "streams": 4}  # as bench/__main__.py's unary load
+LOAD: dict[str, Any] = {"clients": 16, "streams": 4}  # as bench/__main__.py's unary load
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -33,35 +34,37 @@ def grpc_body(message) -> bytes:
 
 @contextmanager
 def process(cmd: list[str], port: int, env: dict | None = None):
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "SUBSIDY_HMAC_KEY": "bench", **(env or {})},
-    )
-    try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                break
-            except grpc.RpcError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"{cmd} did not start: {log.read().decode(errors='replace')[-2000:]}")
-                time.sleep(0.1)
-        channel.close()
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SUBSIDY_HMAC_KEY": "bench", **(env or {})},
+        )
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 180  # a hang guard: a loaded machine starts slowly
+            while True:
+                try:
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    break
+                except grpc.RpcError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        log.seek(0)
+                        raise RuntimeError(
+                            f"{cmd} did not start: {log.read().decode(errors='replace')[-2000:]}"
+                        ) from None
+                    time.sleep(0.1)
+            channel.close()
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def service(port: int, *args: str):
@@ -98,6 +101,13 @@ def tree_cpu_seconds(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total
+
+
+def _search(pattern: str, out: str) -> re.Match[str]:
+    found = re.search(pattern, out)
+    if found is None:
+        raise RuntimeError(f"h2load: no {pattern!r} in its output:\n{out}")
+    return found
 
 
 def h2load(
@@ -157,7 +167,7 @@ def h2load(
         ) / elapsed
         server_cores = ((tree_cpu_seconds(server_pid) - server_before) / elapsed) if server_pid else float("nan")
         rows = [line.split("\t") for line in Path(log.name).read_text().splitlines() if line.strip()]
-    done = re.search(
+    done = _search(
         r"requests: \d+ total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
         r"(\d+) errored",
         out,
@@ -165,7 +175,7 @@ def h2load(
     if int(done.group(4)) or int(done.group(5)) or any(r[1] != "200" for r in rows):
         raise RuntimeError(f"h2load: requests failed:\n{out}")
     if reply_bytes:
-        data = int(re.search(r"traffic: .*, [\d.]+\w*B \((\d+)\) data", out).group(1))
+        data = int(_search(r"traffic: .*, [\d.]+\w*B \((\d+)\) data", out).group(1))
         started, succeeded = int(done.group(1)), int(done.group(3))
         # Calls still running when a duration ends were cut off part way: they may add part of a reply.
         if not succeeded * reply_bytes[0] <= data <= started * reply_bytes[1]:
@@ -174,14 +184,16 @@ def h2load(
                 f"{reply_bytes[0]} to {reply_bytes[1]} each: some calls failed\n{out}"
             )
     latencies = sorted(int(r[2]) / 1000 for r in rows)
-    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    rps = float(_search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     return Load(rps, percentile(latencies, 50), percentile(latencies, 99), server_cores, h2load_cores)
 
 
 def unary_reply(port: int, request, path: str = PATH) -> bytes:
     """One reply's bytes, fetched raw through a real client."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_unary(path, request_serializer=type(request).SerializeToString)
+        call: grpc.UnaryUnaryMultiCallable[Any, bytes] = channel.unary_unary(
+            path, request_serializer=type(request).SerializeToString
+        )
         return call(request, timeout=10)
 
 
@@ -194,7 +206,9 @@ def unary_reply_bytes(port: int, request, path: str = PATH) -> tuple[int, int]:
 def stream_reply_bytes(port: int, requests: list, path: str = BATCH_PATH) -> tuple[int, int]:
     """DATA bytes of one good reply stream to `requests`, fetched raw through a real client."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.stream_stream(path, request_serializer=type(requests[0]).SerializeToString)
+        call: grpc.StreamStreamMultiCallable[Any, bytes] = channel.stream_stream(
+            path, request_serializer=type(requests[0]).SerializeToString
+        )
         replies = list(call(iter(requests), timeout=60))
     if len(replies) != len(requests):
         raise RuntimeError(f"{len(replies)} replies to {len(requests)} requests")

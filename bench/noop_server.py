@@ -7,10 +7,11 @@ import argparse
 import asyncio
 import signal
 from pathlib import Path
+from typing import cast
 
 from service.api import eligibility_pb2 as pb
 from service.cache import NoCache
-from service.decisions import Reply
+from service.decisions import DecisionService, Reply
 from service.server import ServerConfig, build_server
 
 
@@ -32,7 +33,7 @@ class NoopDecisions:
 async def serve(args: argparse.Namespace) -> None:
     reply = args.reply.read_bytes() if args.reply else b""
     server, _, _ = await build_server(
-        NoopDecisions(reply),
+        cast(DecisionService, NoopDecisions(reply)),  # the same methods, answering without deciding
         ServerConfig(host="127.0.0.1", port=args.port, threads=args.threads, reuse_port=args.reuse_port),
     )
     await server.start()

@@ -153,7 +153,7 @@ TEXT = {
 }
 
 
-class Lang(str, enum.Enum):
+class Lang(enum.StrEnum):
     zh = "zh"
     en = "en"
 
@@ -497,7 +497,9 @@ def render_decision(reply: pb.EvaluateResponse, lang: str, out: Console) -> None
         for m in d.missing_facts:
             table.add_row(t["missing"], _in(m, "label", lang), m.rule_id)
         for i in d.interactions:
-            compared = ", ".join(f"{names.get(p, p)} {fen_to_yuan(a.fen, True)}" for p, a in zip(i.programs, i.amounts))
+            compared = ", ".join(
+                f"{names.get(p, p)} {fen_to_yuan(a.fen, True)}" for p, a in zip(i.programs, i.amounts, strict=False)
+            )
             kept = f"; {t['kept']} {names.get(i.kept_program, i.kept_program)}" if i.kept_program else ""
             table.add_row(t["interaction"], f"{_in(i, 'text', lang)} ({t['compared']}: {compared}{kept})", i.citation)
         out.print(table)

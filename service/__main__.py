@@ -22,6 +22,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import FrameType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def default_policies() -> str:
@@ -31,7 +35,7 @@ def default_policies() -> str:
     return str(checkout if (checkout / "policy.yaml").is_file() else here / "bundled_policies")
 
 
-def _env(name: str, default):
+def _env(name: str, default: T) -> str | T:
     return os.environ.get(name, default)
 
 
@@ -205,7 +209,7 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     if args.metrics_port:
         metrics.serve(args.metrics_port)
 
-    def forward(signum, _frame):
+    def forward(signum: int, _frame: FrameType | None) -> None:
         for child in children:
             child.send_signal(signum)
 
@@ -280,7 +284,7 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
-    tasks: set[asyncio.Task] = set()  # the loop keeps weak references only
+    tasks: set[asyncio.Task[None]] = set()  # the loop keeps weak references only
 
     async def drain(signum: int) -> None:
         canary.stop()

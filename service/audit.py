@@ -17,6 +17,7 @@ Which rules decided:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from . import logs
 from .engine.decide import ELIGIBLE, INELIGIBLE, Decision, ProgramDecision
@@ -29,7 +30,7 @@ log = logging.getLogger("audit")
 _deciding = IdentityMemo(20_000)
 
 
-def _per_outcome(_reasons) -> dict[str, list[str]]:
+def _per_outcome(_reasons: object) -> dict[str, list[str]]:
     return {}
 
 
@@ -57,7 +58,7 @@ def _deciding_rules(decision: ProgramDecision) -> list[str]:
     ]
 
 
-def summary(decision: Decision) -> dict:
+def summary(decision: Decision) -> dict[str, Any]:
     """What the audit line says of a computed decision, per program."""
     return {
         d.program.id: {
@@ -75,14 +76,14 @@ def record(
     caller: str,
     policy_version: str,
     request_hash: str,
-    programs: dict | None,
+    programs: dict[str, Any] | None,
     batch_index: int | None = None,
 ) -> None:
     """Log the audit line for one decision. A cache hit (programs None) names the request hash and
     version of the computed decision it repeats, whose own line carries the rules."""
     if not log.isEnabledFor(logging.INFO):
         return
-    extra: dict = {"request_hash": request_hash}
+    extra: dict[str, Any] = {"request_hash": request_hash}
     if programs is not None:
         extra["programs"] = programs
     if batch_index is not None:  # never the caller's `ref`: free text the service cannot vouch for

@@ -8,9 +8,12 @@ for a back-off before one request probes it again; caching resumes by itself whe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import redis
 from cachetools import TTLCache
@@ -18,6 +21,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import metrics
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 PREFIX = "subsidy:decision"
@@ -33,7 +38,7 @@ class LocalCache:
     blocking = False  # never waits on I/O: the server calls it on its event loop
 
     def __init__(self, ttl: float, max_entries: int = 100_000):
-        self._data: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl)
+        self._data: TTLCache[str, bytes] = TTLCache(maxsize=max_entries, ttl=ttl)
         self._lock = threading.Lock()
         metrics.set_cache_up("local", True)
 
@@ -75,7 +80,7 @@ class RedisCache:
         self._probe = threading.Lock()
         metrics.set_cache_up("redis", True)
 
-    def _call(self, operation: str, fn):
+    def _call(self, operation: str, fn: Callable[[], T]) -> T | None:
         """Run one Redis command, or skip it (None) while Redis is backed off or being probed."""
         if self._down:
             if time.monotonic() < self._down_until or not self._probe.acquire(blocking=False):
@@ -86,7 +91,7 @@ class RedisCache:
                 self._probe.release()
         return self._attempt(operation, fn)
 
-    def _attempt(self, operation: str, fn):
+    def _attempt(self, operation: str, fn: Callable[[], T]) -> T | None:
         try:
             result = fn()
         except (redis.RedisError, OSError) as exc:
@@ -110,16 +115,15 @@ class RedisCache:
         metrics.set_cache_up("redis", False)
 
     def get(self, key: str) -> bytes | None:
-        return self._call("get", lambda: self._client.get(key))
+        value = self._call("get", lambda: self._client.get(key))
+        return value if isinstance(value, bytes) else None  # bytes: the client does not decode
 
     def set(self, key: str, value: bytes) -> None:
         self._call("set", lambda: self._client.set(key, value, ex=self.ttl))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(redis.RedisError, OSError):
             self._client.close()
-        except (redis.RedisError, OSError):
-            pass
 
 
 class NoCache:
@@ -127,7 +131,7 @@ class NoCache:
 
     blocking = False
 
-    def __init__(self):
+    def __init__(self) -> None:
         metrics.set_cache_up("off", True)  # off by configuration is not an outage
 
     def get(self, key: str) -> bytes | None:
@@ -140,7 +144,19 @@ class NoCache:
         pass
 
 
-def make_cache(redis_url: str | None, ttl: float):
+class Cache(Protocol):
+    """What the decision service needs of a cache; `blocking` says whether calls wait on the network."""
+
+    blocking: bool
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_cache(redis_url: str | None, ttl: float) -> Cache:
     if ttl <= 0:
         return NoCache()
     return RedisCache(redis_url, ttl) if redis_url else LocalCache(ttl)

@@ -144,7 +144,7 @@ class ReplyBuilder:
                     program_id=d.program.id,
                     name_zh=d.program.name.zh,
                     name_en=d.program.name.en,
-                    outcome=pb.Outcome.Value("OUTCOME_" + d.outcome),
+                    outcome="OUTCOME_" + d.outcome,  # protobuf takes the enum value by name
                     monthly_amount=pb.Money(fen=d.amount_fen),
                     amount_before_interactions=pb.Money(fen=d.amount_before_interactions_fen),
                     missing_facts=[

@@ -13,11 +13,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import audit, convert, metrics, wire
 from .api import eligibility_pb2 as pb
-from .cache import cache_key
+from .cache import Cache, cache_key
 from .convert import ReplyBuilder
 from .engine.decide import Engine, EngineDisagreement
 from .engine.durable_backend import EngineClosed
@@ -33,7 +33,7 @@ class Reply(NamedTuple):  # a tuple: built on every call, a frozen dataclass cos
     data: bytes  # a serialized EvaluateResponse
     policy_version: str
     request_hash: str
-    audit: dict | None  # per program: outcome, amount, deciding rules; None for a cache hit
+    audit: dict[str, Any] | None  # per program: outcome, amount, deciding rules; None for a cache hit
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class PolicyHolder:
 
 
 class DecisionService:
-    def __init__(self, holder: PolicyHolder, cache, hmac_key: bytes):
+    def __init__(self, holder: PolicyHolder, cache: Cache, hmac_key: bytes):
         self.holder = holder
         self.cache = cache
         self._hmac = hmac.new(hmac_key, digestmod=hashlib.sha256)  # keyed once, copied per request
@@ -121,7 +121,7 @@ class DecisionService:
         # date and the policy version (all in the key), so the cache is consulted before validating.
         # Today is read once: the key and the decision agree on the date even at midnight.
         now = None if request.as_of else today(engine.policy)
-        digest = self.request_hash(request, request.as_of or now.isoformat())
+        digest = self.request_hash(request, now.isoformat() if now is not None else request.as_of)
         key = cache_key(engine.version, digest)
         cached = self.cache.get(key)
         if cached is not None:
@@ -152,6 +152,7 @@ class DecisionService:
         region = resolve_region(request.region_code or policy.regions.province_code, policy, "region_code", bad, on)
         if bad:
             raise InvalidRequest(bad)
+        assert on is not None and region is not None  # both parsed, as nothing was bad
         engine.check_date(on)
         reply = pb.ListProgramsResponse(policy_version=engine.version, as_of=on.isoformat())
         for p in (policy.programs[pid] for pid in engine.in_force(on)):

@@ -15,7 +15,7 @@ def _read(path: str | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
 
 
-def _channel(args) -> grpc.Channel:
+def _channel(args: argparse.Namespace) -> grpc.Channel:
     if not args.ca_cert:
         return grpc.insecure_channel(args.address)
     credentials = grpc.ssl_channel_credentials(_read(args.ca_cert), _read(args.client_key), _read(args.client_cert))

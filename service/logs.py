@@ -17,6 +17,7 @@ import queue
 import sys
 import threading
 import time
+from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -26,7 +27,7 @@ WRITE_INTERVAL = 0.005  # seconds between the writer thread's batches
 class LineWriter:
     """Writes whole lines to a handler's stream from a thread of its own, in batches."""
 
-    def __init__(self, handler: logging.StreamHandler, interval: float = WRITE_INTERVAL):
+    def __init__(self, handler: logging.StreamHandler[TextIO], interval: float = WRITE_INTERVAL):
         self.handler = handler
         self.interval = interval
         self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -62,7 +63,7 @@ class LineWriter:
         self._write_queued()
 
 
-_handler: logging.StreamHandler | None = None  # the one `setup` installed
+_handler: logging.StreamHandler[TextIO] | None = None  # the one `setup` installed
 _writer: LineWriter | None = None
 
 
@@ -103,7 +104,9 @@ def _asctime(now: float) -> str:
     return f"{_second[1]},{int(now % 1 * 1000):03d}"
 
 
-def info_line(logger: logging.Logger, message: str, fields: dict, repeated: tuple = ()) -> None:
+def info_line(
+    logger: logging.Logger, message: str, fields: dict[str, Any], repeated: tuple[tuple[str, Any], ...] = ()
+) -> None:
     """`logger.info(message, extra=fields | dict(repeated))`: the same JSON line, queued for the
     writer thread. `repeated` holds (name, value) pairs that recur from line to line (a method, a
     caller, a version): they are encoded once. Falls back to logging itself whenever logging is
@@ -127,6 +130,6 @@ _quoted = functools.lru_cache(maxsize=256)(_encode)
 
 
 @functools.lru_cache(maxsize=1024)
-def _members(pairs: tuple) -> str:
+def _members(pairs: tuple[tuple[str, Any], ...]) -> str:
     """`, "name": value, ...` for (name, value) pairs."""
     return "".join(f", {_quoted(name)}: {_encode(value)}" for name, value in pairs)

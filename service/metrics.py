@@ -11,10 +11,12 @@ worker exits, the supervisor calls `worker_exited(pid)` so its live gauges stop 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import threading
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 
@@ -32,10 +34,8 @@ def prepare_multiprocess_dir() -> bool:
     os.environ[_OWNER_ENV] = str(os.getpid())
     os.makedirs(directory, exist_ok=True)
     for path in glob.glob(os.path.join(directory, "*.db")):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(path)
-        except FileNotFoundError:
-            pass
     return True
 
 
@@ -109,10 +109,10 @@ def _caller_label(caller: str | None) -> str:
         return caller
 
 
-_children: dict[tuple, object] = {}
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 
-def child(metric, *values: str):
+def child(metric: Any, *values: str) -> Any:
     """metric.labels(*values), memoized: label values are a bounded set, and labels() is slow."""
     key = (id(metric), values)
     found = _children.get(key)
@@ -154,7 +154,7 @@ def worker_exited(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def serve(port: int, addr: str = "0.0.0.0"):
+def serve(port: int, addr: str = "0.0.0.0") -> object:
     """Start the metrics HTTP server; in multiprocess mode it reads every worker's files."""
     if MULTIPROCESS:
         registry = CollectorRegistry()

@@ -85,6 +85,8 @@ def enum_value(message: Message, field: str) -> str | None:
 def _field_names(message_type: Descriptor, field: str) -> dict[int, str | None]:
     """An enum field's numbers to policy names (HOUSEHOLD_STATUS_DIBAO_EDGE -> dibao_edge), 0 to None."""
     enum = message_type.fields_by_name[field].enum_type
+    if enum is None:
+        raise TypeError(f"{message_type.full_name}.{field} is not an enum field")
     prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
     return {v.number: v.name.removeprefix(prefix).lower() if v.number else None for v in enum.values}
 
@@ -214,11 +216,11 @@ def to_case(request: pb.EvaluateRequest, policy: PolicySet, now: dt.date | None 
             bad.append(("person.capacity_assessment.assessed_on", "is required with an assessment"))
 
     for i, benefit in enumerate(person.other_benefits):
-        name = pb.Benefit.Name(benefit) if benefit in pb.Benefit.values() else None
-        if not name or benefit == pb.BENEFIT_UNSPECIFIED:
+        benefit_name = pb.Benefit.Name(benefit) if benefit in pb.Benefit.values() else None
+        if not benefit_name or benefit == pb.BENEFIT_UNSPECIFIED:
             bad.append((f"person.other_benefits[{i}]", f"unknown benefit {benefit}"))
         else:
-            facts[name.removeprefix("BENEFIT_").lower()] = True
+            facts[benefit_name.removeprefix("BENEFIT_").lower()] = True
 
     if bad:
         raise InvalidRequest(bad)

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -36,6 +37,9 @@ UNVERIFIED = "unverified"  # a TLS connection without a verified client certific
 DENIED = "other"
 # Services any caller that passed the TLS handshake may use (probes, load balancers).
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
+
+# The context of a call on the server's event loop (the server is grpc.aio only).
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class TlsConfigError(ValueError):
@@ -82,6 +86,7 @@ class TlsConfig:
 
 def server_credentials(config: TlsConfig) -> grpc.ServerCredentials:
     """TLS credentials; with a client CA the handshake requires and verifies a client certificate."""
+    assert config.key is not None and config.cert is not None  # TLS is on: check() saw both
     key, cert = Path(config.key).read_bytes(), Path(config.cert).read_bytes()
     client_ca = Path(config.client_ca).read_bytes() if config.client_ca else None
     return grpc.ssl_server_credentials(
@@ -89,7 +94,7 @@ def server_credentials(config: TlsConfig) -> grpc.ServerCredentials:
     )
 
 
-def _text(values) -> list[str]:
+def _text(values: Iterable[bytes | str] | None) -> list[str]:
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values or ()]
 
 
@@ -121,7 +126,7 @@ class Callers:
         self.config = config
         self.allowed = frozenset(config.allowed_callers)
 
-    def identify(self, context: grpc.ServicerContext) -> tuple[str, bool]:
+    def identify(self, context: Context) -> tuple[str, bool]:
         """(caller identity, allowed?). The identity is bounded: an allow-list entry, a CN, or a fixed word."""
         if not self.config.mutual:
             return ANONYMOUS, True
@@ -137,7 +142,7 @@ class Callers:
                 return name, True
         return DENIED, False
 
-    def caller(self, context: grpc.ServicerContext) -> str:
+    def caller(self, context: Context) -> str:
         return self.identify(context)[0]
 
 
@@ -148,15 +153,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.callers = callers
         self.on_refused = on_refused
 
-    async def intercept_service(self, continuation, handler_call_details):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or not self.callers.config.mutual or method.startswith(OPEN_SERVICES):
             return handler
         return _guarded(handler, self._check(method))
 
-    def _check(self, method: str) -> Callable[[grpc.aio.ServicerContext], Awaitable[None]]:
-        async def check(context: grpc.aio.ServicerContext) -> None:
+    def _check(self, method: str) -> Callable[[Context], Awaitable[None]]:
+        async def check(context: Context) -> None:
             caller, allowed = self.callers.identify(context)
             if allowed:
                 return
@@ -184,7 +193,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return check
 
 
-_HANDLER_FACTORIES = {
+_HANDLER_FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
     "unary_unary": grpc.unary_unary_rpc_method_handler,
     "unary_stream": grpc.unary_stream_rpc_method_handler,
     "stream_unary": grpc.stream_unary_rpc_method_handler,
@@ -193,21 +202,22 @@ _HANDLER_FACTORIES = {
 
 
 def _guarded(
-    handler: grpc.RpcMethodHandler, check: Callable[[grpc.aio.ServicerContext], Awaitable[None]]
-) -> grpc.RpcMethodHandler:
+    handler: grpc.RpcMethodHandler[Any, Any], check: Callable[[Context], Awaitable[None]]
+) -> grpc.RpcMethodHandler[Any, Any]:
     """The same handler (coroutines, as every handler this server guards), running `check` first."""
     kind = next(k for k in _HANDLER_FACTORIES if getattr(handler, k))
     inner = getattr(handler, kind)
     if handler.response_streaming:
 
-        async def behaviour(request, context):
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             await check(context)
             async for reply in inner(request, context):
                 yield reply
-    else:
 
-        async def behaviour(request, context):
-            await check(context)
-            return await inner(request, context)
+        return _HANDLER_FACTORIES[kind](stream, handler.request_deserializer, handler.response_serializer)
 
-    return _HANDLER_FACTORIES[kind](behaviour, handler.request_deserializer, handler.response_serializer)
+    async def unary(request: Any, context: Context) -> Any:
+        await check(context)
+        return await inner(request, context)
+
+    return _HANDLER_FACTORIES[kind](unary, handler.request_deserializer, handler.response_serializer)

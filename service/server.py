@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -118,7 +118,7 @@ class Refusal(Exception):
         self.code, self.message = code, message
 
 
-def _check_deadline(context: grpc.aio.ServicerContext) -> None:
+def _check_deadline(context: security.Context) -> None:
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:  # waited for the loop past the caller's deadline
         raise Refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "the caller's deadline passed before the request was decided")

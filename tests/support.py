@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.local import RedisProcess, free_port  # noqa: F401 (re-exported for the tests)
 from service.api import eligibility_pb2 as pb
@@ -35,14 +39,16 @@ def _enum_name(enum_type, short: str) -> str:
     return prefix + str(short).upper()
 
 
-def _expand(descriptor, data: dict) -> dict:
+def _expand(descriptor, data: dict) -> dict[str, Any]:
     """Short enum names (dibao_edge) to proto names (HOUSEHOLD_STATUS_DIBAO_EDGE), recursively."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in data.items():
         field = descriptor.fields_by_name[key]
         if field.enum_type is not None:
-            conv = lambda v: _enum_name(field.enum_type, v)
-            out[key] = [conv(v) for v in value] if isinstance(value, list) else conv(value)
+            enum_type = field.enum_type
+            out[key] = (
+                [_enum_name(enum_type, v) for v in value] if isinstance(value, list) else _enum_name(enum_type, value)
+            )
         elif field.message_type is not None and isinstance(value, dict):
             out[key] = _expand(field.message_type, value)
         else:
@@ -63,7 +69,7 @@ def request(as_of: str | dt.date, programs: list[str] | None = None, **person_da
     return pb.EvaluateRequest(person=person(**person_data), as_of=str(as_of), programs=programs or [])
 
 
-HANGZHOU_NURSING_CASE = dict(
+HANGZHOU_NURSING_CASE: dict[str, Any] = dict(
     birth_date="1970-05-05",
     region_code="330102",
     household_status="dibao",
@@ -94,13 +100,28 @@ class ServiceProcess:
             time.sleep(4 * WRITE_INTERVAL)
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout)
 
 
-def wait_serving(address: str, timeout: float = 30, proc: subprocess.Popen | None = None) -> None:
+def stop_gracefully(service: ServiceProcess, timeout: float = 60) -> int:
+    """SIGTERM and wait: the service drains and exits, and so writes its last log lines and, under
+    `make coverage`, its coverage data. A service that does not stop is killed, and that fails."""
+    try:
+        return service.stop(signal.SIGTERM, timeout)
+    except subprocess.TimeoutExpired:
+        service.stop(signal.SIGKILL)
+        raise
+
+
+# A hang guard, not a speed limit: on a shared 2-core machine under load (and under coverage) a
+# service has taken 30 s to start.
+START_TIMEOUT = 180
+
+
+def wait_serving(address: str, timeout: float = START_TIMEOUT, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     channel = grpc.insecure_channel(address)
     stub = health_pb2_grpc.HealthStub(channel)
@@ -143,7 +164,48 @@ def start_service(tmp: Path, *args: str, env: dict | None = None, name: str = "s
     service = ServiceProcess(proc, port, metrics_port, log_path)
     try:
         wait_serving(service.address, proc=proc)
-    except Exception:
+    except Exception as exc:
         service.stop(signal.SIGKILL)
-        raise RuntimeError(f"service did not start:\n{service.log_text()}")
+        raise RuntimeError(f"service did not start:\n{service.log_text()}") from exc
     return service
+
+
+def metric_value(service: ServiceProcess, name: str, **labels: str) -> float:
+    """The sum of a sample's values on the service's metrics endpoint (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def wait_for_metric(service: ServiceProcess, name: str, at_least: float, timeout: float = 60, **labels: str) -> float:
+    """Wait until a counter reaches `at_least`: the event itself, not a guess at how long it takes.
+    The timeout only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = metric_value(service, name, **labels)
+        if seen >= at_least:
+            return seen
+        if service.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{name}{labels} is {seen}, never reached {at_least}:\n{service.log_text()}")
+        time.sleep(0.05)
+
+
+def log_records(service: ServiceProcess) -> list[dict[str, Any]]:
+    """The service's JSON log lines so far, parsed."""
+    return [json.loads(line) for line in service.log_text().splitlines() if line.startswith("{")]
+
+
+def wait_for_log_lines(service: ServiceProcess, message: str, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+    """Wait until the log holds `count` lines with this message (the timeout only guards a hang)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [r for r in log_records(service) if r.get("message") == message]
+        if len(found) >= count:
+            return found
+        if service.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{len(found)} {message!r} lines, expected {count}:\n{service.log_text()}")

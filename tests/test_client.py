@@ -33,7 +33,7 @@ NURSING, LIVING = "disability_nursing_subsidy", "disability_living_allowance"
 
 def with_check(body: str) -> str:
     """The 17 digits plus their GB 11643 check character."""
-    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, WEIGHTS)) % 11]
+    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, WEIGHTS, strict=True)) % 11]
 
 
 def id_number(region: str, born: dt.date, sequence: int) -> str:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from support import POLICIES
 
 from bench.people import people
 from service.cache import NoCache
 from service.decisions import DecisionService, PolicyHolder
 from service.engine.decide import Engine
+from service.engine.durable_backend import EngineClosed
 from service.policy.loader import load_policies
 from service.request import to_case
 
@@ -64,8 +66,16 @@ def test_many_engines_can_live_and_close():
     """Each reload compiles a new ruleset under a new name; closing frees it for good."""
     policy = load_policies(POLICIES)
     case = to_case(people(1)[0], policy)
+    first = Engine(policy)
+    expected = first.evaluate(case.facts, case.region, case.on)
+    first.close()
     for _ in range(30):
         engine = Engine(policy)
-        engine.evaluate(case.facts, case.region, case.on)
+        decision = engine.evaluate(case.facts, case.region, case.on)
+        assert [(d.program.id, d.outcome, d.amount_fen) for d in decision.programs] == [
+            (d.program.id, d.outcome, d.amount_fen) for d in expected.programs
+        ]
         engine.close()
+        with pytest.raises(EngineClosed):  # closed for good: its ruleset is gone
+            engine.evaluate(case.facts, case.region, case.on)
         engine.close()  # idempotent

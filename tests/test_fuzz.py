@@ -118,7 +118,8 @@ date_text = st.one_of(
 def id_numbers(draw, birth: str, region: str) -> str:
     digits = birth.replace("-", "")
     seq = draw(st.integers(0, 999))
-    first = f"{region if re.fullmatch(r'[0-9]{6}', region) else '330102'}{digits if len(digits) == 8 else '19700505'}{seq:03d}"
+    region = region if re.fullmatch(r"[0-9]{6}", region) else "330102"
+    first = f"{region}{digits if len(digits) == 8 else '19700505'}{seq:03d}"
     good = first + check_char(first) if re.fullmatch(r"[0-9]{17}", first) else first + "0"
     return draw(
         st.one_of(
@@ -185,6 +186,7 @@ def requests(draw) -> pb.EvaluateRequest:
             else draw(st.dates(dt.date(2016, 1, 1), dt.date(2020, 7, 31)).map(dt.date.isoformat))
         )
     benefit = enums["other_benefits"].enum_type
+    assert benefit is not None
     person.other_benefits.extend(
         draw(
             st.lists(
@@ -250,6 +252,7 @@ def check_error(code: grpc.StatusCode, details: str, violations: list) -> str:
 
 
 def field_violations(err: grpc.RpcError) -> list:
+    assert isinstance(err, grpc.Call)  # an RpcError from a call is also the call
     status = rpc_status.from_call(err)
     out = []
     for detail in status.details if status else ():
@@ -270,8 +273,12 @@ def fuzz_server(tmp_path_factory):
 
 def test_ten_thousand_generated_requests(fuzz_server):
     channel = grpc.insecure_channel(fuzz_server.address)
-    raw = channel.unary_unary("/subsidy.v1.EligibilityService/Evaluate")  # bytes in, bytes out
-    batch = channel.stream_stream("/subsidy.v1.EligibilityService/EvaluateBatch")
+    raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        "/subsidy.v1.EligibilityService/Evaluate"
+    )  # bytes in, bytes out
+    batch: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+        "/subsidy.v1.EligibilityService/EvaluateBatch"
+    )
     pool = futures.ThreadPoolExecutor(8)
     outcomes: Counter = Counter()
     rss: dict[str, int] = {}
@@ -284,7 +291,7 @@ def test_ten_thousand_generated_requests(fuzz_server):
         try:
             reply = pb.EvaluateResponse.FromString(raw(message, timeout=30))
         except grpc.RpcError as err:
-            return check_error(err.code(), err.details(), field_violations(err))
+            return check_error(err.code(), err.details() or "", field_violations(err))
         check_reply(reply)
         return "decision"
 
@@ -318,10 +325,7 @@ def test_ten_thousand_generated_requests(fuzz_server):
     )
     @given(st.lists(wire_messages, min_size=REQUESTS_PER_EXAMPLE, max_size=REQUESTS_PER_EXAMPLE), st.integers(0, 9))
     def run(messages: list[bytes], mode: int) -> None:
-        if mode == 0:
-            results = send_batch(messages)
-        else:
-            results = list(pool.map(send, messages))
+        results = send_batch(messages) if mode == 0 else list(pool.map(send, messages))
         with lock:
             sent.extend(messages)
             outcomes.update(results)

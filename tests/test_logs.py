@@ -78,12 +78,16 @@ def test_lines_below_the_level_are_not_written(stderr):
 
 def test_a_logger_configured_otherwise_gets_the_record(stderr):
     records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect()
     log = logging.getLogger("audit.elsewhere")
     log.addHandler(handler)
     try:
         logs.info_line(log, "decision", {"x": 1})
     finally:
         log.removeHandler(handler)
-    assert records and records[0].x == 1
+    assert records and records[0].__dict__["x"] == 1

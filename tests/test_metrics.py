@@ -22,7 +22,7 @@ import urllib.request
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import HANGZHOU_NURSING_CASE, POLICIES, make_id, request, start_service
+from support import HANGZHOU_NURSING_CASE, POLICIES, make_id, request, start_service, wait_for_log_lines
 
 from service.api import eligibility_pb2 as pb
 from service.api import eligibility_pb2_grpc as pb_grpc
@@ -209,7 +209,7 @@ def test_requests_decisions_cache_engine_and_policy_metrics(tmp_path):
         expected = collections.Counter((d.program_id, outcome_name(d)) for r in fresh for d in r.decisions)
         assert by_labels(samples, "subsidy_decisions_total", "program", "outcome") == dict(expected)
         assert {"ELIGIBLE", "INELIGIBLE"} <= {o for _, o in expected}
-        paid = collections.Counter()
+        paid: collections.Counter[str] = collections.Counter()
         for r in fresh:
             for d in r.decisions:
                 paid[d.program_id] += d.monthly_amount.fen
@@ -315,18 +315,22 @@ def test_workers_share_the_port_and_metrics_are_aggregated(tmp_path):
     try:
         persons = people()
         same = persons[0][2]
-        replies = []
+        replies: list = []
+        # Both workers up (each says so in the log), not only the one that answered the health check.
+        wait_for_log_lines(service, "serving", 2)
         # Each call on a fresh connection (a channel with its own subchannel pool); SO_REUSEPORT
-        # spreads connections over the workers. Each worker has its own in-process LRU, so the
-        # same request decided afresh twice means both workers served it.
-        deadline = time.monotonic() + 20
-        while sum(not r.from_cache for r in replies) < 2:
-            assert time.monotonic() < deadline, "the second worker never served a call"
+        # spreads connections over the workers by a hash of the client port. Each worker has its own
+        # in-process LRU, so the same request decided afresh twice means both workers served it.
+        # Bounded by count, not time: 200 connections all on one worker would be a 2**-199 chance.
+        for _ in range(200):
+            if sum(not r.from_cache for r in replies) >= 2:
+                break
             channel = grpc.insecure_channel(service.address, options=[("grpc.use_local_subchannel_pool", 1)])
             channels.append(channel)
             replies.append(pb_grpc.EligibilityServiceStub(channel).Evaluate(same, timeout=10))
             calls += 1
             channel.close()
+        assert sum(not r.from_cache for r in replies) >= 2, "the second worker never served a call"
         # More calls on separate connections, all three people.
         for i in range(30):
             with grpc.insecure_channel(service.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:

@@ -10,6 +10,7 @@ with a valid check character.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -105,12 +106,12 @@ def exercised(tmp_path_factory):
     # A batch, with IDs in its refs too (refs are "never personal data", but callers err).
     items = [
         pb.EvaluateBatchRequest(
-            ref=ident("1950-06-0%d" % (1 + i % 9), i),
+            ref=ident(f"1950-06-0{1 + i % 9}", i),
             request=request(
                 "2020-08-01",
-                birth_date="1950-06-0%d" % (1 + i % 9),
+                birth_date=f"1950-06-0{1 + i % 9}",
                 region_code="330122",
-                id_number=make_id("1950-06-0%d" % (1 + i % 9), seq=i),
+                id_number=make_id(f"1950-06-0{1 + i % 9}", seq=i),
             ),
         )
         for i in range(12)
@@ -121,7 +122,7 @@ def exercised(tmp_path_factory):
     big = request("2020-08-01", **{**HANGZHOU_NURSING_CASE, "id_number": (other + " ") * 20_000})
     assert call(stub.Evaluate, big) == grpc.StatusCode.RESOURCE_EXHAUSTED
     with grpc.insecure_channel(service.address) as channel:
-        raw = channel.unary_unary("/subsidy.v1.EligibilityService/Evaluate")
+        raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/subsidy.v1.EligibilityService/Evaluate")
         damaged = request("2020-08-01", **{**HANGZHOU_NURSING_CASE, "id_number": other}).SerializeToString()[:-3]
         assert call(raw, damaged + b"\xff") == grpc.StatusCode.INVALID_ARGUMENT
     # A broken policy reload (the old set keeps serving).
@@ -163,7 +164,7 @@ def test_no_id_number_in_any_log_of_this_test_session(tmp_path_factory, server):
 
 def test_the_search_finds_an_id_number_where_there_is_one():
     valid = make_id("1970-05-05")
-    line = '{"level": "INFO", "message": "x", "id": "%s", "hash": "%s"}' % (valid, "ab" * 32)
+    line = json.dumps({"level": "INFO", "message": "x", "id": valid, "hash": "ab" * 32})
     assert looks_like_an_id(line) == [valid]
     assert looks_like_an_id(f"id={valid[:6] + valid[8:17]}") == [valid[:6] + valid[8:17]]
     # A request hash full of digits is not an ID number.

@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 import pytest
@@ -69,7 +70,7 @@ class Prometheus:
         except OSError as exc:
             return f"(no log: {exc})"
 
-    def fail(self, message: str):
+    def fail(self, message: str) -> NoReturn:
         pytest.fail(f"{message}\n--- prometheus log ({self.log_path}) ---\n{self.log()}")
 
     def get(self, path: str, **params) -> dict | None:
@@ -112,7 +113,7 @@ def _start_prometheus(binary: str, workdir: Path, metrics_target: str) -> Promet
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = workdir / "prometheus.log"
 
-    last = None
+    last: Prometheus | None = None
     for _attempt in range(3):  # the free port may be taken between probing and binding
         port = free_port()
         with log_path.open("ab") as log:
@@ -144,6 +145,7 @@ def _start_prometheus(binary: str, workdir: Path, metrics_target: str) -> Promet
             prom.fail(f"prometheus not ready on {prom.url} after {TIMEOUT_S:.0f}s")
         if "address already in use" not in prom.log():
             break
+    assert last is not None
     last.fail(f"prometheus exited with code {last.process.returncode} at start-up")
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -22,6 +25,7 @@ def decisions(reply):
 
 
 def field_violations(err: grpc.RpcError) -> dict[str, str]:
+    assert isinstance(err, grpc.Call)  # an RpcError from a call is also the call
     status = rpc_status.from_call(err)
     out = {}
     for detail in status.details:
@@ -128,8 +132,12 @@ def test_date_outside_the_policy_period(stub):
 
 
 def test_default_date_is_today(stub):
+    """Today where the policies apply (policy.yaml: Asia/Shanghai), not the machine's UTC date."""
+    shanghai = ZoneInfo("Asia/Shanghai")
+    before = dt.datetime.now(shanghai).date()
     reply = stub.Evaluate(request("", **HANGZHOU_NURSING_CASE))
-    assert reply.evaluation_date >= "2026-01-01"
+    after = dt.datetime.now(shanghai).date()
+    assert reply.evaluation_date in {before.isoformat(), after.isoformat()}  # both: a call across midnight
 
 
 def test_list_programs(stub):
@@ -189,7 +197,7 @@ def test_reflection_client_calls_evaluate_without_our_protos(server):
             "selfCare": "SELF_CARE_FULLY_DEPENDENT",
         },
     }
-    call = channel.unary_unary(
+    call: grpc.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
         "/subsidy.v1.EligibilityService/Evaluate",
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=Response.FromString,

@@ -447,7 +447,14 @@ class Engine:
             f"rule {rule.id}: engine {'fired' if rule.id in fired else 'did not fire'}, explanation says {known.result}"
         )
 
-    def _render(self, rule: Rule, result: bool | None, seen: list, values: dict, params: dict) -> dict[str, str]:
+    def _render(
+        self,
+        rule: Rule,
+        result: bool | None,
+        seen: list[tuple[Cmp, bool | None]],
+        values: dict[str, Any],
+        params: dict[str, Any],
+    ) -> dict[str, str]:
         text = {}
         for lang in ("zh", "en"):
             tests = "; ".join(self.renderer.leaf(leaf, r, values, params, lang) for leaf, r in seen)
@@ -458,7 +465,7 @@ class Engine:
                 text[lang] += f"; {word} {self.renderer.operand(formula, values, params, lang)}"
         return text
 
-    def _program(self, program: Program, outcomes: dict[str, RuleOutcome], params: dict) -> ProgramDecision:
+    def _program(self, program: Program, outcomes: dict[str, RuleOutcome], params: dict[str, Any]) -> ProgramDecision:
         reasons = tuple([outcomes[r.id] for r in program.rules])
         # The entry holds the RuleOutcomes (in `reasons`), so their ids stay theirs while it lives.
         key = (program.id, *map(id, reasons))
@@ -507,9 +514,9 @@ class Engine:
 
         amount = 0
         if outcome == ELIGIBLE:
-            best = max(evaluate_operand(r.amount, {}, params) for r in routes)
+            best = max(evaluate_operand(r.amount, {}, params) for r in routes if r.amount is not None)
             for rule in program.adjustments:
-                if outcomes[rule.id].result:
+                if outcomes[rule.id].result and rule.multiply is not None:
                     best *= evaluate_operand(rule.multiply, {}, params)
             amount = ROUNDING[program.rounding](best)
         missing: list[tuple[str, str]] = []

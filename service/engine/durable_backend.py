@@ -12,6 +12,7 @@ nothing can corrupt a later state delete).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -71,12 +72,12 @@ class Slots:
         return {"$m": name}
 
 
-def _compile(cond: Cond, slots: Slots) -> dict:
+def _compile(cond: Cond, slots: Slots) -> dict[str, Any]:
     if isinstance(cond, All):
         return {"$and": [_compile(c, slots) for c in cond.items]}
     if isinstance(cond, AnyOf):
         return {"$or": [_compile(c, slots) for c in cond.items]}
-    if cond.op == "in":
+    if isinstance(cond.rhs, tuple):  # op "in": a tuple of literals
         tests = [{cond.fact: engine_value(v)} for v in cond.rhs]
         return tests[0] if len(tests) == 1 else {"$or": tests}
     rhs = slots.ref(cond.rhs)
@@ -90,12 +91,12 @@ def _compile(cond: Cond, slots: Slots) -> dict:
 
 def compile_ruleset(
     groups: Iterable[tuple[str, Iterable[Rule]]],
-) -> tuple[dict, dict[str, str], Slots, dict[str, list[str]]]:
+) -> tuple[dict[str, Any], dict[str, str], Slots, dict[str, list[str]]]:
     """The durable-rules definition, the engine name -> rule id table, the slot table, and each
     group's marker attributes. Every rule tests its group's marker first, so a message without a
     group's markers skips that group's rules at their first test."""
     slots = Slots()
-    definition: dict[str, dict] = {}
+    definition: dict[str, dict[str, Any]] = {}
     names: dict[str, str] = {}
     markers: dict[str, list[str]] = {}
     count = itertools.count()
@@ -184,13 +185,11 @@ class DurableMatcher:
             if name in self._names or name == CATCH_ALL:
                 return name
         (name,) = json.loads(text)
-        return name
+        return str(name)
 
     def _reset(self) -> None:
-        try:
+        with contextlib.suppress(BaseException):  # the state may not exist; nothing more to clean
             dre.delete_state(self._handle, _SID)
-        except BaseException:  # the state may not exist; nothing more to clean
-            pass
 
     def close(self) -> None:
         with ENGINE_LOCK:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class Memo(dict):
+class Memo(dict[Hashable, Any]):
     """A dict that empties itself when it reaches `size` entries."""
 
     def __init__(self, size: int):
@@ -35,7 +35,7 @@ class IdentityMemo:
         self._entries: Memo = Memo(size)
 
     def get(self, obj: Any, compute: Callable[[Any], T]) -> T:
-        found = self._entries.get(id(obj))
+        found: tuple[Any, T] | None = self._entries.get(id(obj))
         if found is not None and found[0] is obj:
             return found[1]
         return self._entries.put(id(obj), (obj, compute(obj)))[1]

@@ -36,11 +36,11 @@ class Renderer:
                 return True
         return False
 
-    def _fmt(self, value: Any, kind: str, lang: str, enum: dict | None = None) -> str:
+    def _fmt(self, value: Any, kind: str, lang: str, enum: dict[Any, Any] | None = None) -> str:
         if value is None:
             return UNKNOWN[lang]
         if enum and value in enum:
-            return getattr(enum[value], lang)
+            return str(getattr(enum[value], lang))
         if isinstance(value, bool):
             return BOOL[lang][value]
         if kind == "money":
@@ -58,7 +58,7 @@ class Renderer:
             return "date"
         return "money" if self._is_money(op) else "number"
 
-    def operand(self, op: Operand, values: Mapping, params: Mapping, lang: str) -> str:
+    def operand(self, op: Operand, values: Mapping[str, Any], params: Mapping[str, Any], lang: str) -> str:
         if isinstance(op, Lit):
             return self._fmt(op.value, "number", lang)
         value = evaluate_operand(op, values, params)
@@ -73,7 +73,9 @@ class Renderer:
         months = self.operand(op.months, values, params, lang)
         return f"({months} {word} {self.operand(op.date, values, params, lang)}) = {shown}"
 
-    def leaf(self, leaf: Cmp, result: bool | None, values: Mapping, params: Mapping, lang: str) -> str:
+    def leaf(
+        self, leaf: Cmp, result: bool | None, values: Mapping[str, Any], params: Mapping[str, Any], lang: str
+    ) -> str:
         fact = self.policy.facts[leaf.fact]
         lhs = f"{getattr(fact.label, lang)} {self._fmt(values.get(leaf.fact), fact.type, lang, fact.values)}"
         if isinstance(leaf.rhs, tuple):

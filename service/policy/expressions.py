@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Union
+from typing import Any
 
 OPS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "eq": ("=", lambda a, b: a == b),
@@ -29,7 +29,7 @@ OPS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
 class ExpressionError(ValueError):
     """A condition or amount in a policy file is malformed; `loc` points into the file."""
 
-    def __init__(self, message: str, loc: tuple = ()):
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()):
         super().__init__(message)
         self.loc = loc
 
@@ -63,7 +63,7 @@ class AddMonths:
     months: Operand
 
 
-Operand = Union[Fact, Param, Lit, Mul, AddMonths]
+Operand = Fact | Param | Lit | Mul | AddMonths
 
 # Conditions -------------------------------------------------------------------------------------
 
@@ -85,10 +85,10 @@ class AnyOf:
     items: tuple[Cond, ...]
 
 
-Cond = Union[Cmp, All, AnyOf]
+Cond = Cmp | All | AnyOf
 
 
-def parse_operand(raw: Any, loc: tuple) -> Operand:
+def parse_operand(raw: Any, loc: tuple[str | int, ...]) -> Operand:
     if not isinstance(raw, dict):
         if isinstance(raw, (bool, int, str, Decimal)):
             return Lit(raw)
@@ -234,7 +234,7 @@ def evaluate(
             seen.append((cond, result))
         return result
     results = [evaluate(item, values, params, seen) for item in cond.items]
-    decisive = False if isinstance(cond, All) else True
+    decisive = not isinstance(cond, All)  # False decides an All, True an AnyOf
     if decisive in results:
         return decisive
     if None in results:

@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -19,6 +19,7 @@ from . import model
 from .expressions import (
     All,
     Cmp,
+    Cond,
     ExpressionError,
     Fact,
     Lit,
@@ -198,13 +199,13 @@ def load_policies(root: str | Path) -> PolicySet:
         referrals,
         tuple(inter.exclusions),
         tuple(inter.combinations),
-        dict(manifest.sources),
+        {source: text for source, text in manifest.sources.items()},  # Literal keys, read as str
     )
     _check(policy, root, param_docs, inter_doc)
     return policy
 
 
-def _contradictions(cond) -> list[str]:
+def _contradictions(cond: Cond) -> list[str]:
     """Conjunctions of literal comparisons that no value satisfies (a rule that can never hold)."""
     found: list[str] = []
     if isinstance(cond, Cmp):
@@ -213,12 +214,16 @@ def _contradictions(cond) -> list[str]:
         found += _contradictions(item)
     if not isinstance(cond, All):
         return found
-    allowed: dict[str, set] = {}
-    low: dict[str, tuple] = {}
-    high: dict[str, tuple] = {}
+    allowed: dict[str, set[Any]] = {}
+    low: dict[str, tuple[Any, bool]] = {}
+    high: dict[str, tuple[Any, bool]] = {}
     for leaf in (c for c in cond.items if isinstance(c, Cmp)):
         if leaf.op in ("eq", "in"):
-            values = set(leaf.rhs) if leaf.op == "in" else ({leaf.rhs.value} if isinstance(leaf.rhs, Lit) else None)
+            values = (
+                set(leaf.rhs)
+                if isinstance(leaf.rhs, tuple)
+                else ({leaf.rhs.value} if isinstance(leaf.rhs, Lit) else None)
+            )
             if values is not None:
                 allowed[leaf.fact] = allowed.get(leaf.fact, values) & values
         elif isinstance(leaf.rhs, Lit) and leaf.op in ("lt", "le", "gt", "ge"):
@@ -226,7 +231,8 @@ def _contradictions(cond) -> list[str]:
             side = low if leaf.op in ("gt", "ge") else high
             current = side.get(leaf.fact)
             tighter = current is None or (bound[0] > current[0] if side is low else bound[0] < current[0])
-            side[leaf.fact] = bound if tighter else current
+            if tighter:
+                side[leaf.fact] = bound
     for fact, values in allowed.items():
         if not values:
             found.append(f"{fact} cannot take two different values at once")

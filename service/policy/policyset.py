@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from .expressions import Cond, Operand
 from .model import Alias, DatedValue, Fact, Manifest, ParameterFile, Period, Region, Text
@@ -168,8 +169,8 @@ class PolicySet:
     parameters: dict[str, Parameter]
     programs: dict[str, Program]
     referrals: tuple[Rule, ...]
-    exclusions: tuple  # model.ExclusionInteraction
-    combinations: tuple  # model.Combination
+    exclusions: tuple[Any, ...]  # model.ExclusionInteraction
+    combinations: tuple[Any, ...]  # model.Combination
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
