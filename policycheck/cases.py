@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
+from policycheck.requests import request
 from service.api import eligibility_pb2 as pb
 from service.decisions import DecisionService
 from service.errors import to_status
 from service.policy.policyset import PolicySet
-from tests.support import request
 
 RESULTS = {pb.RULE_RESULT_PASSED: "passed", pb.RULE_RESULT_FAILED: "failed", pb.RULE_RESULT_UNKNOWN: "unknown"}
 REASON_RESULTS = ("passed", "failed", "unknown")

@@ -24,10 +24,10 @@ from dateutil.relativedelta import relativedelta
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from policycheck.requests import make_id
 from service.api import eligibility_pb2 as pb
 from service.decisions import DecisionService
 from service.errors import to_status
-from tests.support import make_id
 
 OUTSIDE_ZHEJIANG = "110105"
 AGES = (0, 3, 10, 15, 17, 18, 19, 22, 30, 45, 58, 59, 60, 61, 75, 90)

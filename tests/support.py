@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import signal
@@ -15,58 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.local import RedisProcess, free_port  # noqa: F401 (re-exported for the tests)
-from service.api import eligibility_pb2 as pb
+from policycheck.requests import make_id, person, request  # noqa: F401 (re-exported for the tests)
 from service.api import eligibility_pb2_grpc as pb_grpc
-from service.idnumber import check_char
 from service.logs import WRITE_INTERVAL
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
-
-
-def make_id(birth: str, region: str = "330102", seq: int = 1) -> str:
-    first = f"{region}{birth.replace('-', '')}{seq % 1000:03d}"
-    return first + check_char(first)
-
-
-def _enum_name(enum_type, short: str) -> str:
-    prefix = "".join("_" + c if c.isupper() else c for c in enum_type.name).lstrip("_").upper() + "_"
-    return prefix + str(short).upper()
-
-
-def _expand(descriptor, data: dict) -> dict[str, Any]:
-    """Short enum names (dibao_edge) to proto names (HOUSEHOLD_STATUS_DIBAO_EDGE), recursively."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        field = descriptor.fields_by_name[key]
-        if field.enum_type is not None:
-            enum_type = field.enum_type
-            out[key] = (
-                [_enum_name(enum_type, v) for v in value] if isinstance(value, list) else _enum_name(enum_type, value)
-            )
-        elif field.message_type is not None and isinstance(value, dict):
-            out[key] = _expand(field.message_type, value)
-        else:
-            out[key] = value
-    return out
-
-
-def person(**data) -> pb.Person:
-    data = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in data.items()}
-    if "birth_date" in data and "id_number" not in data:
-        data["id_number"] = make_id(data["birth_date"])
-    if isinstance(data.get("capacity_assessment", {}).get("assessed_on"), dt.date):
-        data["capacity_assessment"]["assessed_on"] = data["capacity_assessment"]["assessed_on"].isoformat()
-    return json_format.ParseDict(_expand(pb.Person.DESCRIPTOR, data), pb.Person())
-
-
-def request(as_of: str | dt.date, programs: list[str] | None = None, **person_data) -> pb.EvaluateRequest:
-    return pb.EvaluateRequest(person=person(**person_data), as_of=str(as_of), programs=programs or [])
 
 
 HANGZHOU_NURSING_CASE: dict[str, Any] = dict(

@@ -218,7 +218,7 @@ def start_mtls_service(tmp: Path, pki: PKI, *extra: str, name: str = "mtls"):
         wait_tls_serving(service.address, pki)
     except Exception as exc:
         service.stop(_signal.SIGKILL)
-        raise RuntimeError(f"service did not start:\n{service.log_text()}") from None
+        raise RuntimeError(f"service did not start:\n{service.log_text()}") from exc
     return service
 
 

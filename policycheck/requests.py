@@ -1,0 +1,53 @@
+"""Requests from plain dicts, as the policy cases (policies/tests/*.yaml) and the tests write them:
+short enum names (`dibao_edge`), dates as dates, and an ID number made to match the birth date."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, EnumDescriptor
+
+from service.api import eligibility_pb2 as pb
+from service.idnumber import check_char
+
+
+def make_id(birth: str, region: str = "330102", seq: int = 1) -> str:
+    first = f"{region}{birth.replace('-', '')}{seq % 1000:03d}"
+    return first + check_char(first)
+
+
+def _enum_name(enum_type: EnumDescriptor, short: str) -> str:
+    prefix = "".join("_" + c if c.isupper() else c for c in enum_type.name).lstrip("_").upper() + "_"
+    return prefix + str(short).upper()
+
+
+def _expand(descriptor: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
+    """Short enum names (dibao_edge) to proto names (HOUSEHOLD_STATUS_DIBAO_EDGE), recursively."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        field = descriptor.fields_by_name[key]
+        if field.enum_type is not None:
+            enum_type = field.enum_type
+            out[key] = (
+                [_enum_name(enum_type, v) for v in value] if isinstance(value, list) else _enum_name(enum_type, value)
+            )
+        elif field.message_type is not None and isinstance(value, dict):
+            out[key] = _expand(field.message_type, value)
+        else:
+            out[key] = value
+    return out
+
+
+def person(**data: Any) -> pb.Person:
+    data = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in data.items()}
+    if "birth_date" in data and "id_number" not in data:
+        data["id_number"] = make_id(data["birth_date"])
+    if isinstance(data.get("capacity_assessment", {}).get("assessed_on"), dt.date):
+        data["capacity_assessment"]["assessed_on"] = data["capacity_assessment"]["assessed_on"].isoformat()
+    return json_format.ParseDict(_expand(pb.Person.DESCRIPTOR, data), pb.Person())
+
+
+def request(as_of: str | dt.date, programs: list[str] | None = None, **person_data: Any) -> pb.EvaluateRequest:
+    return pb.EvaluateRequest(person=person(**person_data), as_of=str(as_of), programs=programs or [])
