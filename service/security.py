@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from cryptography import x509
@@ -98,12 +98,13 @@ def _text(values: Iterable[bytes | str] | None) -> list[str]:
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values or ()]
 
 
-def peer_names(context: grpc.ServicerContext) -> tuple[list[str], list[str]]:
+def peer_names(context: Context) -> tuple[list[str], list[str]]:
     """The verified peer certificate's common names and subject alternative names (empty without one).
 
     gRPC's auth context names one common name only; the certificate itself (x509_pem_cert) gives
     them all, so that a certificate with several can be refused rather than judged on one of them."""
-    auth = context.auth_context() or {}
+    # The stubs type each value as bytes; grpc gives a list of values (one per name) for each key.
+    auth = cast(dict[str, list[bytes]], context.auth_context() or {})
     pem = auth.get("x509_pem_cert")
     common_names = subject_common_names(pem[0]) if pem else _text(auth.get("x509_common_name"))
     return common_names, _text(auth.get("x509_subject_alternative_name"))

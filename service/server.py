@@ -259,7 +259,7 @@ class EligibilityServicer:
             return await asyncio.get_running_loop().run_in_executor(self.io_pool, self.decisions.decide, request)
         return self.decisions.decide(request)
 
-    def _slot_key(self, caller: str, context: grpc.aio.ServicerContext) -> str:
+    def _slot_key(self, caller: str, context: security.Context) -> str:
         if caller in (security.ANONYMOUS, security.UNVERIFIED):
             return "peer:" + str(context.peer())  # no identity: one connection counts as one caller
         return caller
@@ -277,7 +277,7 @@ class EligibilityServicer:
         method: str,
         fn: Callable[[Any], Awaitable[Any]],
         requests: AsyncIterator[Any],
-        context: grpc.aio.ServicerContext,
+        context: security.Context,
     ) -> Any:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
@@ -342,13 +342,13 @@ class EligibilityServicer:
                     extra={"method": method, "code": code.name, "caller": caller, "ms": round(seconds * 1000, 3)},
                 )
 
-    async def Evaluate(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+    async def Evaluate(self, requests: AsyncIterator[Any], context: security.Context) -> Any:
         return await self._unary("Evaluate", self._decide, requests, context)
 
     async def _list_programs(self, request: Any) -> Any:
         return self.decisions.list_programs(request)
 
-    async def ListPrograms(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+    async def ListPrograms(self, requests: AsyncIterator[Any], context: security.Context) -> Any:
         return await self._unary("ListPrograms", self._list_programs, requests, context)
 
     async def _batch_item(self, item: Any, index: int, caller: str) -> bytes | pb.EvaluateBatchResponse:
@@ -380,7 +380,7 @@ class EligibilityServicer:
             + wire.embedded(_BATCH_RESPONSE, reply.data)
         )
 
-    async def EvaluateBatch(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+    async def EvaluateBatch(self, requests: AsyncIterator[Any], context: security.Context) -> None:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         caller = self.callers.caller(context)
@@ -442,7 +442,7 @@ DRAIN_READ_SECONDS = 1.0  # while draining, the longest wait for the message of 
 ABORT_SECONDS = 2.0  # the longest wait to send a status; a caller that takes no replies blocks it
 
 
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+async def _abort(context: security.Context, code: grpc.StatusCode, message: str) -> None:
     """context.abort, bounded: a stream whose caller takes no replies has its status queued behind
     them for good. Then the handler ends as cancelled (logged at DEBUG by grpc), holding nothing;
     the stream itself ends with its connection."""
@@ -484,7 +484,7 @@ def add_servicer(servicer: EligibilityServicer, server: grpc.aio.Server) -> None
     """As the generated add_EligibilityServiceServicer_to_server, with deserializers that never raise,
     and the unary methods taken as client streams (see EligibilityServicer)."""
     limit = servicer.max_message_bytes
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Evaluate": grpc.stream_unary_rpc_method_handler(
             servicer.Evaluate,
             request_deserializer=safe_deserializer(pb.EvaluateRequest, limit),

@@ -316,7 +316,7 @@ class Engine:
         (see `_deciding`), with the amounts of the routes and adjustments that paid."""
         used: set[str] = set()
         for d in programs:
-            per_outcome = self._used.get(d.reasons, lambda _: {})
+            per_outcome: dict[str, frozenset[str]] = self._used.get(d.reasons, lambda _: {})
             found = per_outcome.get(d.outcome)
             if found is None:
                 found = per_outcome[d.outcome] = self._program_used(d)
@@ -335,7 +335,7 @@ class Engine:
 
     def _closure(
         self, wanted: tuple[str, ...], in_force: tuple[str, ...]
-    ) -> tuple[list[str], list[tuple[Rule, tuple, tuple]], str, list[str]]:
+    ) -> tuple[list[str], list[tuple[Rule, tuple[str, ...], tuple[str, ...]]], str, list[str]]:
         """The programs to decide (those asked for and every program in force they interact with);
         their rules and the referrals, each with the facts and parameters it reads; the markers
         that let the engine match those rules alone; and the programs whose outcome can change
@@ -416,7 +416,9 @@ class Engine:
                 message[name] = engine_value(value)
         return message
 
-    def _explain(self, rule: Rule, values: dict, params: dict, defaulted: frozenset[str]) -> RuleOutcome:
+    def _explain(
+        self, rule: Rule, values: dict[str, Any], params: dict[str, Any], defaulted: frozenset[str]
+    ) -> RuleOutcome:
         seen: list[tuple[Cmp, bool | None]] = []
         result = evaluate(rule.when, values, params, seen)
         absent: list[str] = []  # the facts its conditions read that the person lacks, in order
@@ -500,7 +502,9 @@ class Engine:
             return UNDETERMINED, routes
         return ELIGIBLE, routes
 
-    def _decide_program(self, program: Program, reasons: tuple[RuleOutcome, ...], params: dict) -> ProgramResult:
+    def _decide_program(
+        self, program: Program, reasons: tuple[RuleOutcome, ...], params: dict[str, Any]
+    ) -> ProgramResult:
         outcomes = {o.rule.id: o for o in reasons}
         unknown = [r for r in program.rules if outcomes[r.id].result is None]
         outcome, routes = self._outcome(program, {o.rule.id: o.result for o in reasons})

@@ -111,7 +111,9 @@ def parse_operand(raw: Any, loc: tuple[str | int, ...]) -> Operand:
     raise ExpressionError(f"unknown operand {key!r} (fact, param, mul, add_months)", loc)
 
 
-def parse_condition(raw: Any, loc: tuple = (), groups: Mapping[str, Mapping[str, list[str]]] | None = None) -> Cond:
+def parse_condition(
+    raw: Any, loc: tuple[str | int, ...] = (), groups: Mapping[str, Mapping[str, list[str]]] | None = None
+) -> Cond:
     """A condition tree; `groups` holds each fact's named value lists, for `in: {group: NAME}`."""
     if not isinstance(raw, dict) or not raw:
         raise ExpressionError("a condition is a mapping", loc)

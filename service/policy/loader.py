@@ -59,7 +59,9 @@ def _validate(doc: YamlDoc, cls: type[M]) -> M:
 Groups = dict[str, dict[str, list[str]]]  # fact -> group name -> enum values
 
 
-def _rule(doc: YamlDoc, raw: model.Rule, kind: str, program: str | None, loc: tuple, groups: Groups) -> Rule:
+def _rule(
+    doc: YamlDoc, raw: model.Rule, kind: str, program: str | None, loc: tuple[str | int, ...], groups: Groups
+) -> Rule:
     try:
         when = parse_condition(raw.when, loc + ("when",), groups)
         amount = parse_operand(raw.amount, loc + ("amount",)) if isinstance(raw, model.Route) else None
@@ -359,7 +361,7 @@ def _check(policy: PolicySet, root: Path, param_docs: dict[str, YamlDoc], inter_
                 problems.append(f"{param_docs[pid].where(('values', code))}: unknown region {code} (regions.yaml)")
     problems += _check_facts(policy)
     problems += _check_periods(policy, param_docs)
-    tests_per_attr: dict[str, set] = {}
+    tests_per_attr: dict[str, set[tuple[str, str]]] = {}
     for rule in policy.rules:
         for leaf in leaves(rule.when):
             tests_per_attr.setdefault(leaf.fact, set()).add((leaf.op, repr(leaf.rhs)))
