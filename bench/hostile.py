@@ -28,6 +28,12 @@ def grpc_frame(message: bytes, compressed: bool = False) -> bytes:
     return struct.pack(">BI", 1 if compressed else 0, len(message)) + message
 
 
+def _text(value: bytes | str) -> str:
+    # h2 is typed to hand header names and values as bytes, but with header_encoding="utf-8"
+    # (as RawConnection sets) it hands str; decode either way so the lookups below are by str.
+    return value if isinstance(value, str) else value.decode()
+
+
 @dataclass
 class StreamEnd:
     """How a stream ended: its gRPC status from the trailers, or the HTTP/2 reset code."""
@@ -92,7 +98,6 @@ class RawConnection:
                     self.changed.notify_all()
                     return
                 for event in events:
-                    sid = getattr(event, "stream_id", None)
                     if isinstance(event, h2.events.DataReceived):
                         partial.setdefault(event.stream_id, StreamEnd()).data += event.data
                         if self.take_replies:
@@ -100,13 +105,15 @@ class RawConnection:
                         else:
                             self.unacknowledged[event.stream_id] += event.flow_controlled_length
                     elif isinstance(event, (h2.events.TrailersReceived, h2.events.ResponseReceived)):
-                        headers = dict(event.headers)
+                        headers = {_text(k): _text(v) for k, v in event.headers}
                         if "grpc-status" in headers:  # trailers, or a trailers-only response
+                            sid = event.stream_id
                             end = partial.pop(sid, StreamEnd())
                             end.grpc_status = int(headers["grpc-status"])
                             end.grpc_message = headers.get("grpc-message", "")
                             self.ended[sid] = end
                     elif isinstance(event, h2.events.StreamReset):
+                        sid = event.stream_id
                         end = self.ended.setdefault(sid, partial.pop(sid, StreamEnd()))
                         end.reset_code = event.error_code
                     elif isinstance(event, h2.events.ConnectionTerminated):

@@ -40,7 +40,8 @@ class Mutant:
         return f"{self.file}:{self.line} {self.where}: {self.change}"
 
 
-def _load(text: str) -> yaml.Node:
+def _load(text: str) -> yaml.Node | None:
+    """The text's node tree; None for a file with no document."""
     return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
@@ -110,6 +111,7 @@ def file_mutants(text: str, name: str) -> Iterator[Mutant]:
     walk(tree, (), [], None)
     for line, kind, where, change, path, edit in edits:
         fresh = _load(text)
+        assert fresh is not None  # the same text gave `tree`
         edit(_at(fresh, path))
         yield Mutant(name, line, kind, where, change, _dump(fresh))
 

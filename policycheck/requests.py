@@ -4,7 +4,7 @@ short enum names (`dibao_edge`), dates as dates, and an ID number made to match 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor
@@ -12,18 +12,28 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor
 from service.api import eligibility_pb2 as pb
 from service.idnumber import check_char
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from google._upb import _message as upb
+
+    # The stubs type a message's DESCRIPTOR as either protobuf backend's (pure Python or upb);
+    # both have every attribute used here.
+    AnyDescriptor: TypeAlias = Descriptor | upb.Descriptor
+    AnyEnumDescriptor: TypeAlias = EnumDescriptor | upb.EnumDescriptor
+
 
 def make_id(birth: str, region: str = "330102", seq: int = 1) -> str:
     first = f"{region}{birth.replace('-', '')}{seq % 1000:03d}"
     return first + check_char(first)
 
 
-def _enum_name(enum_type: EnumDescriptor, short: str) -> str:
+def _enum_name(enum_type: AnyEnumDescriptor, short: str) -> str:
     prefix = "".join("_" + c if c.isupper() else c for c in enum_type.name).lstrip("_").upper() + "_"
     return prefix + str(short).upper()
 
 
-def _expand(descriptor: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
+def _expand(descriptor: AnyDescriptor, data: dict[str, Any]) -> dict[str, Any]:
     """Short enum names (dibao_edge) to proto names (HOUSEHOLD_STATUS_DIBAO_EDGE), recursively."""
     out: dict[str, Any] = {}
     for key, value in data.items():

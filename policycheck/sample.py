@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from dateutil.relativedelta import relativedelta
@@ -28,6 +28,9 @@ from policycheck.requests import make_id
 from service.api import eligibility_pb2 as pb
 from service.decisions import DecisionService
 from service.errors import to_status
+
+if TYPE_CHECKING:
+    from policycheck.requests import AnyDescriptor
 
 OUTSIDE_ZHEJIANG = "110105"
 AGES = (0, 3, 10, 15, 17, 18, 19, 22, 30, 45, 58, 59, 60, 61, 75, 90)
@@ -156,14 +159,14 @@ class People:
         return pb.EvaluateRequest(person=person, as_of=on.isoformat())
 
     def _fill(
-        self, message: Any, descriptor: Descriptor, on: dt.date, incomes: list[int], months: list[int], top: bool
+        self, message: Any, descriptor: AnyDescriptor, on: dt.date, incomes: list[int], months: list[int], top: bool
     ) -> None:
         rng = self.rng
         for field in descriptor.fields:
             if top and field.name in ("id_number", "birth_date", "region_code"):
                 continue
             repeated = field.is_repeated
-            if field.type == FieldDescriptor.TYPE_ENUM:
+            if field.enum_type is not None:  # the field is an enum
                 values = [v.number for v in field.enum_type.values]
                 if repeated:
                     getattr(message, field.name).extend(v for v in values[1:] if rng.random() < 0.25)
@@ -171,7 +174,7 @@ class People:
                     setattr(message, field.name, rng.choice(values if top else values[1:]))
             elif repeated:
                 continue  # no repeated field other than enums is a fact today
-            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            elif field.message_type is not None:  # the field is a message
                 if rng.random() < 0.6:
                     self._fill(getattr(message, field.name), field.message_type, on, incomes, months, top=False)
             elif field.type == FieldDescriptor.TYPE_BOOL:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -62,7 +63,8 @@ def container(docs: list[dict]) -> dict:
     return c
 
 
-def env(docs: list[dict]) -> dict[str, object]:
+def env(docs: list[dict]) -> dict[str, Any]:
+    """Each variable's value (a string) or its valueFrom (a mapping), as the YAML has it."""
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(docs)["env"]}
 
 
@@ -125,7 +127,9 @@ def test_selectors_match_the_pods(rendered):
 
 def test_runs_as_the_dockerfiles_non_root_user(rendered):
     dockerfile = (ROOT / "Dockerfile").read_text()
-    uid = int(re.search(r"useradd .*--uid (\d+)", dockerfile).group(1))
+    useradd = re.search(r"useradd .*--uid (\d+)", dockerfile)
+    assert useradd, "the Dockerfile makes its user with a fixed --uid"
+    uid = int(useradd.group(1))
     assert re.search(rf"^USER {uid}$", dockerfile, re.M)
     pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == uid and pod["securityContext"]["runAsNonRoot"] is True

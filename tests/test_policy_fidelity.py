@@ -5,6 +5,7 @@ data (each switched both ways)."""
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 import grpc
 import pytest
@@ -17,7 +18,8 @@ from service.policy.loader import load_policies
 from service.policy.yamlio import PolicyFileError
 
 CONFIDENCES = {"confirmed", "secondary", "inferred", "reference"}
-GRADE_1_ADULT = dict(
+# Person fields for request(**...): values of several types, so typed as request's **person_data is.
+GRADE_1_ADULT: dict[str, Any] = dict(
     birth_date="1980-01-01",
     region_code="330102",
     household_status="ordinary",
@@ -27,7 +29,7 @@ GRADE_1_ADULT = dict(
     long_term_care_need=True,
     self_care="fully_dependent",
 )
-HANGZHOU_DIBAO_DISABLED = dict(
+HANGZHOU_DIBAO_DISABLED: dict[str, Any] = dict(
     birth_date="1970-05-05",
     region_code="330102",
     household_status="dibao",
@@ -124,7 +126,7 @@ def test_a_program_asked_for_outside_its_period_is_out_of_range(stub):
     with pytest.raises(grpc.RpcError) as err:
         stub.Evaluate(request("2015-12-31", ["disability_nursing_subsidy"], **HANGZHOU_DIBAO_DISABLED))
     assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
-    assert "disability_nursing_subsidy" in err.value.details()
+    assert "disability_nursing_subsidy" in (err.value.details() or "")
     listed = stub.ListPrograms(pb.ListProgramsRequest(as_of="2015-06-01", region_code="330302"))
     assert [p.program_id for p in listed.programs] == ["child_basic_living_allowance"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from collections import Counter
+from typing import cast
 
 import grpc
 import pytest
@@ -43,7 +44,8 @@ def regions():
 
 def field_violations(err: grpc.RpcError) -> dict[str, str]:
     out = {}
-    for detail in rpc_status.from_call(err).details:
+    # A failed call's RpcError is also its grpc.Call (which has the trailing metadata), not typed so.
+    for detail in rpc_status.from_call(cast(grpc.Call, err)).details:
         bad = error_details_pb2.BadRequest()
         assert detail.Unpack(bad)
         out.update({v.field: v.description for v in bad.field_violations})

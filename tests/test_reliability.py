@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -60,7 +61,8 @@ def audit_lines(service, method: str | None = None) -> list[dict]:
 
 def violations(err: grpc.RpcError) -> set[str]:
     fields = set()
-    for detail in rpc_status.from_call(err).details:
+    # A failed call's RpcError is also its grpc.Call (which has the trailing metadata), not typed so.
+    for detail in rpc_status.from_call(cast(grpc.Call, err)).details:
         bad = error_details_pb2.BadRequest()
         assert detail.Unpack(bad)
         fields |= {v.field for v in bad.field_violations}
@@ -169,7 +171,7 @@ def server_cpu_seconds(service) -> float:
 
 
 def trailer_bytes(err: grpc.RpcError) -> int:
-    return sum(len(k) + len(v) for k, v in err.trailing_metadata() or ()) + len(err.details() or "")
+    return sum(len(m.key) + len(m.value) for m in err.trailing_metadata() or ()) + len(err.details() or "")
 
 
 @pytest.mark.parametrize(
@@ -223,7 +225,7 @@ def test_many_field_errors_list_the_first_and_count_the_rest():
 @pytest.mark.parametrize("assessed_on", ["9999-12-31", "9999-07-01", "0001-01-01"])
 def test_date_arithmetic_on_any_valid_date(stub, assessed_on):
     """An assessment date at either end of the calendar is decided, alone and as a batch item."""
-    person = dict(birth_date="1950-03-01", region_code="330102", household_status="dibao")
+    person: dict[str, Any] = dict(birth_date="1950-03-01", region_code="330102", household_status="dibao")
     person["capacity_assessment"] = {"level": "severe_loss", "assessed_on": assessed_on}
     r = request("2020-08-01", programs=["elderly_care_subsidy"], **person)
     reply = stub.Evaluate(r, timeout=10)
@@ -260,7 +262,10 @@ def test_add_months_agrees_with_relativedelta_and_goes_past_9999():
 
 def test_malformed_protobuf_is_invalid_argument_not_internal(server):
     with grpc.insecure_channel(server.address) as channel:
-        call = channel.unary_unary("/subsidy.v1.EligibilityService/Evaluate")
+        # No serializer: the bytes go out as they are.
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/subsidy.v1.EligibilityService/Evaluate"
+        )
         for junk in (b"\xff\xff\xff", b"\x0a\x05\xc3\x28abc", b"\x12\x80\x80\x80\x80\x10"):
             with pytest.raises(grpc.RpcError) as err:
                 call(junk, timeout=10)
@@ -313,7 +318,7 @@ def test_one_caller_cannot_take_every_slot(started):
     with pytest.raises(grpc.RpcError) as err:
         Hold(greedy)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "this caller is at its limit of 2" in err.value.details()
+    assert "this caller is at its limit of 2" in (err.value.details() or "")
     # A channel of its own (grpc would otherwise share the first one's connection).
     with grpc.insecure_channel(service.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
         other = pb_grpc.EligibilityServiceStub(channel)
@@ -478,7 +483,7 @@ def test_every_call_has_a_time_limit_whatever_the_deadline(started):
             assert len(replies) < 1000, "the stream was never ended"  # a hang guard: 200 s of trickle
     stop.set()
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert "time limit" in err.value.details()
+    assert "time limit" in (err.value.details() or "")
     assert replies
 
 
@@ -523,7 +528,7 @@ ENDED = ("DEADLINE_EXCEEDED", "CANCELLED")
 
 def test_batch_deadline_stops_the_work(server):
     stub = server.stub()
-    produced = Counter()
+    produced: Counter[str] = Counter()
 
     def endless():
         for i in range(1_000_000):
@@ -639,7 +644,7 @@ def test_calls_just_after_sigterm_get_unavailable_not_cancelled(started):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         stub = pb_grpc.EligibilityServiceStub(channel)
-        codes = Counter()
+        codes: Counter[str] = Counter()
         for i in range(20):
             try:
                 stub.Evaluate(good_request(10 + i), timeout=10)
