@@ -10,6 +10,7 @@ from collections import Counter
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from clients import explain
 from clients.facts import fen_to_yuan, parameter_label, unit_label
@@ -33,8 +34,12 @@ def _bullets(title: str, lines: list[str], out: Console) -> None:
         return
     out.print()
     out.print(title, style="bold", highlight=False)
+    grid = Table.grid(padding=(0, 1))  # a hanging indent: a wrapped line starts under the text, not the bullet
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
     for line in lines:
-        out.print(f"  · {line}", highlight=False, markup=False)
+        grid.add_row(" ·", Text(line))
+    out.print(grid)
 
 
 def render_decision(reply: pb.EvaluateResponse, lang: str, out: Console, detail: bool = False) -> None:
@@ -58,11 +63,11 @@ def render_decision(reply: pb.EvaluateResponse, lang: str, out: Console, detail:
     out.print(table)
 
     missing = explain.missing_facts(reply, lang)
-    _bullets(t["undetermined"], [m.text(lang) for m in missing], out)
+    _bullets(t["missing_title"], [m.text(lang) for m in missing], out)
     _bullets(t["caveats"], [*explain.assumptions(reply, lang), *explain.caveats(reply, lang)], out)
     _bullets(t["referrals"], [explain.referral_text(r, lang) for r in reply.referrals], out)
     out.print()
-    out.print(f"{t['version']}: {reply.policy_version}", highlight=False)
+    out.print(f"{t['version']}{t['colon']}{reply.policy_version}", highlight=False)
     if detail:
         render_rules(reply, lang, out)
     else:
