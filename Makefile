@@ -4,8 +4,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the tests use: a private redis-server, Prometheus (promtool) and h2load.
-APT_PACKAGES := redis-server redis-tools prometheus nghttp2-client
+# Debian packages the tests use: a private redis-server, Prometheus (promtool) and h2load; headless
+# Chromium and CJK fonts print the caseworker's receipt to PDF.
+APT_PACKAGES := redis-server redis-tools prometheus nghttp2-client chromium fonts-noto-cjk
 
 .PHONY: run test setup system-deps lint bench
 
@@ -26,9 +27,10 @@ $(VENV)/.installed: pyproject.toml
 
 system-deps:
 	@missing=""; \
-	for cmd in redis-server:redis-server redis-cli:redis-tools promtool:prometheus prometheus:prometheus h2load:nghttp2-client; do \
+	for cmd in redis-server:redis-server redis-cli:redis-tools promtool:prometheus prometheus:prometheus h2load:nghttp2-client chromium:chromium; do \
 	  command -v $${cmd%%:*} >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

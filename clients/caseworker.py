@@ -125,22 +125,21 @@ def _today() -> str:
     return dt.datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
 
 
-def _write_receipt(reply: pb.EvaluateResponse, id_number: str, lang: str, target: Path, force: bool) -> None:
-    import tempfile
-
-    suffix = target.suffix.lower()
-    if suffix not in (".html", ".htm", ".pdf"):
+def _check_receipt_target(target: Path, force: bool) -> None:
+    """Refused before the service is asked: an existing file stays as it is without --force."""
+    if target.suffix.lower() not in (".html", ".htm", ".pdf"):
         raise bad_input("output_type", suffix=target.suffix or "''", choices=".html, .pdf")
     if not target.parent.is_dir():
         raise bad_input("no_directory", path=target.parent)
     if target.exists() and not force:
         raise bad_input("exists", path=target)
+
+
+def _write_receipt(reply: pb.EvaluateResponse, id_number: str, lang: str, target: Path) -> None:
     page = receipt.render_html(reply, id_number, lang)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
-    os.close(handle)
-    temp = Path(name)
+    temp = outputs.new_temp(target)
     try:
-        if suffix == ".pdf":
+        if target.suffix.lower() == ".pdf":
             receipt.print_pdf(page, temp)
         else:
             temp.write_text(page, encoding="utf-8")
@@ -246,10 +245,12 @@ def check(
         check_names(facts, KEYS)
         facts.update({key: value for key, value in flags.items() if not blank(value)})
         request = build_request(facts)
+        if output is not None:
+            _check_receipt_target(output, force)
         with calls.connect(address, tls, ca_cert, client_cert, client_key) as channel:
             reply = calls.stub(channel).Evaluate(request, timeout=timeout)
         if output is not None:
-            _write_receipt(reply, request.person.id_number, lang.value, output, force)
+            _write_receipt(reply, request.person.id_number, lang.value, output)
     if json_output:
         print(json_format.MessageToJson(reply, ensure_ascii=False))
     elif output is None:

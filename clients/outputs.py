@@ -34,6 +34,17 @@ from service.api import eligibility_pb2 as pb
 SUFFIXES = (".csv", ".xlsx")
 
 
+def new_temp(target: Path) -> Path:
+    """An empty file beside `target` to write into and rename over it, with the permissions a new file
+    gets (mkstemp's are owner-only)."""
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
+
+
 def incomplete_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.incomplete{output.suffix}")
 
@@ -190,9 +201,7 @@ class Output:
 
     def __init__(self, target: Path, layout: Layout) -> None:
         self.target, self.layout = target, layout
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
-        os.close(handle)
-        self.temp = Path(name)
+        self.temp = new_temp(target)
         self.file = _XlsxFile(self.temp) if target.suffix.lower() in XLSX else _CsvFile(self.temp)
         self.tally = Tally()
         self.file.write(layout.header)

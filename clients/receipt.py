@@ -56,6 +56,7 @@ table { width: 100%; border-collapse: collapse; margin-bottom: 2mm; }
 th, td { border: 1px solid #666; padding: 1mm 2mm; text-align: left; vertical-align: top; }
 th { background: #eee; }
 td.num { text-align: right; white-space: nowrap; }
+td.word { white-space: nowrap; }
 .meta td { border: none; padding: 0.5mm 2mm 0.5mm 0; }
 .paid { font-weight: bold; }
 ul { margin: 1mm 0; padding-left: 6mm; }
@@ -109,7 +110,7 @@ def render_html(reply: pb.EvaluateResponse, id_number: str, lang: str, printed: 
         summary.append(
             [
                 f"<td{paid}>{_e(names[d.program_id])}</td>",
-                f"<td{paid}>{_e(explain.outcome_text(d, lang))}</td>",
+                f'<td class="word">{_e(explain.outcome_text(d, lang))}</td>',
                 f'<td class="num">{_e(fen_to_yuan(d.monthly_amount.fen, True))}</td>',
                 f"<td>{_e(reasons)}</td>",
             ]
@@ -136,7 +137,7 @@ def render_html(reply: pb.EvaluateResponse, id_number: str, lang: str, printed: 
         parts.append(f"<h3>{_e(names[d.program_id])}：{_e(explain.outcome_text(d, lang))}</h3>")
         rows = [
             [
-                f"<td>{_e(explain.rule_mark(r, lang))}</td>",
+                f'<td class="word">{_e(explain.rule_mark(r, lang))}</td>',
                 f"<td>{_e(explain.in_lang(r, 'text', lang))}</td>",
                 f"<td>{_e(explain.citation(r, lang))}</td>",
             ]
