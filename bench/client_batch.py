@@ -92,7 +92,7 @@ def write_people(path: Path, n: int) -> None:
         writer.writerows(row(i, r) for i, r in enumerate(people(n)))
 
 
-def run_client(address: str, source: Path, target: Path) -> float:
+def run_client(address: str, source: Path, target: Path, root: Path) -> float:
     target.unlink(missing_ok=True)
     started = time.perf_counter()
     result = subprocess.run(
@@ -108,7 +108,7 @@ def run_client(address: str, source: Path, target: Path) -> float:
             "-o",
             str(target),
         ],
-        cwd=ROOT,
+        cwd=root,
         capture_output=True,
         text=True,
     )
@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="service worker processes")
     parser.add_argument("--rounds", type=int, default=1, help="runs of the client; the median is shown")
     parser.add_argument("--keep", type=Path, help="directory to keep the input and output files in")
+    parser.add_argument(
+        "--client-root",
+        type=Path,
+        default=ROOT,
+        help="checkout to run the client from, e.g. an older commit unpacked with `git archive` (for before/after)",
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         port = free_port()
         # The decision cache off: every row is decided, as on a first run over a new file.
         with service(port, "--workers", str(args.workers), "--cache-ttl", "0"):
-            times = [run_client(f"127.0.0.1:{port}", source, target) for _ in range(args.rounds)]
+            times = [run_client(f"127.0.0.1:{port}", source, target, args.client_root) for _ in range(args.rounds)]
     median = statistics.median(times)
     print(f"{args.rows} rows: {median:.1f} s, {args.rows / median:,.0f} rows/s (client batch, median of {len(times)})")
 

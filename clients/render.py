@@ -151,6 +151,13 @@ def programs_table(reply: pb.ListProgramsResponse, lang: str) -> Table:
     return table
 
 
+# The policy files' source keys (policy.yaml `sources`), said briefly; the full source is in --json.
+SOURCE_KINDS = {
+    "zh": {"national": "国家文件", "zj": "浙江省文件", "plan": "浙江省规划", "reference": "参考值，待核实"},
+    "en": {"national": "national", "zj": "Zhejiang", "plan": "Zhejiang plan", "reference": "reference, to confirm"},
+}
+
+
 def standards_table(reply: pb.ListProgramsResponse, region: str, lang: str) -> Table:
     t = TEXT[lang]
     table = Table(
@@ -168,6 +175,6 @@ def standards_table(reply: pb.ListProgramsResponse, region: str, lang: str) -> T
             p.value,
             unit_label(p.unit, lang),
             p.effective_from,
-            f"{p.source} ({p.region_code})",
+            f"{SOURCE_KINDS[lang].get(p.confidence, p.confidence)} ({p.region_code})",
         )
     return table

@@ -122,7 +122,7 @@ TEXT: dict[str, dict[str, str]] = {
         "written": "已写入 {path}",
         "as_of_today": "未给 --as-of，按今天 {date} 评估未写评估日期的行",
         "programs_title": "项目（政策版本 {version}，{date}）",
-        "standards_title": "{region} {date} 起执行的标准（政策版本 {version}）",
+        "standards_title": "{region} 在 {date} 执行的标准（政策版本 {version}）",
         "parameter": "参数",
         "value": "数值",
         "unit": "单位",
