@@ -143,13 +143,30 @@ def _field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
 class Refused(ClientError):
     """Input the service refused, with its field errors read in the user's language."""
 
-    def __init__(self, violations: list[tuple[str, str]], message: str) -> None:
+    def __init__(self, violations: list[tuple[str, str]], code: str, message: str) -> None:
         super().__init__(ExitCode.BAD_INPUT, "refused")
-        self.violations, self.message = violations, message
+        self.violations, self.code, self.message = violations, code, message
 
     def text(self, lang: str) -> str:
         detail = ("；" if lang == "zh" else "; ").join(field_error_text(f, d, lang) for f, d in self.violations)
-        return TEXT[lang]["refused"].format(detail=detail or self.message)
+        return TEXT[lang]["refused"].format(detail=detail or code_text(self.code, self.message, lang))
+
+
+# What a status without field errors means, for a caseworker; the service's own message follows it.
+_CODES_ZH = {
+    "INVALID_ARGUMENT": "输入有误",
+    "NOT_FOUND": "找不到",
+    "OUT_OF_RANGE": "评估日期不在政策期间内",
+    "FAILED_PRECONDITION": "该地区该日期没有生效的标准",
+    "RESOURCE_EXHAUSTED": "评估服务繁忙或请求过大",
+    "INTERNAL": "评估服务内部错误",
+}
+
+
+def code_text(code: str, message: str, lang: str) -> str:
+    if lang == "zh" and code in _CODES_ZH:
+        return f"{_CODES_ZH[code]}（{message}）" if message else _CODES_ZH[code]
+    return f"{code}: {message}"
 
 
 def batch_error_text(error: pb.BatchError, lang: str) -> str:
@@ -157,7 +174,7 @@ def batch_error_text(error: pb.BatchError, lang: str) -> str:
     if error.field_errors:
         joiner = "；" if lang == "zh" else "; "
         return joiner.join(field_error_text(e.field, e.description, lang) for e in error.field_errors)
-    return f"{error.code}: {error.message}"
+    return code_text(error.code, error.message, lang)
 
 
 def _speaks_tls(address: str) -> bool:
@@ -193,7 +210,7 @@ def rpc_failure(error: grpc.RpcError, address: str, tls: bool) -> ClientError:
     if code in _UNREACHABLE:
         return ClientError(ExitCode.UNREACHABLE, "unreachable", address=address, code=code.name)
     if code in _REFUSED:
-        return Refused(_field_violations(error), details)
+        return Refused(_field_violations(error), code.name, details)
     return ClientError(ExitCode.SERVER_ERROR, "server", code=code.name, detail=details)
 
 

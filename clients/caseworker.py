@@ -33,17 +33,10 @@ from rich.console import Console  # noqa: E402
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
 from clients import calls, outputs, receipt, render  # noqa: E402
-from clients.facts import KEYS, blank, build_request, check_names, choice_type  # noqa: E402
+from clients.facts import KEYS, blank, build_request, check_names, short_names, value_label  # noqa: E402
 from clients.sheets import load_person_file, open_sheet  # noqa: E402
 from clients.texts import EXIT_CODES_HELP, TEXT, ClientError, ExitCode, Lang, bad_input  # noqa: E402
 from service.api import eligibility_pb2 as pb  # noqa: E402
-
-HouseholdChoice = choice_type(pb.HouseholdStatus)
-CategoryChoice = choice_type(pb.DisabilityCategory)
-CapacityChoice = choice_type(pb.CapacityLevel)
-SelfCareChoice = choice_type(pb.SelfCare)
-ChildChoice = choice_type(pb.ChildStatus)
-BenefitChoice = choice_type(pb.Benefit)
 
 
 def _version(value: bool) -> None:
@@ -100,11 +93,22 @@ AsOfOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.", rich_help_panel=_OUT)]
 
 
-def _flag(help: str, *names: str, choice: type = str, repeat: bool = False, panel: str = _PERSON):
+_YES_NO = "是|否"
+
+
+def _flag(help: str, *names: str, repeat: bool = False, panel: str = _PERSON, metavar: str = "TEXT"):
+    """A fact as text: values are read by clients.facts as in files (是/否, 低保, 2020/8/1), one place."""
     return Annotated[
-        list[choice] | None if repeat else choice | None,  # type: ignore[valid-type]
-        typer.Option(*names, help=help, rich_help_panel=panel, case_sensitive=False),
+        list[str] | None if repeat else str | None,
+        typer.Option(*names, help=help, rich_help_panel=panel, metavar=metavar),
     ]
+
+
+def _enum_flag(help: str, enum_type, name: str | None = None, repeat: bool = False):
+    choices = ", ".join(
+        f"{short} ({value_label(enum_type.DESCRIPTOR, short, 'zh')})" for short in short_names(enum_type.DESCRIPTOR)
+    )
+    return _flag(f"{help}: {choices}.", *((name,) if name else ()), repeat=repeat, metavar="NAME")
 
 
 @contextmanager
@@ -158,41 +162,33 @@ def check(
             "-f",
             exists=True,
             dir_okay=False,
-            help="YAML or JSON file of the person's facts, 'name: value' per fact; names: "
-            + ", ".join(KEYS)
-            + ". Flags given as well override it.",
+            help="YAML or JSON file of the person's facts, one 'name: value' a fact. The names are the "
+            "flags' with _ (id_number, region_code, ...; household_income_per_head_yuan for "
+            "--household-income, household_status for --household); flags given as well override it.",
             rich_help_panel=_PERSON,
         ),
     ] = None,
     id_number: _flag("18-character resident ID number.") = None,
-    birth_date: _flag("Birth date, YYYY-MM-DD.") = None,
-    region_code: _flag("Household registration region (GB/T 2260), e.g. 330102.", "--region") = None,
-    household_status: _flag("Household economic status.", "--household", choice=HouseholdChoice) = None,
-    household_income_per_head_yuan: _flag("Monthly household income per head, yuan.", "--household-income") = None,
-    own_income_yuan: _flag("The person's own monthly income, yuan.", "--own-income") = None,
-    disability_grade: _flag("Disability certificate grade, 1 (most severe) to 4.", choice=int) = None,
-    disability_category: _flag("Disability category.", choice=CategoryChoice) = None,
-    long_term_care_need: _flag(
-        "Needs help in daily life for 6 months or more.", "--long-term-care-need/--no-long-term-care-need", choice=bool
+    birth_date: _flag("Birth date, 2020-08-01 or 2020/8/1.", metavar="DATE") = None,
+    region_code: _flag("Household registration region (GB/T 2260), e.g. 330102.", "--region", metavar="CODE") = None,
+    household_status: _enum_flag("Household economic status", pb.HouseholdStatus, "--household") = None,
+    household_income_per_head_yuan: _flag(
+        "Monthly household income per head, yuan.", "--household-income", metavar="YUAN"
     ) = None,
-    self_care: _flag("Self-care tier for the nursing subsidy.", choice=SelfCareChoice) = None,
-    in_institutional_care: _flag(
-        "Lives in approved institutional care.", "--in-institutional-care/--not-in-institutional-care", choice=bool
-    ) = None,
-    capacity_level: _flag("Elderly capacity assessment result.", choice=CapacityChoice) = None,
-    capacity_assessed_on: _flag("Date of that assessment, YYYY-MM-DD.") = None,
-    child_status: _flag("A minor's care situation.", choice=ChildChoice) = None,
-    in_full_time_education: _flag(
-        "In full-time education up to undergraduate level.",
-        "--in-full-time-education/--not-in-full-time-education",
-        choice=bool,
-    ) = None,
-    serious_illness: _flag("Has a serious illness.", "--serious-illness/--no-serious-illness", choice=bool) = None,
-    depends_on_family_support: _flag(
-        "Depends on family support.", "--depends-on-family-support/--no-family-support", choice=bool
-    ) = None,
-    other_benefits: _flag(
-        "Another benefit already received (repeatable).", "--other-benefit", choice=BenefitChoice, repeat=True
+    own_income_yuan: _flag("The person's own monthly income, yuan.", "--own-income", metavar="YUAN") = None,
+    disability_grade: _flag("Disability certificate grade, 1 (most severe) to 4.", metavar="1-4") = None,
+    disability_category: _enum_flag("Disability category", pb.DisabilityCategory) = None,
+    long_term_care_need: _flag("Needs help in daily life for 6 months or more.", metavar=_YES_NO) = None,
+    self_care: _enum_flag("Self-care tier for the nursing subsidy", pb.SelfCare) = None,
+    in_institutional_care: _flag("Lives in approved institutional care.", metavar=_YES_NO) = None,
+    capacity_level: _enum_flag("Elderly capacity assessment result", pb.CapacityLevel) = None,
+    capacity_assessed_on: _flag("Date of that assessment.", metavar="DATE") = None,
+    child_status: _enum_flag("A minor's care situation", pb.ChildStatus) = None,
+    in_full_time_education: _flag("In full-time education up to undergraduate level.", metavar=_YES_NO) = None,
+    serious_illness: _flag("Has a serious illness.", metavar=_YES_NO) = None,
+    depends_on_family_support: _flag("Depends on family support.", metavar=_YES_NO) = None,
+    other_benefits: _enum_flag(
+        "Another benefit already received (repeatable)", pb.Benefit, "--other-benefit", True
     ) = None,
     as_of: AsOfOpt = None,
     programs: _flag("Decide only this program id (repeatable).", "--program", repeat=True, panel=_REQUEST) = None,

@@ -98,7 +98,7 @@ class Supply:
         if self.flag is None:
             return self.label
         return t["missing_supply"].format(
-            label=self.label, how=t["supply_flag_column"].format(flag=self.flag.split("/")[0], column=self.column)
+            label=self.label, how=t["supply_flag_column"].format(flag=self.flag, column=self.column)
         )
 
 

@@ -43,6 +43,15 @@ def short_name(enum_desc: EnumDescriptor, number: int) -> str:
     return enum_desc.values_by_number[number].name.removeprefix(_value_prefix(enum_desc)).lower()
 
 
+# libyaml's loader when PyYAML was built with it: the pure-Python one takes about a second for the
+# policy files on a busy machine, and a caseworker waits for it on every command.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load_yaml(path: Path) -> object:
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+
+
 @functools.cache
 def policy_facts() -> dict[str, dict]:
     """facts.yaml of the policies installed with the service: labels of facts and of enum values."""
@@ -50,7 +59,7 @@ def policy_facts() -> dict[str, dict]:
 
     path = Path(default_policies()) / "facts.yaml"
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))["facts"]
+        return _load_yaml(path)["facts"]  # type: ignore[index]
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return {}  # without labels the short English names still work
 
@@ -94,12 +103,6 @@ def enum_number(enum_desc: EnumDescriptor, text: object) -> int:
         choices = ", ".join(f"{s}（{value_label(enum_desc, s, 'zh')}）" for s in short_names(enum_desc))
         raise bad_input("choices", choices=choices)
     return number
-
-
-def choice_type(enum_type) -> type[enum.Enum]:
-    """A Python enum of the short names, so --help lists the choices and click rejects others."""
-    names = short_names(enum_type.DESCRIPTOR)
-    return enum.Enum(enum_type.DESCRIPTOR.name, {n: n for n in names}, type=str)  # type: ignore[return-value]
 
 
 # --- Names: flat keys, their columns and their flags ---------------------------------------------------
@@ -164,15 +167,15 @@ FLAGS: dict[str, str] = {
     "own_income_yuan": "--own-income",
     "disability_grade": "--disability-grade",
     "disability_category": "--disability-category",
-    "long_term_care_need": "--long-term-care-need/--no-long-term-care-need",
+    "long_term_care_need": "--long-term-care-need",
     "self_care": "--self-care",
-    "in_institutional_care": "--in-institutional-care/--not-in-institutional-care",
+    "in_institutional_care": "--in-institutional-care",
     "capacity_level": "--capacity-level",
     "capacity_assessed_on": "--capacity-assessed-on",
     "child_status": "--child-status",
-    "in_full_time_education": "--in-full-time-education/--not-in-full-time-education",
-    "serious_illness": "--serious-illness/--no-serious-illness",
-    "depends_on_family_support": "--depends-on-family-support/--no-family-support",
+    "in_full_time_education": "--in-full-time-education",
+    "serious_illness": "--serious-illness",
+    "depends_on_family_support": "--depends-on-family-support",
     "other_benefits": "--other-benefit",
     "as_of": "--as-of",
     "programs": "--program",
@@ -399,7 +402,8 @@ def _parameter_descriptions() -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for path in sorted((Path(default_policies()) / "parameters").glob("**/*.yaml")):
         try:
-            description = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("description")
+            loaded = _load_yaml(path)
+            description = loaded.get("description") if isinstance(loaded, dict) else None
         except (OSError, yaml.YAMLError):
             continue
         if isinstance(description, dict):

@@ -122,7 +122,7 @@ def open_sheet(path: Path, encoding: str | None = None, as_of: str = "") -> Shee
     """The header, resolved now (so that a bad header fails before anything is sent or written), and
     the rows as an iterator, each parsed into a request or the error that stops it."""
     records = _records_xlsx(path) if path.suffix.lower() in XLSX else _records_csv(path, encoding)
-    header_line, header = next(((n, r) for n, r in records if not _blank_row(r)), (0, []))
+    header = next((r for _, r in records if not _blank_row(r)), [])
     if not header:
         raise bad_input("no_header")
     header = [str(name).strip() for name in header]
