@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import os
 import tempfile
 from collections import Counter, defaultdict
@@ -115,6 +116,15 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
+@functools.cache
+def _outcome_words(lang: str) -> dict[str, int]:
+    """Outcome as written in the output -> Outcome number."""
+    t = TEXT[lang]
+    words = {t[explain.outcome_key(v.number)]: v.number for v in pb.Outcome.DESCRIPTOR.values if v.number}
+    words[t["not_paid"]] = pb.OUTCOME_ELIGIBLE
+    return words
+
+
 @dataclass
 class Tally:
     """Per program: people by outcome and the amount paid, counted from the output cells (so that rows
@@ -130,8 +140,7 @@ class Tally:
 
     def add(self, layout: Layout, cells: list[str]) -> None:
         t = TEXT[layout.lang]
-        outcomes = {t[explain.outcome_key(v.number)]: v.number for v in pb.Outcome.DESCRIPTOR.values if v.number}
-        outcomes[t["not_paid"]] = pb.OUTCOME_ELIGIBLE
+        outcomes = _outcome_words(layout.lang)
         self.rows += 1
         status = cells[1 + len(layout.kept)]
         if status != t["status_ok"]:

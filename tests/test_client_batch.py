@@ -25,6 +25,7 @@ from client_support import (
     id_number,
     no_library_noise,
     run,
+    widest_line,
     with_check,
 )
 from support import ROOT, free_port, start_service
@@ -167,8 +168,9 @@ def test_short_rows_are_errors_naming_the_row(server, tmp_path):
     text = csv_text(header, [good, good[:5], good])
     source, target = tmp_path / "people.csv", tmp_path / "out.csv"
     source.write_text(text, encoding="utf-8")
-    result = batch(server, source, target, "--lang", "en")
+    result = batch(server, source, target, "--lang", "en", columns=80)
     assert result.returncode == 1
+    assert widest_line(result.stdout) <= 80  # the summary fits; a bad row stays one grep-able line on stderr
     out = read_csv(target)
     assert [r["status"] for r in out] == ["ok", "error", "ok"]
     assert "5 values" in out[1]["error"] and re.search(r"^line 3: .*5 values", result.stderr, re.MULTILINE)
@@ -342,3 +344,16 @@ def test_interrupted_batch_is_marked_incomplete_and_resumes_to_the_same_file(tmp
     assert not incomplete.exists()
     assert again.returncode == 2  # nothing left to resume, and the output exists
     assert "共 4000 行：成功 4000 行" in resumed.stdout  # the carried-over rows count too
+
+
+def test_the_batch_benchmark_runs():
+    """`python -m bench.client_batch` (the 30,000-row timing in the README), on a few rows."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.client_batch", "--rows", "300"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^300 rows: [\d.]+ s, [\d,]+ rows/s; CPU: client [\d.]+ s, service [\d.]+ s", result.stdout, re.M)
