@@ -66,9 +66,10 @@ def deciding_reasons(decision: pb.ProgramDecision, lang: str, names: dict[str, s
     t = TEXT[lang]
     kept = _kept_instead(decision)
     if kept is not None:
-        amounts = dict(zip(kept.programs, kept.amounts, strict=False))
+        amounts = {p: a.fen for p, a in zip(kept.programs, kept.amounts, strict=False)}
         program = names.get(kept.kept_program, kept.kept_program)
-        return [t["not_paid_because"].format(program=program, amount=fen_to_yuan(amounts[kept.kept_program].fen, True))]
+        amount = fen_to_yuan(amounts.get(kept.kept_program, 0), True)
+        return [t["not_paid_because"].format(program=program, amount=amount)]
     reasons = list(decision.reasons)
     if decision.outcome == pb.OUTCOME_ELIGIBLE:
         chosen = [r for r in reasons if r.kind == "route" and r.result == _PASSED][:1]
