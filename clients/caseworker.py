@@ -93,15 +93,26 @@ AsOfOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.", rich_help_panel=_OUT)]
 
 
-_YES_NO = "是|否"
-
-
 def _flag(help: str, *names: str, repeat: bool = False, panel: str = _PERSON, metavar: str = "TEXT"):
     """A fact as text: values are read by clients.facts as in files (是/否, 低保, 2020/8/1), one place."""
     return Annotated[
         list[str] | None if repeat else str | None,
         typer.Option(*names, help=help, rich_help_panel=panel, metavar=metavar),
     ]
+
+
+def _yes(help: str, flag: str, negative: str):
+    """A yes/no fact: the flag says yes; its negative (hidden from the help, named in it) says no.
+    Two options rather than click's --a/--no-a pair, whose second column would not fit 80 columns."""
+    return Annotated[bool, typer.Option(flag, help=f"{help} No: {negative}.", rich_help_panel=_PERSON)]
+
+
+def _no(negative: str):
+    return Annotated[bool, typer.Option(negative, hidden=True)]
+
+
+def _said(yes: bool, no: bool) -> bool | None:
+    return True if yes else False if no else None
 
 
 def _enum_flag(help: str, enum_type, name: str | None = None, repeat: bool = False):
@@ -178,15 +189,28 @@ def check(
     own_income_yuan: _flag("The person's own monthly income, yuan.", "--own-income", metavar="YUAN") = None,
     disability_grade: _flag("Disability certificate grade, 1 (most severe) to 4.", metavar="1-4") = None,
     disability_category: _enum_flag("Disability category", pb.DisabilityCategory) = None,
-    long_term_care_need: _flag("Needs help in daily life for 6 months or more.", metavar=_YES_NO) = None,
+    long_term_care_need: _yes(
+        "Needs help in daily life for 6 months or more.", "--long-term-care-need", "--no-long-term-care-need"
+    ) = False,
+    not_long_term_care_need: _no("--no-long-term-care-need") = False,
     self_care: _enum_flag("Self-care tier for the nursing subsidy", pb.SelfCare) = None,
-    in_institutional_care: _flag("Lives in approved institutional care.", metavar=_YES_NO) = None,
+    in_institutional_care: _yes(
+        "Lives in approved institutional care.", "--in-institutional-care", "--not-in-institutional-care"
+    ) = False,
+    not_in_institutional_care: _no("--not-in-institutional-care") = False,
     capacity_level: _enum_flag("Elderly capacity assessment result", pb.CapacityLevel) = None,
     capacity_assessed_on: _flag("Date of that assessment.", metavar="DATE") = None,
     child_status: _enum_flag("A minor's care situation", pb.ChildStatus) = None,
-    in_full_time_education: _flag("In full-time education up to undergraduate level.", metavar=_YES_NO) = None,
-    serious_illness: _flag("Has a serious illness.", metavar=_YES_NO) = None,
-    depends_on_family_support: _flag("Depends on family support.", metavar=_YES_NO) = None,
+    in_full_time_education: _yes(
+        "In full-time education up to undergraduate level.", "--in-full-time-education", "--not-in-full-time-education"
+    ) = False,
+    not_in_full_time_education: _no("--not-in-full-time-education") = False,
+    serious_illness: _yes("Has a serious illness.", "--serious-illness", "--no-serious-illness") = False,
+    not_serious_illness: _no("--no-serious-illness") = False,
+    depends_on_family_support: _yes(
+        "Depends on family support.", "--depends-on-family-support", "--no-family-support"
+    ) = False,
+    not_depends_on_family_support: _no("--no-family-support") = False,
     other_benefits: _enum_flag(
         "Another benefit already received (repeatable)", pb.Benefit, "--other-benefit", True
     ) = None,
@@ -223,15 +247,15 @@ def check(
         "own_income_yuan": own_income_yuan,
         "disability_grade": disability_grade,
         "disability_category": disability_category,
-        "long_term_care_need": long_term_care_need,
+        "long_term_care_need": _said(long_term_care_need, not_long_term_care_need),
         "self_care": self_care,
-        "in_institutional_care": in_institutional_care,
+        "in_institutional_care": _said(in_institutional_care, not_in_institutional_care),
         "capacity_level": capacity_level,
         "capacity_assessed_on": capacity_assessed_on,
         "child_status": child_status,
-        "in_full_time_education": in_full_time_education,
-        "serious_illness": serious_illness,
-        "depends_on_family_support": depends_on_family_support,
+        "in_full_time_education": _said(in_full_time_education, not_in_full_time_education),
+        "serious_illness": _said(serious_illness, not_serious_illness),
+        "depends_on_family_support": _said(depends_on_family_support, not_depends_on_family_support),
         "other_benefits": other_benefits,
         "as_of": as_of,
         "programs": programs,

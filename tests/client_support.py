@@ -57,7 +57,6 @@ PERSON_FLAGS = [
     "--disability-category",
     "physical",
     "--long-term-care-need",
-    "yes",
     "--self-care",
     "fully_dependent",
     "--as-of",

@@ -103,9 +103,8 @@ def test_take_the_higher_shows_eligible_not_paid(server):
 
 
 def test_undetermined_lists_each_missing_fact_once_with_its_flag_and_exits_5(server):
-    flags = list(PERSON_FLAGS)
-    for flag in ("--long-term-care-need", "--self-care"):
-        flags = flags[: flags.index(flag)] + flags[flags.index(flag) + 2 :]
+    flags = [f for f in PERSON_FLAGS if f != "--long-term-care-need"]
+    flags = flags[: flags.index("--self-care")] + flags[flags.index("--self-care") + 2 :]
     result = run("check", "--address", server.address, *flags)
     assert result.returncode == 5, result.stderr
     assert "--long-term-care-need" in result.stdout and "--self-care" in result.stdout
