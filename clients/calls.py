@@ -54,16 +54,21 @@ def _check_key_pair(cert: bytes, key: bytes) -> None:
 
 
 def connect(
-    address: str, tls: bool, ca_cert: Path | None, client_cert: Path | None, client_key: Path | None
+    address: str,
+    tls: bool,
+    ca_cert: Path | None,
+    client_cert: Path | None,
+    client_key: Path | None,
+    own_connection: bool = False,
 ) -> grpc.Channel:
     if not tls:
-        return open_channel(address)
+        return open_channel(address, own_connection=own_connection)
     if (client_cert is None) != (client_key is None):
         raise bad_input("cert_pair")
     files = TlsFiles(_read(ca_cert), _read(client_cert), _read(client_key))
     if files.client_cert is not None and files.client_key is not None:
         _check_key_pair(files.client_cert, files.client_key)
-    return open_channel(address, files)
+    return open_channel(address, files, own_connection=own_connection)
 
 
 def stub(channel: grpc.Channel) -> pb_grpc.EligibilityServiceStub:
@@ -224,8 +229,9 @@ def failures_as_client_errors(address: str, tls: bool) -> Iterator[None]:
 
 # --- The batch stream, pipelined ----------------------------------------------------------------------
 
-# Several streams at once: one stream is decided one request after another, so its speed is one
-# round trip per person; the service's event loop interleaves streams. Answers are read back in
+# Several streams at once, each on a connection of its own: one stream is decided one request after
+# another, so its speed is one round trip per person; the service's event loop interleaves streams,
+# and separate connections reach separate worker processes. Answers are read back in
 # row order (row i went to stream i % STREAMS, and each stream answers in order), so the output
 # needs no sorting and only the flow-control windows buffer.
 STREAMS = 4
@@ -242,12 +248,14 @@ class Interrupted(Exception):
 
 
 def decide_rows(
-    service: pb_grpc.EligibilityServiceStub, rows: Iterable[Row], streams: int = STREAMS
+    services: list[pb_grpc.EligibilityServiceStub], rows: Iterable[Row]
 ) -> Iterator[tuple[Row, pb.EvaluateBatchResponse | None]]:
     """(row, answer) for every row in order; rows the client could not parse are not sent (answer None).
+    One stream per stub: stubs on channels of their own connections reach several service workers.
 
     Rows are read and parsed on a feeder thread while answers come back on this one. An RPC failure
     mid-stream raises Interrupted after the last row that was answered."""
+    streams = len(services)
     stop = threading.Event()
     order: queue.Queue = queue.Queue(maxsize=_QUEUE * streams)
     lanes: list[queue.Queue] = [queue.Queue(maxsize=_QUEUE) for _ in range(streams)]
@@ -286,7 +294,7 @@ def decide_rows(
         while (item := lane_queue.get()) is not _END:
             yield item
 
-    calls = [service.EvaluateBatch(requests(lane_queue)) for lane_queue in lanes]
+    calls = [service.EvaluateBatch(requests(lane_queue)) for service, lane_queue in zip(services, lanes, strict=True)]
     feeder = threading.Thread(target=feed, name="batch-feeder", daemon=True)
     feeder.start()
     expected = [0] * streams

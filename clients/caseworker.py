@@ -20,7 +20,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 import datetime as dt  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from contextlib import ExitStack, contextmanager  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Annotated  # noqa: E402
@@ -324,10 +324,14 @@ def batch(
             as_of = _today()
             err.print(t["as_of_today"].format(date=as_of), markup=False)
         sheet = open_sheet(input, encoding, as_of)
-        with calls.connect(address, tls, ca_cert, client_cert, client_key) as channel:
-            service = calls.stub(channel)
+        tls_files = (ca_cert, client_cert, client_key)
+        with ExitStack() as channels:
+            services = [
+                calls.stub(channels.enter_context(calls.connect(address, tls, *tls_files, own_connection=True)))
+                for _ in range(calls.STREAMS)
+            ]
             # Asked first so that an unreachable service fails fast, before any output is written.
-            programs = list(service.ListPrograms(pb.ListProgramsRequest(), timeout=timeout).programs)
+            programs = list(services[0].ListPrograms(pb.ListProgramsRequest(), timeout=timeout).programs)
             layout = outputs.Layout.of(sheet, programs, lang.value)
             rows = sheet.rows
             done: list[list[str]] = []
@@ -342,7 +346,7 @@ def batch(
                     TextColumn(t["progress"]), MofNCompleteColumn(), TimeElapsedColumn(), console=err
                 ) as progress:
                     task = progress.add_task("", total=None)
-                    for row, answer in calls.decide_rows(service, rows):
+                    for row, answer in calls.decide_rows(services, rows):
                         cells = layout.cells(row, answer)
                         out.write(cells)
                         if cells[1 + len(layout.kept)] != t["status_ok"]:  # one grep-able line per bad row
