@@ -4,9 +4,10 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the tests use: a private redis-server, Prometheus (promtool), h2load and nginx
-# (a private instance as the gRPC load balancer in front of several replicas).
-APT_PACKAGES := redis-server redis-tools prometheus nghttp2-client nginx
+# Debian packages the tests use: a private redis-server, Prometheus (promtool), h2load, nginx
+# (a private instance as the gRPC load balancer in front of several replicas); headless
+# Chromium and CJK fonts print the caseworker's receipt to PDF.
+APT_PACKAGES := redis-server redis-tools prometheus nghttp2-client nginx chromium fonts-noto-cjk
 
 .PHONY: run test setup system-deps lint bench mutate coverage
 
@@ -29,9 +30,10 @@ $(VENV)/.installed: pyproject.toml
 
 system-deps:
 	@export PATH="$$PATH:/usr/sbin"; missing=""; \
-	for cmd in redis-server:redis-server redis-cli:redis-tools promtool:prometheus prometheus:prometheus h2load:nghttp2-client nginx:nginx; do \
+	for cmd in redis-server:redis-server redis-cli:redis-tools promtool:prometheus prometheus:prometheus h2load:nghttp2-client nginx:nginx chromium:chromium; do \
 	  command -v $${cmd%%:*} >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

@@ -58,13 +58,21 @@ class TlsFiles:
     client_key: bytes | None = None
 
 
-def open_channel(target: str, tls: TlsFiles | None = None) -> grpc.Channel:
-    """A channel to `target` (`host:port` or `dns:///host:port`) with balancing and retries."""
+# gRPC shares connections between channels with the same arguments; a channel of its own connection
+# lets several streams reach several worker processes behind one port (SO_REUSEPORT spreads
+# connections, not streams).
+OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
+
+
+def open_channel(target: str, tls: TlsFiles | None = None, *, own_connection: bool = False) -> grpc.Channel:
+    """A channel to `target` (`host:port` or `dns:///host:port`) with balancing and retries;
+    `own_connection` for one that shares no connection with other channels."""
+    options = OPTIONS + OWN_CONNECTION if own_connection else OPTIONS
     if tls is None:
-        return grpc.insecure_channel(target, options=OPTIONS)
+        return grpc.insecure_channel(target, options=options)
     if (tls.client_cert is None) != (tls.client_key is None):
         raise ValueError("a client certificate and its key go together")
     credentials = grpc.ssl_channel_credentials(
         root_certificates=tls.ca_cert, private_key=tls.client_key, certificate_chain=tls.client_cert
     )
-    return grpc.secure_channel(target, credentials, options=OPTIONS)
+    return grpc.secure_channel(target, credentials, options=options)

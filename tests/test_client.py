@@ -1,153 +1,135 @@
-"""The caseworker client, run as a caseworker would: a subprocess against a real server.
+"""The caseworker client for one person, run as a caseworker would: a subprocess against a real server.
 
 The `server` fixture (tests/conftest.py) starts `python -m service` and gives its `.address`.
+Batch files: test_client_batch.py; TLS: test_client_tls.py; values and rendering: test_client_values.py.
 """
 
-import csv
-import datetime as dt
-import ipaddress
-import json
-import os
-import re
-import subprocess
-import sys
-from concurrent import futures
-from pathlib import Path
+from __future__ import annotations
 
-import grpc
-import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+import datetime as dt
+import json
+import re
+
+from client_support import (
+    BORN,
+    CHILD,
+    ELDERLY,
+    LIVING,
+    NURSING,
+    PERSON,
+    PERSON_FLAGS,
+    bad_check,
+    id_number,
+    no_library_noise,
+    run,
+    widest_line,
+)
 from support import free_port
 
-from clients import caseworker
-from service.api import eligibility_pb2 as pb
-from service.api import eligibility_pb2_grpc as pb_grpc
-
-ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-NURSING, LIVING = "disability_nursing_subsidy", "disability_living_allowance"
-
-
-def with_check(body: str) -> str:
-    """The 17 digits plus their GB 11643 check character."""
-    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, WEIGHTS, strict=True)) % 11]
-
-
-def id_number(region: str, born: dt.date, sequence: int) -> str:
-    return with_check(f"{region}{born:%Y%m%d}{sequence:03d}")
-
-
-def bad_check(number: str) -> str:
-    return number[:-1] + ("1" if number[-1] != "1" else "2")
-
-
-# A Hangzhou resident on dibao, grade 1 physical disability, fully dependent: as of 2020-08-01
-# (Hangzhou dibao standard 1,080) nursing 50% = 540 yuan, living allowance 30% = 324 yuan.
-BORN = dt.date(1970, 5, 5)
-PERSON = {
-    "id_number": id_number("330102", BORN, 1),
-    "birth_date": BORN.isoformat(),
-    "region_code": "330102",
-    "household_status": "dibao",
-    "disability_grade": "1",
-    "disability_category": "physical",
-    "long_term_care_need": "yes",
-    "self_care": "fully_dependent",
-    "as_of": "2020-08-01",
-}
-PERSON_FLAGS = [
-    "--id-number",
-    PERSON["id_number"],
-    "--birth-date",
-    PERSON["birth_date"],
-    "--region",
-    "330102",
-    "--household",
-    "dibao",
-    "--disability-grade",
-    "1",
-    "--disability-category",
-    "physical",
-    "--long-term-care-need",
-    "--self-care",
-    "fully_dependent",
-    "--as-of",
-    "2020-08-01",
-]
-
-
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    # A wide terminal, so that long English programme names are not wrapped inside table cells.
-    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
-    env.pop("SUBSIDY_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "clients.caseworker", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-    )
+from clients.receipt import mask_id
 
 
 def decisions_of(reply: dict) -> dict[str, dict]:
     return {d["programId"]: d for d in reply["decisions"]}
 
 
+def reply_for(server, *flags: str) -> dict:
+    result = run("check", "--address", server.address, "--json", *flags)
+    assert result.returncode in (0, 5), result.stderr
+    return json.loads(result.stdout)
+
+
 # --- One person -------------------------------------------------------------------------------------
 
 
-def test_one_person_from_flags_json_zh_and_en(server):
-    as_json = run("check", "--address", server.address, "--json", *PERSON_FLAGS)
-    assert as_json.returncode == 0, as_json.stderr
-    reply = json.loads(as_json.stdout)
+def test_one_person_leads_with_the_answer_in_chinese_and_english(server):
+    reply = reply_for(server, *PERSON_FLAGS)
     decisions = decisions_of(reply)
-    assert decisions[NURSING]["outcome"] == "OUTCOME_ELIGIBLE"
     assert int(decisions[NURSING]["monthlyAmount"]["fen"]) == 54000
-    assert decisions[LIVING]["outcome"] == "OUTCOME_ELIGIBLE"
     assert int(decisions[LIVING]["monthlyAmount"]["fen"]) == 32400
-    assert reply["policyVersion"]
 
     zh = run("check", "--address", server.address, *PERSON_FLAGS)
     en = run("check", "--address", server.address, "--lang", "en", *PERSON_FLAGS)
-    for result, name, eligible in ((zh, "nameZh", "符合"), (en, "nameEn", "eligible")):
-        assert result.returncode == 0, result.stderr
-        for decision in reply["decisions"]:
-            assert decision[name] in result.stdout
-        assert "540.00" in result.stdout and "324.00" in result.stdout
-        assert eligible in result.stdout
-        assert reply["policyVersion"] in result.stdout
-    assert "政策版本" in zh.stdout and "Policy version" in en.stdout
+    assert zh.returncode == 0 and en.returncode == 0, zh.stderr + en.stderr
+    zh_lines, en_lines = zh.stdout.splitlines(), en.stdout.splitlines()
+    # The programs that pay come first, the highest amount first; the ones that do not pay after.
+    order = [d[0] for d in sorted(decisions.items(), key=lambda kv: -int(kv[1]["monthlyAmount"].get("fen", 0)))]
+    firsts = [next(i for i, line in enumerate(zh_lines) if decisions[p]["nameZh"] in line) for p in order]
+    assert firsts[0] < firsts[1] < firsts[2] and firsts[1] < firsts[3]
+    nursing_line = zh_lines[firsts[0]]
+    assert "符合" in nursing_line and "540.00" in nursing_line
+    assert "864.00" in zh.stdout  # the total
+    assert any("不符合" in line and decisions[ELDERLY]["nameZh"] in line for line in zh_lines)
+    assert reply["policyVersion"] in zh.stdout and "政策版本" in zh.stdout
+    assert any("eligible" in line and "540.00" in line for line in en_lines)
+    assert "Policy version" in en.stdout
+    # The default view is short: the full rule table only with --detail.
+    assert len(zh_lines) < 30
+    detail = run("check", "--address", server.address, "--detail", *PERSON_FLAGS)
+    assert detail.returncode == 0 and len(detail.stdout.splitlines()) > 2 * len(zh_lines)
+    reason = decisions[NURSING]["reasons"][0]
+    assert reason["textZh"].split(" — ")[0] in detail.stdout
 
 
-def test_one_person_from_yaml_file(server, tmp_path):
+def test_not_eligible_names_the_deciding_rule_in_plain_words(server):
+    reply = reply_for(server, *PERSON_FLAGS)
+    elderly = decisions_of(reply)[ELDERLY]
+    failed = [r for r in elderly["reasons"] if r.get("result") == "RULE_RESULT_FAILED" and r.get("kind") == "condition"]
+    shown = run("check", "--address", server.address, *PERSON_FLAGS).stdout
+    assert failed[0]["textZh"].split(" — ")[0] in shown
+    assert failed[0]["textZh"] not in shown  # the title only: the test with parameter ids is for --detail
+
+
+def test_take_the_higher_shows_eligible_not_paid(server):
+    born = dt.date(1950, 5, 5)
+    flags = [
+        *PERSON_FLAGS,
+        "--id-number",
+        id_number("330102", born, 3),
+        "--birth-date",
+        born.isoformat(),
+        "--capacity-level",
+        "severe_loss",
+        "--capacity-assessed-on",
+        "2020-03-01",
+    ]
+    decisions = decisions_of(reply_for(server, *flags))
+    unpaid = [p for p, d in decisions.items() if d["outcome"] == "OUTCOME_ELIGIBLE" and not d["monthlyAmount"]]
+    assert unpaid, "the case should leave one program of a take-the-higher pair unpaid"
+    out = run("check", "--address", server.address, *flags).stdout
+    kept = next(p for p in (ELDERLY, NURSING) if p not in unpaid)
+    line = next(line for line in out.splitlines() if decisions[unpaid[0]]["nameZh"] in line)
+    assert "符合，不发放" in line and "改发较高的" in out and decisions[kept]["nameZh"][:4] in out
+
+
+def test_undetermined_lists_each_missing_fact_once_with_its_flag_and_exits_5(server):
+    flags = [f for f in PERSON_FLAGS if f != "--long-term-care-need"]
+    flags = flags[: flags.index("--self-care")] + flags[flags.index("--self-care") + 2 :]
+    result = run("check", "--address", server.address, *flags)
+    assert result.returncode == 5, result.stderr
+    assert "--long-term-care-need" in result.stdout and "--self-care" in result.stdout
+    assert result.stdout.count("用 --self-care") == 1
+    assert "列“自理能力”" in result.stdout
+
+
+def test_one_person_from_yaml_file_with_chinese_values(server, tmp_path):
     person = tmp_path / "person.yaml"
-    # Written as a caseworker would: unquoted dates (YAML reads them as dates), yes/no as booleans.
+    # Written as a caseworker would: unquoted dates, 是/否, Chinese enum labels.
     person.write_text(
         f'id_number: "{PERSON["id_number"]}"\n'
         "birth_date: 1970-05-05\n"
         "region_code: 330102\n"
-        "household_status: dibao\n"
-        "disability_grade: 1\n"
-        "disability_category: physical\n"
-        "long_term_care_need: yes\n"
-        "self_care: fully_dependent\n"
-        "as_of: 2020-08-01\n",
+        "household_status: 低保\n"
+        "disability_grade: 一级\n"
+        "disability_category: 肢体\n"
+        "long_term_care_need: 是\n"
+        "self_care: 完全不能自理\n"
+        "as_of: 2020/8/1\n",
         encoding="utf-8",
     )
-    result = run("check", "--address", server.address, "--file", str(person), "--json")
-    assert result.returncode == 0, result.stderr
-    decisions = decisions_of(json.loads(result.stdout))
+    decisions = decisions_of(json.loads(run("check", "--address", server.address, "-f", str(person), "--json").stdout))
     assert int(decisions[NURSING]["monthlyAmount"]["fen"]) == 54000
     assert int(decisions[LIVING]["monthlyAmount"]["fen"]) == 32400
-
-    table = run("check", "--address", server.address, "--file", str(person))
-    assert table.returncode == 0, table.stderr
-    assert "540.00" in table.stdout and decisions[NURSING]["nameZh"] in table.stdout
 
 
 def test_json_file_and_flags_override_it(server, tmp_path):
@@ -158,12 +140,15 @@ def test_json_file_and_flags_override_it(server, tmp_path):
     assert int(decisions_of(json.loads(result.stdout))[NURSING]["monthlyAmount"]["fen"]) == 54000
 
 
-def test_input_the_service_refuses_names_the_field_and_exits_2(server):
+def test_input_the_service_refuses_is_told_in_chinese_and_exits_2(server):
     flags = [*PERSON_FLAGS, "--id-number", bad_check(PERSON["id_number"])]  # the last --id-number wins
-    result = run("check", "--address", server.address, "--lang", "en", *flags)
-    assert result.returncode == 2
-    assert "id_number" in result.stderr
-    assert "Traceback" not in result.stderr
+    zh = run("check", "--address", server.address, *flags)
+    assert zh.returncode == 2
+    assert "身份证号：校验码不符" in zh.stderr
+    assert not re.search(r"[A-Za-z]{4,}", zh.stderr.replace("GB", "")), zh.stderr  # no English words
+    en = run("check", "--address", server.address, "--lang", "en", *flags)
+    assert en.returncode == 2 and "id_number" in en.stderr and "check character" in en.stderr
+    assert no_library_noise(zh.stderr) and PERSON["id_number"][:-1] not in zh.stderr
 
 
 def test_bad_usage_and_bad_values_exit_2_without_traceback(tmp_path):
@@ -176,235 +161,110 @@ def test_bad_usage_and_bad_values_exit_2_without_traceback(tmp_path):
     assert unknown_key.returncode == 2 and "favourite_colour" in unknown_key.stderr
 
     person.write_text("household_income_per_head_yuan: 12.345\ndisability_grade: one\n")
-    bad_values = run("check", "--file", str(person), "--lang", "en")
+    bad_values = run("check", "--file", str(person))
     assert bad_values.returncode == 2
-    assert "household_income_per_head_yuan" in bad_values.stderr and "disability_grade" in bad_values.stderr
+    assert "家庭人均月收入（元）" in bad_values.stderr and "残疾等级" in bad_values.stderr
     assert "Traceback" not in bad_values.stderr
 
 
-# --- Unreachable service ----------------------------------------------------------------------------
-
-
-def test_unreachable_service_exits_3_with_a_clear_message(tmp_path):
+def test_unreachable_service_exits_3_with_a_clear_message():
     address = f"127.0.0.1:{free_port()}"
     one = run("check", "--address", address, *PERSON_FLAGS)
     assert one.returncode == 3
     assert address in one.stderr and "无法连接" in one.stderr
-    assert "Traceback" not in one.stderr and one.stdout == ""
-
-    rows = tmp_path / "in.csv"
-    rows.write_text(",".join(PERSON) + "\n" + ",".join(PERSON.values()) + "\n", encoding="utf-8")
-    out = tmp_path / "out.csv"
-    many = subprocess.run(  # the address from the environment this time
-        [sys.executable, "-m", "clients.caseworker", "batch", "-i", str(rows), "-o", str(out), "--lang", "en"],
-        cwd=ROOT,
-        env={**os.environ, "SUBSIDY_ADDRESS": address},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert many.returncode == 3
-    assert "cannot reach the eligibility service" in many.stderr and "Traceback" not in many.stderr
-    assert not out.exists()
+    assert no_library_noise(one.stderr) and one.stdout == ""
 
 
-# --- TLS ------------------------------------------------------------------------------------------
+# --- What a caseworker's terminal shows ----------------------------------------------------------------
 
 
-def self_signed(directory: Path) -> tuple[bytes, bytes, Path]:
-    """A key and a certificate for 127.0.0.1 that is its own CA; returns (key PEM, cert PEM, cert file)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "subsidy test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    (directory / "ca.pem").write_bytes(cert_pem)
-    return key_pem, cert_pem, directory / "ca.pem"
+def test_screen_capture_at_80_columns_fits(server, tmp_path):
+    """No line over 80 display cells (a Chinese character takes two), whatever is shown."""
+    born = dt.date(1950, 5, 5)
+    cases = {
+        "default": run("check", "--address", server.address, *PERSON_FLAGS, columns=80),
+        "detail": run("check", "--address", server.address, "--detail", *PERSON_FLAGS, columns=80),
+        "english": run("check", "--address", server.address, "--lang", "en", *PERSON_FLAGS, columns=80),
+        "undetermined": run(
+            "check",
+            "--address",
+            server.address,
+            "--id-number",
+            id_number("330102", born, 4),
+            "--birth-date",
+            born.isoformat(),
+            "--region",
+            "330102",
+            "--as-of",
+            "2020-08-01",
+            columns=80,
+        ),
+        "help": run("check", "--help", columns=80),
+        "top help": run("-h", columns=80),
+        "standards": run(
+            "standards", "--address", server.address, "--region", "330106", "--as-of", "2020-08-01", columns=80
+        ),
+        "programs": run("programs", "--address", server.address, columns=80),
+    }
+    for name, result in cases.items():
+        assert result.returncode in (0, 5), (name, result.stderr)
+        assert result.stdout.strip(), name
+        assert widest_line(result.stdout) <= 80, (name, result.stdout)
+        assert widest_line(result.stderr) <= 80, (name, result.stderr)
+    assert "540.00" in cases["default"].stdout
+    assert "Person" in cases["help"].stdout and "Service connection" in cases["help"].stdout
 
 
-class TlsFront(pb_grpc.EligibilityServiceServicer):
-    """TLS in front of the real server (which serves plaintext), as a TLS-terminating proxy would be."""
-
-    def __init__(self, address: str):
-        self.stub = pb_grpc.EligibilityServiceStub(grpc.insecure_channel(address))
-
-    def Evaluate(self, request, context):
-        return self.stub.Evaluate(request, timeout=10)
+def test_version_and_completion():
+    version = run("--version")
+    assert version.returncode == 0 and re.fullmatch(r"subsidy-caseworker \d+\.\d+\.\d+\S*\n", version.stdout)
+    completion = run("--show-completion", "bash", env={"SHELL": "/bin/bash"})
+    assert completion.returncode == 0 and "complete" in completion.stdout
 
 
-def test_tls_with_a_private_ca(server, tmp_path):
-    key_pem, cert_pem, ca_file = self_signed(tmp_path)
-    front = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    pb_grpc.add_EligibilityServiceServicer_to_server(TlsFront(server.address), front)
-    port = front.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, cert_pem)]))
-    front.start()
-    try:
-        secure = run("check", "--address", f"127.0.0.1:{port}", "--tls", "--ca-cert", str(ca_file), *PERSON_FLAGS)
-        assert secure.returncode == 0, secure.stderr
-        assert "540.00" in secure.stdout
+def test_programs_and_the_standards_in_force(server):
+    programs = run("programs", "--address", server.address, "--as-of", "2020-08-01")
+    assert programs.returncode == 0, programs.stderr
+    for program in (NURSING, LIVING, ELDERLY, CHILD):
+        assert program in programs.stdout
+    assert "重度残疾人护理补贴" in programs.stdout
 
-        plaintext = run("check", "--address", f"127.0.0.1:{port}", *PERSON_FLAGS)
-        assert plaintext.returncode == 3 and "Traceback" not in plaintext.stderr
-    finally:
-        front.stop(grace=None)
-
-
-# --- Many people ------------------------------------------------------------------------------------
+    standards = run("standards", "--address", server.address, "--region", "330106", "--as-of", "2020-08-01")
+    assert standards.returncode == 0, standards.stderr
+    # Hangzhou's dibao standard from 2020-07-01 (policies/parameters/common/dibao_standard.yaml).
+    line = next(line for line in standards.stdout.splitlines() if "最低生活保障标准" in line)
+    assert "1080" in line and "元/月" in line and "2020-07-01" in line
+    as_json = json.loads(run("standards", "--address", server.address, "--region", "330106", "--json").stdout)
+    assert as_json["parameters"]
 
 
-def test_batch_csv_of_1200_rows_with_bad_rows(server, tmp_path):
-    columns = list(PERSON)
-    rows, bad = [], {}  # bad: CSV line number -> why
-    for i in range(1200):
-        born = BORN + dt.timedelta(days=i // 500)  # sequence numbers 1..500 per birth date
-        row = {**PERSON, "id_number": id_number("330102", born, i % 500 + 1), "birth_date": born.isoformat()}
-        if i % 2:  # an ordinary household without a disability certificate: nothing to pay
-            row.update(
-                household_status="ordinary",
-                disability_grade="",
-                disability_category="",
-                long_term_care_need="",
-                self_care="",
-            )
-        line = i + 2  # line 1 is the header
-        if i % 97 == 13:
-            row["id_number"] = bad_check(row["id_number"])
-            bad[line] = "checksum"
-        elif i % 97 == 40:
-            row.update(birth_date="1970-02-30", id_number=with_check("33010219700230007"))
-            bad[line] = "date"
-        elif i % 97 == 70:
-            row["region_code"] = "339999"  # in Zhejiang's range, but no such city
-            bad[line] = "region"
-        elif i % 251 == 100:
-            row["household_status"] = "rich"  # caught by the client before sending
-            bad[line] = "client"
-        rows.append({"ref": f"case-{i:04d}", **row})
-    assert set(bad.values()) == {"checksum", "date", "region", "client"}
-    source, target = tmp_path / "people.csv", tmp_path / "results.csv"
-    with source.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, ["ref", *columns])
-        writer.writeheader()
-        writer.writerows(rows)
-
-    result = run("batch", "--address", server.address, "--input", str(source), "--output", str(target))
-
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    with target.open(newline="", encoding="utf-8-sig") as handle:
-        out = list(csv.DictReader(handle))
-    assert len(out) == len(rows)
-    assert [r["line"] for r in out] == [str(i + 2) for i in range(len(rows))]
-    assert [r["ref"] for r in out] == [r["ref"] for r in rows]
-    assert {int(r["line"]) for r in out if r["status"] == "error"} == set(bad)
-    assert all(r["error"] for r in out if r["status"] == "error")
-
-    reported = {int(n) for n in re.findall(r"^第 (\d+) 行", result.stderr, re.MULTILINE)}
-    assert reported == set(bad)
-    assert not any(r["id_number"] in result.stderr for r in rows), "an ID number reached stderr"
-
-    paying = [r for r in out if r["status"] == "ok" and int(r["line"]) % 2 == 0]
-    assert paying and all(
-        r[f"{NURSING}_outcome"] == "eligible"
-        and r[f"{NURSING}_monthly_yuan"] == "540.00"
-        and r[f"{LIVING}_monthly_yuan"] == "324.00"
-        and r["total_monthly_yuan"] == "864.00"
-        for r in paying
-    )
-    ok = len(rows) - len(bad)
-    assert f"共 {len(rows)} 行：成功 {ok} 行，出错 {len(bad)} 行" in result.stdout
-    nursing_total = f"{len(paying) * 540:,}.00"
-    nursing_line = next(line for line in result.stdout.splitlines() if nursing_total in line)
-    assert f" {len(paying)} " in nursing_line
-    assert f"{len(paying) * 864:,}.00" in result.stdout
+# --- The receipt ------------------------------------------------------------------------------------
 
 
-def test_batch_refuses_a_misspelt_column_or_a_missing_header(tmp_path):
-    source = tmp_path / "people.csv"
-    source.write_text("ref,id_numbr\n1,x\n", encoding="utf-8")
-    result = run(
-        "batch",
-        "--address",
-        f"127.0.0.1:{free_port()}",
-        "-i",
-        str(source),
-        "-o",
-        str(tmp_path / "out.csv"),
-        "--lang",
-        "en",
-    )
-    assert result.returncode == 2 and "id_numbr" in result.stderr
+def test_receipt_html_masks_the_id_and_carries_the_decision(server, tmp_path):
+    reply = reply_for(server, *PERSON_FLAGS)
+    target = tmp_path / "receipt.html"
+    result = run("check", "--address", server.address, *PERSON_FLAGS, "--output", str(target))
+    assert result.returncode == 0, result.stderr
+    page = target.read_text(encoding="utf-8")
+    assert PERSON["id_number"] not in page and mask_id(PERSON["id_number"]) in page
+    assert mask_id(PERSON["id_number"]) == PERSON["id_number"][:6] + "********" + PERSON["id_number"][-4:]
+    assert BORN.strftime("%Y%m%d") not in page
+    for expected in (reply["policyVersion"], reply["requestHash"], "540.00", "324.00", "864.00", "打印时间"):
+        assert expected in page
+    assert "城乡居民最低生活保障标准" in page and "1080" in page  # the parameter values read
+    assert decisions_of(reply)[NURSING]["reasons"][0]["citation"] in page
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
 
-    source.write_text(",".join(PERSON.values()) + "\n", encoding="utf-8")  # data where the header belongs
-    result = run("batch", "-i", str(source), "-o", str(tmp_path / "out.csv"), "--lang", "en")
-    assert result.returncode == 2 and "first line must name the columns" in result.stderr
-    assert PERSON["id_number"] not in result.stderr
+    again = run("check", "--address", server.address, *PERSON_FLAGS, "--output", str(target))
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert run("check", "--address", server.address, *PERSON_FLAGS, "-o", str(target), "--force").returncode == 0
 
 
-# --- Reading facts, without a server ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("yuan", "fen"), [("1500", 150000), ("0.1", 10), ("1080.55", 108055), (1500.1, 150010)])
-def test_yuan_to_fen_is_exact(yuan, fen):
-    assert caseworker.yuan_to_fen(yuan) == fen
-
-
-@pytest.mark.parametrize("yuan", ["12.345", "abc", "NaN", True])
-def test_yuan_to_fen_refuses_what_is_not_money(yuan):
-    with pytest.raises(caseworker.ClientError):
-        caseworker.yuan_to_fen(yuan)
-
-
-def test_fen_to_yuan():
-    assert caseworker.fen_to_yuan(54000) == "540.00"
-    assert caseworker.fen_to_yuan(123456789, grouped=True) == "1,234,567.89"
-
-
-def test_every_enum_short_name_maps_back_to_its_value():
-    for enum_desc in pb.DESCRIPTOR.enum_types_by_name.values():
-        for name in caseworker.short_names(enum_desc):
-            assert caseworker.short_name(enum_desc, caseworker.enum_number(enum_desc, name)) == name
-    assert caseworker.enum_number(pb.HouseholdStatus.DESCRIPTOR, "dibao-edge") == pb.HOUSEHOLD_STATUS_DIBAO_EDGE
-    with pytest.raises(caseworker.ClientError):
-        caseworker.enum_number(pb.HouseholdStatus.DESCRIPTOR, "unspecified")
-
-
-def test_build_request_maps_flat_names_onto_person():
-    request = caseworker.build_request(
-        {
-            **PERSON,
-            "birth_date": BORN,
-            "own_income_yuan": "800.50",
-            "capacity_level": "mild_loss",
-            "capacity_assessed_on": dt.date(2020, 3, 1),
-            "other_benefits": "work_injury_nursing_allowance",
-            "in_institutional_care": "否",
-            "programs": "disability_nursing_subsidy,disability_living_allowance",
-        }
-    )
-    person = request.person
-    assert person.birth_date == "1970-05-05" and person.own_income_fen == 80050
-    assert person.disability.grade == 1 and person.disability.category == pb.DISABILITY_CATEGORY_PHYSICAL
-    assert person.capacity_assessment.level == pb.CAPACITY_LEVEL_MILD_LOSS
-    assert person.capacity_assessment.assessed_on == "2020-03-01"
-    assert list(person.other_benefits) == [pb.BENEFIT_WORK_INJURY_NURSING_ALLOWANCE]
-    assert person.HasField("in_institutional_care") and not person.in_institutional_care
-    assert not person.HasField("household_income_per_head_fen")  # not stated stays not stated
-    assert list(request.programs) == [NURSING, LIVING] and request.as_of == "2020-08-01"
+def test_receipt_pdf_by_headless_chromium(server, tmp_path):
+    target = tmp_path / "receipt.pdf"
+    result = run("check", "--address", server.address, *PERSON_FLAGS, "--output", str(target))
+    assert result.returncode == 0, result.stderr
+    data = target.read_bytes()
+    assert data.startswith(b"%PDF-") and b"/Type /Page" in data.replace(b"/Type/Page", b"/Type /Page")
+    assert list(tmp_path.iterdir()) == [target]
