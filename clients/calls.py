@@ -198,8 +198,8 @@ def _speaks_tls(address: str) -> bool:
 
 
 def rpc_failure(error: grpc.RpcError, address: str, tls: bool) -> ClientError:
-    code = error.code()  # type: ignore[attr-defined]
-    details = error.details() or ""  # type: ignore[attr-defined]
+    code = error.code()
+    details = error.details() or ""
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return ClientError(ExitCode.UNREACHABLE, "not_allowed")
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -309,7 +309,7 @@ def decide_rows(
             try:
                 answer = next(calls[lane], None)
             except grpc.RpcError as error:
-                if error.code() in _UNREACHABLE | {grpc.StatusCode.CANCELLED}:  # type: ignore[attr-defined]
+                if error.code() in _UNREACHABLE | {grpc.StatusCode.CANCELLED}:
                     raise Interrupted(error) from None
                 raise
             if answer is None or answer.index != expected[lane]:

@@ -23,7 +23,7 @@ from collections.abc import Iterator  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Annotated  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
 from zoneinfo import ZoneInfo  # noqa: E402
 
 import grpc  # noqa: E402
@@ -93,33 +93,31 @@ AsOfOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.", rich_help_panel=_OUT)]
 
 
-def _flag(help: str, *names: str, repeat: bool = False, panel: str = _PERSON, metavar: str = "TEXT"):
-    """A fact as text: values are read by clients.facts as in files (是/否, 低保, 2020/8/1), one place."""
-    return Annotated[
-        list[str] | None if repeat else str | None,
-        typer.Option(*names, help=help, rich_help_panel=panel, metavar=metavar),
-    ]
+def _flag(help: str, *names: str, panel: str = _PERSON, metavar: str = "TEXT") -> Any:
+    """A fact as text (`Annotated[str | None, _flag(...)]`): values are read by clients.facts as in
+    files (是/否, 低保, 2020/8/1), one place."""
+    return typer.Option(*names, help=help, rich_help_panel=panel, metavar=metavar)
 
 
-def _yes(help: str, flag: str, negative: str):
+def _yes(help: str, flag: str, negative: str) -> Any:
     """A yes/no fact: the flag says yes; its negative (hidden from the help, named in it) says no.
     Two options rather than click's --a/--no-a pair, whose second column would not fit 80 columns."""
-    return Annotated[bool, typer.Option(flag, help=f"{help} No: {negative}.", rich_help_panel=_PERSON)]
+    return typer.Option(flag, help=f"{help} No: {negative}.", rich_help_panel=_PERSON)
 
 
-def _no(negative: str):
-    return Annotated[bool, typer.Option(negative, hidden=True)]
+def _no(negative: str) -> Any:
+    return typer.Option(negative, hidden=True)
 
 
 def _said(yes: bool, no: bool) -> bool | None:
     return True if yes else False if no else None
 
 
-def _enum_flag(help: str, enum_type, name: str | None = None, repeat: bool = False):
+def _enum_flag(help: str, enum_type: Any, name: str | None = None) -> Any:
     choices = ", ".join(
         f"{short} ({value_label(enum_type.DESCRIPTOR, short, 'zh')})" for short in short_names(enum_type.DESCRIPTOR)
     )
-    return _flag(f"{help}: {choices}.", *((name,) if name else ()), repeat=repeat, metavar="NAME")
+    return _flag(f"{help}: {choices}.", *((name,) if name else ()), metavar="NAME")
 
 
 @contextmanager
@@ -179,43 +177,61 @@ def check(
             rich_help_panel=_PERSON,
         ),
     ] = None,
-    id_number: _flag("18-character resident ID number.") = None,
-    birth_date: _flag("Birth date, 2020-08-01 or 2020/8/1.", metavar="DATE") = None,
-    region_code: _flag("Household registration region (GB/T 2260), e.g. 330102.", "--region", metavar="CODE") = None,
-    household_status: _enum_flag("Household economic status", pb.HouseholdStatus, "--household") = None,
-    household_income_per_head_yuan: _flag(
-        "Monthly household income per head, yuan.", "--household-income", metavar="YUAN"
-    ) = None,
-    own_income_yuan: _flag("The person's own monthly income, yuan.", "--own-income", metavar="YUAN") = None,
-    disability_grade: _flag("Disability certificate grade, 1 (most severe) to 4.", metavar="1-4") = None,
-    disability_category: _enum_flag("Disability category", pb.DisabilityCategory) = None,
-    long_term_care_need: _yes(
-        "Needs help in daily life for 6 months or more.", "--long-term-care-need", "--no-long-term-care-need"
-    ) = False,
-    not_long_term_care_need: _no("--no-long-term-care-need") = False,
-    self_care: _enum_flag("Self-care tier for the nursing subsidy", pb.SelfCare) = None,
-    in_institutional_care: _yes(
-        "Lives in approved institutional care.", "--in-institutional-care", "--not-in-institutional-care"
-    ) = False,
-    not_in_institutional_care: _no("--not-in-institutional-care") = False,
-    capacity_level: _enum_flag("Elderly capacity assessment result", pb.CapacityLevel) = None,
-    capacity_assessed_on: _flag("Date of that assessment.", metavar="DATE") = None,
-    child_status: _enum_flag("A minor's care situation", pb.ChildStatus) = None,
-    in_full_time_education: _yes(
-        "In full-time education up to undergraduate level.", "--in-full-time-education", "--not-in-full-time-education"
-    ) = False,
-    not_in_full_time_education: _no("--not-in-full-time-education") = False,
-    serious_illness: _yes("Has a serious illness.", "--serious-illness", "--no-serious-illness") = False,
-    not_serious_illness: _no("--no-serious-illness") = False,
-    depends_on_family_support: _yes(
-        "Depends on family support.", "--depends-on-family-support", "--no-family-support"
-    ) = False,
-    not_depends_on_family_support: _no("--no-family-support") = False,
-    other_benefits: _enum_flag(
-        "Another benefit already received (repeatable)", pb.Benefit, "--other-benefit", True
-    ) = None,
+    id_number: Annotated[str | None, _flag("18-character resident ID number.")] = None,
+    birth_date: Annotated[str | None, _flag("Birth date, 2020-08-01 or 2020/8/1.", metavar="DATE")] = None,
+    region_code: Annotated[
+        str | None, _flag("Household registration region (GB/T 2260), e.g. 330102.", "--region", metavar="CODE")
+    ] = None,
+    household_status: Annotated[
+        str | None, _enum_flag("Household economic status", pb.HouseholdStatus, "--household")
+    ] = None,
+    household_income_per_head_yuan: Annotated[
+        str | None, _flag("Monthly household income per head, yuan.", "--household-income", metavar="YUAN")
+    ] = None,
+    own_income_yuan: Annotated[
+        str | None, _flag("The person's own monthly income, yuan.", "--own-income", metavar="YUAN")
+    ] = None,
+    disability_grade: Annotated[
+        str | None, _flag("Disability certificate grade, 1 (most severe) to 4.", metavar="1-4")
+    ] = None,
+    disability_category: Annotated[str | None, _enum_flag("Disability category", pb.DisabilityCategory)] = None,
+    long_term_care_need: Annotated[
+        bool,
+        _yes("Needs help in daily life for 6 months or more.", "--long-term-care-need", "--no-long-term-care-need"),
+    ] = False,
+    not_long_term_care_need: Annotated[bool, _no("--no-long-term-care-need")] = False,
+    self_care: Annotated[str | None, _enum_flag("Self-care tier for the nursing subsidy", pb.SelfCare)] = None,
+    in_institutional_care: Annotated[
+        bool, _yes("Lives in approved institutional care.", "--in-institutional-care", "--not-in-institutional-care")
+    ] = False,
+    not_in_institutional_care: Annotated[bool, _no("--not-in-institutional-care")] = False,
+    capacity_level: Annotated[str | None, _enum_flag("Elderly capacity assessment result", pb.CapacityLevel)] = None,
+    capacity_assessed_on: Annotated[str | None, _flag("Date of that assessment.", metavar="DATE")] = None,
+    child_status: Annotated[str | None, _enum_flag("A minor's care situation", pb.ChildStatus)] = None,
+    in_full_time_education: Annotated[
+        bool,
+        _yes(
+            "In full-time education up to undergraduate level.",
+            "--in-full-time-education",
+            "--not-in-full-time-education",
+        ),
+    ] = False,
+    not_in_full_time_education: Annotated[bool, _no("--not-in-full-time-education")] = False,
+    serious_illness: Annotated[
+        bool, _yes("Has a serious illness.", "--serious-illness", "--no-serious-illness")
+    ] = False,
+    not_serious_illness: Annotated[bool, _no("--no-serious-illness")] = False,
+    depends_on_family_support: Annotated[
+        bool, _yes("Depends on family support.", "--depends-on-family-support", "--no-family-support")
+    ] = False,
+    not_depends_on_family_support: Annotated[bool, _no("--no-family-support")] = False,
+    other_benefits: Annotated[
+        list[str] | None, _enum_flag("Another benefit already received (repeatable)", pb.Benefit, "--other-benefit")
+    ] = None,
     as_of: AsOfOpt = None,
-    programs: _flag("Decide only this program id (repeatable).", "--program", repeat=True, panel=_REQUEST) = None,
+    programs: Annotated[
+        list[str] | None, _flag("Decide only this program id (repeatable).", "--program", panel=_REQUEST)
+    ] = None,
     detail: Annotated[
         bool, typer.Option("--detail", help="Every rule of every program, with its source.", rich_help_panel=_OUT)
     ] = False,

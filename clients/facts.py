@@ -19,6 +19,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import yaml
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
@@ -26,20 +27,27 @@ from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from clients.texts import ClientError, FieldErrors, bad_input
 from service.api import eligibility_pb2 as pb
 
+if TYPE_CHECKING:
+    from google._upb import _message as upb
+
+    # The stubs type a message's fields as either protobuf backend's (pure Python or upb).
+    Field: TypeAlias = FieldDescriptor | upb.FieldDescriptor
+    EnumType: TypeAlias = EnumDescriptor | upb.EnumDescriptor
+
 # --- Enums: short names from the descriptors, Chinese labels from the policy files ------------------
 
 
-def _value_prefix(enum_desc: EnumDescriptor) -> str:
+def _value_prefix(enum_desc: EnumType) -> str:
     # buf's STANDARD lint makes every value carry its enum's name: HouseholdStatus -> HOUSEHOLD_STATUS_.
     return re.sub(r"(?<!^)(?=[A-Z])", "_", enum_desc.name).upper() + "_"
 
 
-def short_names(enum_desc: EnumDescriptor) -> list[str]:
+def short_names(enum_desc: EnumType) -> list[str]:
     prefix = _value_prefix(enum_desc)
     return [v.name.removeprefix(prefix).lower() for v in enum_desc.values if v.number != 0]
 
 
-def short_name(enum_desc: EnumDescriptor, number: int) -> str:
+def short_name(enum_desc: EnumType, number: int) -> str:
     return enum_desc.values_by_number[number].name.removeprefix(_value_prefix(enum_desc)).lower()
 
 
@@ -64,7 +72,7 @@ def policy_facts() -> dict[str, dict]:
         return {}  # without labels the short English names still work
 
 
-def _enum_fact(enum_desc: EnumDescriptor) -> dict:
+def _enum_fact(enum_desc: EnumType) -> dict:
     """The policy fact whose values are this enum's short names (household_status for HouseholdStatus)."""
     names = set(short_names(enum_desc))
     for fact in policy_facts().values():
@@ -73,7 +81,7 @@ def _enum_fact(enum_desc: EnumDescriptor) -> dict:
     return {}
 
 
-def value_label(enum_desc: EnumDescriptor, short: str, lang: str) -> str:
+def value_label(enum_desc: EnumType, short: str, lang: str) -> str:
     labels = (_enum_fact(enum_desc).get("values") or {}).get(short) or {}
     return labels.get(lang) or short
 
@@ -84,7 +92,7 @@ def _fold(text: str) -> str:
 
 
 @functools.cache
-def _enum_lookup(enum_desc: EnumDescriptor) -> dict[str, int]:
+def _enum_lookup(enum_desc: EnumType) -> dict[str, int]:
     lookup: dict[str, int] = {}
     prefix = _value_prefix(enum_desc)
     for value in enum_desc.values:
@@ -96,7 +104,7 @@ def _enum_lookup(enum_desc: EnumDescriptor) -> dict[str, int]:
     return lookup
 
 
-def enum_number(enum_desc: EnumDescriptor, text: object) -> int:
+def enum_number(enum_desc: EnumType, text: object) -> int:
     """`dibao_edge`, `Dibao-Edge`, `HOUSEHOLD_STATUS_DIBAO_EDGE` or 低保边缘 -> 2; UNSPECIFIED is never a choice."""
     number = _enum_lookup(enum_desc).get(_fold(str(text)))
     if number is None:
@@ -113,9 +121,9 @@ REQUEST_KEYS = ("as_of", "programs")
 REF = "ref"
 
 
-def _person_keys() -> dict[str, tuple[FieldDescriptor, ...]]:
+def _person_keys() -> dict[str, tuple[Field, ...]]:
     """Input name -> path of fields in Person, e.g. disability_grade -> (disability, grade)."""
-    keys: dict[str, tuple[FieldDescriptor, ...]] = {}
+    keys: dict[str, tuple[Field, ...]] = {}
     for field in pb.Person.DESCRIPTOR.fields:
         if field.message_type is not None:
             prefix = _NESTED_PREFIX.get(field.name, field.name)
@@ -213,10 +221,10 @@ def _column_lookup() -> dict[str, str]:
     for key, names in COLUMNS_ZH.items():
         lookup.update({_fold(name): key for name in names})
     for fact, spec in policy_facts().items():  # the policy's own labels, e.g. 家庭人均月收入
-        key = key_of_fact(fact)
-        label = (spec.get("label") or {}).get("zh") if isinstance(spec, dict) else None
-        if key and label and key not in REQUEST_KEYS and fact not in _DERIVED:
-            lookup.setdefault(_fold(label), key)
+        fact_key = key_of_fact(fact)
+        label: str | None = (spec.get("label") or {}).get("zh") if isinstance(spec, dict) else None
+        if fact_key and label and fact_key not in REQUEST_KEYS and fact not in _DERIVED:
+            lookup.setdefault(_fold(label), fact_key)
     return lookup
 
 
@@ -316,7 +324,7 @@ def parse_code(value: object) -> str:
     return str(value).strip()
 
 
-def _converter(key: str, field: FieldDescriptor) -> Callable[[object], object]:
+def _converter(key: str, field: Field) -> Callable[[object], object]:
     if field.enum_type is not None:
         enum_desc = field.enum_type
         return lambda value: enum_number(enum_desc, value.value if isinstance(value, enum.Enum) else value)

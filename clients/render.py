@@ -114,8 +114,8 @@ def render_rules(reply: pb.EvaluateResponse, lang: str, out: Console) -> None:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column(t["reason"], overflow="fold", ratio=3)
         table.add_column(t["citation"], overflow="fold", ratio=2)
-        for r in reply.referrals:
-            table.add_row(explain.referral_text(r, lang), explain.citation(r, lang))
+        for referral in reply.referrals:
+            table.add_row(explain.referral_text(referral, lang), explain.citation(referral, lang))
         out.print(table)
 
 

@@ -122,10 +122,10 @@ def open_sheet(path: Path, encoding: str | None = None, as_of: str = "") -> Shee
     """The header, resolved now (so that a bad header fails before anything is sent or written), and
     the rows as an iterator, each parsed into a request or the error that stops it."""
     records = _records_xlsx(path) if path.suffix.lower() in XLSX else _records_csv(path, encoding)
-    header = next((r for _, r in records if not _blank_row(r)), [])
-    if not header:
+    first = next((r for _, r in records if not _blank_row(r)), [])
+    if not first:
         raise bad_input("no_header")
-    header = [str(name).strip() for name in header]
+    header = [str(name).strip() for name in first]
     keys = _resolve_header(header)
     xlsx = path.suffix.lower() in XLSX
 
