@@ -253,7 +253,8 @@ def test_receipt_html_masks_the_id_and_carries_the_decision(server, tmp_path):
     for expected in (reply["policyVersion"], reply["requestHash"], "540.00", "324.00", "864.00", "打印时间"):
         assert expected in page
     assert "城乡居民最低生活保障标准" in page and "1080" in page  # the parameter values read
-    assert decisions_of(reply)[NURSING]["reasons"][0]["citation"] in page
+    first = decisions_of(reply)[NURSING]["reasons"][0]
+    assert first["citationZh"] in page  # a Chinese receipt cites in Chinese (the English form behind --lang en)
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
 
     again = run("check", "--address", server.address, *PERSON_FLAGS, "--output", str(target))
