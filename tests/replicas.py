@@ -15,14 +15,23 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from support import HANGZHOU_NURSING_CASE, ROOT, ServiceProcess, free_port, make_id, request, wait_serving
+from support import (  # noqa: F401 (scrape and metric re-exported for the replica tests)
+    HANGZHOU_NURSING_CASE,
+    ROOT,
+    ServiceProcess,
+    free_port,
+    make_id,
+    metric,
+    request,
+    scrape,
+    wait_serving,
+)
 
 from service.api import eligibility_pb2 as pb
 from service.api import eligibility_pb2_grpc as pb_grpc
@@ -61,20 +70,6 @@ def wait_replicas(replicas: list[ServiceProcess]) -> None:
             for r in replicas:
                 r.stop(signal.SIGKILL)
             raise RuntimeError(f"replica {replica.port} did not start:\n{replica.log_text()}") from exc
-
-
-def scrape(replica: ServiceProcess) -> str:
-    return urllib.request.urlopen(f"http://127.0.0.1:{replica.metrics_port}/metrics", timeout=5).read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(
-            f'{k}="{v}"' in line for k, v in labels.items()
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 # ----------------------------------------------------------------------------- nginx

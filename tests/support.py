@@ -127,6 +127,23 @@ def start_service(tmp: Path, *args: str, env: dict | None = None, name: str = "s
     return service
 
 
+def scrape(service: ServiceProcess) -> str:
+    """The service's metrics endpoint as text."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5) as reply:
+        return str(reply.read().decode())
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples in scraped text whose labels include `labels` (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def metric_value(service: ServiceProcess, name: str, **labels: str) -> float:
     """The sum of a sample's values on the service's metrics endpoint (0 when absent)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5) as reply:

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from support import POLICIES, request
+from support import HANGZHOU_NURSING_CASE, POLICIES, request
 
 from service.api import eligibility_pb2 as pb
 from service.cache import LocalCache
@@ -25,14 +25,6 @@ GRADE_1_ADULT: dict[str, Any] = dict(
     household_status="ordinary",
     household_income_per_head_fen=500000,
     own_income_fen=500000,
-    disability={"grade": 1, "category": "physical"},
-    long_term_care_need=True,
-    self_care="fully_dependent",
-)
-HANGZHOU_DIBAO_DISABLED: dict[str, Any] = dict(
-    birth_date="1970-05-05",
-    region_code="330102",
-    household_status="dibao",
     disability={"grade": 1, "category": "physical"},
     long_term_care_need=True,
     self_care="fully_dependent",
@@ -110,7 +102,7 @@ def test_childrens_allowance_in_2015_at_the_plans_figures(stub, child_status, fe
 
 
 def test_disability_subsidies_decided_in_the_first_half_of_2016(stub):
-    reply = stub.Evaluate(request("2016-03-01", **HANGZHOU_DIBAO_DISABLED))
+    reply = stub.Evaluate(request("2016-03-01", **HANGZHOU_NURSING_CASE))
     d = decisions(reply)
     assert d["disability_living_allowance"].monthly_amount.fen == 22300  # 30% of 744 = 223.2
     assert d["disability_nursing_subsidy"].monthly_amount.fen == 37200  # 50% of 744
@@ -124,7 +116,7 @@ def test_disability_subsidies_decided_in_the_first_half_of_2016(stub):
 
 def test_a_program_asked_for_outside_its_period_is_out_of_range(stub):
     with pytest.raises(grpc.RpcError) as err:
-        stub.Evaluate(request("2015-12-31", ["disability_nursing_subsidy"], **HANGZHOU_DIBAO_DISABLED))
+        stub.Evaluate(request("2015-12-31", ["disability_nursing_subsidy"], **HANGZHOU_NURSING_CASE))
     assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
     assert "disability_nursing_subsidy" in (err.value.details() or "")
     listed = stub.ListPrograms(pb.ListProgramsRequest(as_of="2015-06-01", region_code="330302"))
@@ -132,7 +124,7 @@ def test_a_program_asked_for_outside_its_period_is_out_of_range(stub):
 
 
 def test_citations_in_both_languages_with_confidence(stub):
-    reply = stub.Evaluate(request("2020-08-01", **HANGZHOU_DIBAO_DISABLED))
+    reply = stub.Evaluate(request("2020-08-01", **HANGZHOU_NURSING_CASE))
     reasons = [r for d in reply.decisions for r in d.reasons]
     assert reasons and all(r.citation and r.citation_zh and r.confidence in CONFIDENCES for r in reasons)
     assert not [r.citation for r in reasons if "art." in r.citation]  # no paragraph the brief does not give
@@ -236,7 +228,7 @@ def test_the_grade_3_4_branches_read_multiple_from_the_category_group(policy_cop
         policy_copy,
         "2020-08-01",
         ["disability_nursing_subsidy"],
-        **HANGZHOU_DIBAO_DISABLED | {"disability": {"grade": 3, "category": "multiple"}},
+        **HANGZHOU_NURSING_CASE | {"disability": {"grade": 3, "category": "multiple"}},
     )
     assert decisions(adult)["disability_nursing_subsidy"].outcome == expected
     referral = evaluate(
@@ -255,7 +247,7 @@ def test_the_grade_3_4_branches_read_multiple_from_the_category_group(policy_cop
         policy_copy,
         "2020-08-01",
         ["disability_nursing_subsidy"],
-        **HANGZHOU_DIBAO_DISABLED | {"disability": {"grade": 3, "category": "mental"}},
+        **HANGZHOU_NURSING_CASE | {"disability": {"grade": 3, "category": "mental"}},
     )
     assert decisions(mental)["disability_nursing_subsidy"].outcome == pb.OUTCOME_ELIGIBLE
 
@@ -266,7 +258,7 @@ def test_confidence_is_derived_from_the_source_unless_stated(policy_copy):
         texts = {c.text_en for c in reply.caveats if c.subject == "low_income_multiplier"}
         return value.confidence, texts
 
-    person = HANGZHOU_DIBAO_DISABLED | {"household_status": "ordinary", "household_income_per_head_fen": 100000}
+    person = HANGZHOU_NURSING_CASE | {"household_status": "ordinary", "household_income_per_head_fen": 100000}
     confidence, texts = multiplier(evaluate(policy_copy, "2020-08-01", ["disability_living_allowance"], **person))
     assert confidence == "inferred" and any("is inferred" in t for t in texts)
     path = policy_copy / "parameters/common/low_income_multiplier.yaml"

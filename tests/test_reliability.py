@@ -21,7 +21,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
-from support import HANGZHOU_NURSING_CASE, POLICIES, ROOT, make_id, request, start_service
+from support import HANGZHOU_NURSING_CASE, POLICIES, ROOT, make_id, metric, request, scrape, start_service
 
 from bench.hostile import RawConnection, grpc_frame
 from service.api import eligibility_pb2 as pb
@@ -33,20 +33,6 @@ LIVING = "disability_living_allowance"
 
 def good_request(seq: int = 1) -> pb.EvaluateRequest:
     return request("2020-08-01", **{**HANGZHOU_NURSING_CASE, "id_number": make_id("1970-05-05", seq=seq)})
-
-
-def scrape(service) -> str:
-    return urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(
-            f'{k}="{v}"' in line for k, v in labels.items()
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def audit_lines(service, method: str | None = None) -> list[dict]:
