@@ -94,6 +94,9 @@ def check(service: DecisionService, case: Case) -> list[str]:
             problems.append(f"region name {got_name}, want {c['region_name']}")
     problems += _check_caveats(reply, c)
     params = {p.parameter: p for p in reply.parameters}
+    for name in c.get("parameters_absent", []):  # not in force (or not read) for this decision
+        if name in params:
+            problems.append(f"parameter {name} in the receipt ({params[name].value} from {params[name].effective_from})")
     for name, want in c.get("parameters", {}).items():
         # `region` (where the value was found) is optional: a case may pin the value alone.
         p = params.get(name)
