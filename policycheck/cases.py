@@ -96,7 +96,8 @@ def check(service: DecisionService, case: Case) -> list[str]:
     params = {p.parameter: p for p in reply.parameters}
     for name in c.get("parameters_absent", []):  # not in force (or not read) for this decision
         if name in params:
-            problems.append(f"parameter {name} in the receipt ({params[name].value} from {params[name].effective_from})")
+            found = params[name]
+            problems.append(f"parameter {name} in the receipt ({found.value} from {found.effective_from})")
     for name, want in c.get("parameters", {}).items():
         # `region` (where the value was found) is optional: a case may pin the value alone.
         p = params.get(name)
