@@ -55,8 +55,8 @@ def test_operators_on_a_small_file():
 def test_a_mutation_run_on_a_handful_of_mutants(tmp_path):
     """The nursing share's file: its values pinned by the cases (killed), its only row or region
     dropped (the loader refuses: no value in force), its 2016-01-01 start a day later (the loader
-    refuses: the program starts that day) or a day earlier (the receipt of a decision on 2015-12-31
-    lists it, which no case pins: a survivor the table must show)."""
+    refuses: the program starts that day) or a day earlier (killed: a case asserts it is not in the
+    receipt of a decision on 2015-12-31)."""
     only = "parameters/disability/nursing_share_fully_dependent.yaml"
     out = tmp_path / "report.json"
     run = subprocess.run(
@@ -75,9 +75,8 @@ def test_a_mutation_run_on_a_handful_of_mutants(tmp_path):
     assert by_kind["number"] == {"killed"}
     assert by_kind["drop-entry"] == {"loader-killed"}
     dates = {r["label"].rsplit(": ", 1)[1]: r["status"] for r in results if r["kind"] == "date"}
-    assert dates == {"2016-01-01 -> 2016-01-02": "loader-killed", "2016-01-01 -> 2015-12-31": "survived"}
+    assert dates == {"2016-01-01 -> 2016-01-02": "loader-killed", "2016-01-01 -> 2015-12-31": "killed"}
     counts = {s: sum(r["status"] == s for r in results) for s in ("killed", "loader-killed", "survived")}
     row = next(line for line in run.stdout.splitlines() if line.startswith(only))
-    assert row.split()[1:6] == [str(len(results)), str(counts["killed"]), str(counts["loader-killed"]), "0", "1"]
-    assert "score: 5 of 6 mutants that change behaviour killed (83.3%)" in run.stdout
-    assert "2016-01-01 -> 2015-12-31" in run.stdout.split("survived (1):")[1]
+    assert row.split()[1:6] == [str(len(results)), str(counts["killed"]), str(counts["loader-killed"]), "0", "0"]
+    assert "score: 6 of 6 mutants that change behaviour killed (100.0%)" in run.stdout
