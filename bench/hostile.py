@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import select
 import socket
 import ssl
 import struct
@@ -82,10 +83,9 @@ class RawConnection:
     def _read(self) -> None:
         partial: dict[int, StreamEnd] = {}
         while True:
-            try:
-                data = self.sock.recv(65536)
-            except OSError:
-                data = b""
+            data = self._receive()
+            if data is None:
+                continue
             with self.lock:
                 if not data:
                     self.closed = True
@@ -125,6 +125,31 @@ class RawConnection:
                 except OSError:
                     self.closed = True
                 self.changed.notify_all()
+
+    def _receive(self) -> bytes | None:
+        """The next bytes read (b"" once the connection is closed), or None if none came yet.
+
+        The socket is read under the lock that writes take: one SSL object must never be read and
+        written by two threads at once (OpenSSL does not allow it; done anyway it fails now and
+        then with a TLS error that looks like the server closing the connection). So wait for
+        bytes outside the lock, then read them, without blocking, inside it."""
+        ready = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+        if not ready:
+            with contextlib.suppress(OSError, ValueError):
+                ready = bool(select.select([self.sock], [], [], 0.5)[0])
+            if not ready and self.sock.fileno() >= 0:
+                return None
+        with self.lock:
+            try:
+                self.sock.setblocking(False)
+                return self.sock.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return None  # a TLS record not yet whole, or bytes that were only TLS housekeeping
+            except OSError:
+                return b""
+            finally:
+                with contextlib.suppress(OSError):
+                    self.sock.setblocking(True)
 
     def open(self, path: str, body: bytes = b"", end_stream: bool = False, timeout: str | None = None) -> int:
         """Opens a stream on `path` (e.g. /subsidy.v1.EligibilityService/Evaluate), sends `body` as

@@ -21,7 +21,17 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
-from support import HANGZHOU_NURSING_CASE, POLICIES, ROOT, make_id, metric, request, scrape, start_service
+from support import (
+    HANGZHOU_NURSING_CASE,
+    POLICIES,
+    ROOT,
+    make_id,
+    metric,
+    request,
+    scrape,
+    start_service,
+    stop_gracefully,
+)
 
 from bench.hostile import RawConnection, grpc_frame
 from service.api import eligibility_pb2 as pb
@@ -75,7 +85,8 @@ class Hold:
 
 @pytest.fixture
 def started(tmp_path):
-    """start_service for one test; whatever it started is killed at the end if still running."""
+    """start_service for one test; whatever it started is stopped at the end if still running: by
+    SIGTERM, so that a supervisor stops its workers too (SIGKILL would leave them running)."""
     services = []
 
     def start(*args: str, **kwargs):
@@ -86,8 +97,7 @@ def started(tmp_path):
     yield start
     for service in services:
         if service.proc.poll() is None:
-            service.proc.kill()
-            service.proc.wait(10)
+            stop_gracefully(service)
 
 
 @pytest.fixture(scope="module")
