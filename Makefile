@@ -55,8 +55,8 @@ mutate: $(VENV)/.installed
 
 # The same checks as .pre-commit-config.yaml; mypy's files and strictness are in pyproject.toml.
 lint: $(VENV)/.installed
-	$(BIN)/ruff check service clients bench tests policycheck
-	$(BIN)/ruff format --check service clients bench tests policycheck
+	$(BIN)/ruff check service clients bench tests policycheck population
+	$(BIN)/ruff format --check service clients bench tests policycheck population
 	$(BIN)/mypy
 
 # Line and branch coverage across the test process and every service process it starts

@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor
 
 from service.api import eligibility_pb2 as pb
-from service.idnumber import check_char
+from service.idnumber import synthetic
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -23,9 +23,7 @@ if TYPE_CHECKING:
     AnyEnumDescriptor: TypeAlias = EnumDescriptor | upb.EnumDescriptor
 
 
-def make_id(birth: str, region: str = "330102", seq: int = 1) -> str:
-    first = f"{region}{birth.replace('-', '')}{seq % 1000:03d}"
-    return first + check_char(first)
+make_id = synthetic
 
 
 def _enum_name(enum_type: AnyEnumDescriptor, short: str) -> str:

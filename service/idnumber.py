@@ -36,3 +36,10 @@ def problems(id_number: str) -> list[str]:
 def birth_date(id_number: str) -> dt.date:
     digits = id_number[6:14]
     return dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+
+
+def synthetic(birth: str, region: str = "330102", seq: int = 1) -> str:
+    """A valid ID number for a birth date (YYYY-MM-DD): for tests and for deciding a person known
+    only by a reference, whose decision never depends on the ID number beyond its birth date."""
+    first = f"{region}{birth.replace('-', '')}{seq % 1000:03d}"
+    return first + check_char(first)
