@@ -76,9 +76,10 @@ class Population:
 
 
 def load_figures(path: Path = DATA) -> dict[str, Any]:
-    """The data file's figures by name (each a mapping with value, source, tag, ...)."""
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return {**doc["figures"], **{f"plan_indicators.{k}": v for k, v in doc["plan_indicators"].items()}}
+    """The data file's generator inputs by name (each a mapping with value, source, tag, ...); its
+    `plan_indicators` (what the report compares the model against) are deliberately not read."""
+    figures: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))["figures"]
+    return figures
 
 
 def _value(figures: dict[str, Any], name: str) -> Any:
@@ -466,15 +467,24 @@ def _totals(model: _Model, weight: int) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=TOTALS_SCHEMA, orient="row")
 
 
+def registered_totals(scale: float = 1.0, data: Path | None = None) -> pl.DataFrame:
+    """The `totals` table alone (no persons): registered people by year end, city and age band."""
+    return _totals(_model(load_figures(data or DATA)), _weight(scale))
+
+
+def _weight(scale: float) -> int:
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], not {scale}")
+    return max(1, round(1 / scale))
+
+
 def generate(
     on: dt.date, scale: float, seed: int, policies: Path | None = None, data: Path | None = None
 ) -> Population:
     """The synthetic population on a date: a 1/scale sample (scale 1.0: the whole province), each
     row standing for round(1/scale) people. The same seed and scale give the same people (the same
     references) on every date."""
-    if not 0 < scale <= 1:
-        raise ValueError(f"scale must be in (0, 1], not {scale}")
-    weight = max(1, round(1 / scale))
+    weight = _weight(scale)
     figures = load_figures(data or DATA)
     model = _model(figures)
     policy = load_policies(policies or POLICIES)
