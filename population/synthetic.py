@@ -51,11 +51,16 @@ CAPACITY = ("severe_loss", "moderate_loss", "mild_loss")
 CHILD = ("institutional_orphan", "community_orphan", "de_facto_unsupported")
 SELF_CARE = ("fully_dependent", "mostly_dependent", "partly_dependent")
 REASSESSMENT_DAYS = 180  # within the 6-month validity whatever the months' lengths
-LAPSE_DAYS = 185
-AREAS_ON = dt.date(2020, 12, 31)  # the last day policies/regions.yaml covers: a person's area is a code of then  # an assessment missed once is older than any 6 months
+LAPSE_DAYS = 185  # an assessment missed once is older than any 6 months
+# The last day policies/regions.yaml covers: a person's area is a code in use then.
+AREAS_ON = dt.date(2020, 12, 31)
 # The level of full-time education by age (0..22): primary from 6, junior secondary from 12, ...
 EDUCATION = (
-    ("",) * 6 + ("primary",) * 6 + ("junior_secondary",) * 3 + ("senior_secondary",) * 4 + ("junior_college",) * 2
+    ("",) * 6
+    + ("primary",) * 6
+    + ("junior_secondary",) * 3
+    + ("senior_secondary",) * 4
+    + ("junior_college",) * 2
     + ("undergraduate",) * 2
 )
 TOTALS_SCHEMA: dict[str, pl.DataType] = {
@@ -111,7 +116,7 @@ class _Model:
     band_disabled: np.ndarray  # [band] share of the band holding a certificate
     pool_rate: float
     pool_rate_disabled: float
-    status_cuts: np.ndarray  # [band, 3] normal quantiles: destitute, dibao, dibao_edge (cumulative)
+    status_shares: np.ndarray  # [band, 3] share of the band: destitute, dibao, dibao_edge
     child_rates: np.ndarray  # [3] share of children ever reaching each status
 
 
@@ -183,17 +188,11 @@ def _model(figures: dict[str, Any]) -> _Model:
         [(onset_cdf * ages2017)[band_of_age == b].sum() / ages2017[band_of_age == b].sum() for b in range(3)]
     )
 
-    # Household pool: the disabled are more often in it; in it, the status shares of each band.
+    # Household pool: the disabled are more often in it (its status shares are fitted per date).
     pool_rate = float(_value(figures, "household_pool_share"))
     pool_rate_disabled = min(1.0, pool_rate * float(_value(figures, "disabled_relative_risk")))
     shares = _value(figures, "household_status_shares")
-    cuts = np.zeros((3, 3))
-    for b, name in enumerate(BANDS):
-        in_pool = (1 - band_disabled[b]) * pool_rate + band_disabled[b] * pool_rate_disabled
-        cumulative = np.cumsum([shares[name][s] / in_pool for s in STATUSES])
-        if cumulative[-1] >= 1:
-            raise ValueError(f"household_status_shares for {name} exceed the household pool")
-        cuts[b] = [NormalDist().inv_cdf(c) if c > 0 else -math.inf for c in cumulative]
+    status_shares = np.array([[shares[band][s] for s in STATUSES] for band in BANDS], dtype=float)
 
     children_2013 = by_age[min(int(y) for y in by_age)]["0-17"]
     unsupported = _value(figures, "de_facto_unsupported_national")
@@ -215,7 +214,7 @@ def _model(figures: dict[str, Any]) -> _Model:
         band_disabled,
         pool_rate,
         pool_rate_disabled,
-        cuts,
+        status_shares,
         child_rates,
     )
 
@@ -358,8 +357,39 @@ def _dibao_fen(policy: PolicySet, code: str, on: dt.date, fallback_yuan: int) ->
     return fallback_yuan * 100
 
 
+def _status_cuts(
+    model: _Model,
+    u: dict[str, np.ndarray],
+    present: np.ndarray,
+    band: np.ndarray,
+    size: np.ndarray,
+    on: dt.date,
+    weight: int,
+) -> np.ndarray:
+    """[band, 3] cumulative normal quantiles (destitute, dibao, dibao_edge) that give each band its
+    shares of the data file on the date: the shares over the pool members present in the band."""
+    people = np.zeros(3)
+    age = on.year - model.births  # at the year end: the band a cohort's size was counted in
+    cohort_band = np.where(age < 18, 0, np.where(age < 60, 1, 2))
+    np.add.at(people, cohort_band, size.sum(axis=0))
+    in_pool = np.bincount(band[present & u["pool"]], minlength=3) * weight / people
+    cuts = np.full((3, 3), -math.inf)
+    for b in range(3):
+        cumulative = np.cumsum(model.status_shares[b]) / max(in_pool[b], 1e-12)
+        if cumulative[-1] >= 1:
+            raise ValueError(f"household_status_shares for {BANDS[b]} exceed the household pool present on the date")
+        cuts[b] = [NormalDist().inv_cdf(c) if c > 0 else -math.inf for c in cumulative]
+    return cuts
+
+
 def _snapshot(
-    model: _Model, figures: dict[str, Any], u: dict[str, np.ndarray], policy: PolicySet, on: dt.date, weight: int, seed: int
+    model: _Model,
+    figures: dict[str, Any],
+    u: dict[str, np.ndarray],
+    policy: PolicySet,
+    on: dt.date,
+    weight: int,
+    seed: int,
 ) -> pl.DataFrame:
     year = on.year
     y = int(np.searchsorted(model.years, year))
@@ -381,7 +411,8 @@ def _snapshot(
     shock = _rng(seed, 100, year).standard_normal(u["rank"].size)
     rho = float(_value(figures, "household_status_persistence"))
     x = math.sqrt(rho) * u["standing"] + math.sqrt(1 - rho) * shock
-    level = (x[:, None] >= model.status_cuts[band]).sum(axis=1)  # 0 destitute, 1 dibao, 2 edge, 3 ordinary
+    cuts = _status_cuts(model, u, present, band, size, on, weight)
+    level = (x[:, None] >= cuts[band]).sum(axis=1)  # 0 destitute, 1 dibao, 2 edge, 3 ordinary
     level = np.where(u["pool"], level, 3)
     child = np.where((u["child"] >= 0) & (u["child_on"] <= today) & (age <= 22), u["child"], -1)
     lapsed = _rng(seed, 101, year).random(u["rank"].size) < float(_value(figures, "capacity_reassessment_lapsed_share"))
@@ -425,7 +456,9 @@ def _snapshot(
     def masked(values: np.ndarray, when: np.ndarray, dtype: pl.DataType) -> pl.Series:
         return pl.Series(values, dtype=dtype).zip_with(pl.Series(when), pl.Series([None] * len(values), dtype=dtype))
 
-    benefit = text(np.zeros(idx.size, dtype=np.int64), ("work_injury_nursing_allowance",), disabled & adult & v["work_injury"])
+    benefit = text(
+        np.zeros(idx.size, dtype=np.int64), ("work_injury_nursing_allowance",), disabled & adult & v["work_injury"]
+    )
     benefits = pl.select(pl.when(benefit.is_not_null()).then(pl.concat_list(benefit))).to_series()
     frame = pl.DataFrame(
         {
