@@ -382,6 +382,11 @@ def _status_cuts(
     return cuts
 
 
+def _check_date(model: _Model, on: dt.date) -> None:
+    if not (model.years[0] < on.year <= model.years[-1]):
+        raise ValueError(f"the data covers {model.years[0] + 1}-01-01 to {model.years[-1]}-12-31, not {on}")
+
+
 def _snapshot(
     model: _Model,
     figures: dict[str, Any],
@@ -393,8 +398,6 @@ def _snapshot(
 ) -> pl.DataFrame:
     year = on.year
     y = int(np.searchsorted(model.years, year))
-    if not (model.years[0] < year <= model.years[-1]):
-        raise ValueError(f"the data covers {model.years[0] + 1}-01-01 to {model.years[-1]}-12-31, not {on}")
     f = (on - dt.date(year - 1, 12, 31)).days / (dt.date(year, 12, 31) - dt.date(year - 1, 12, 31)).days
     size = (1 - f) * model.cohort[:, :, y - 1] + f * model.cohort[:, :, y]
     largest = model.cohort.max(axis=2)
@@ -520,7 +523,41 @@ def generate(
     weight = _weight(scale)
     figures = load_figures(data or DATA)
     model = _model(figures)
+    _check_date(model, on)
     policy = load_policies(policies or POLICIES)
     universe = _universe(model, figures, weight, seed)
     persons = _snapshot(model, figures, universe, policy, on, weight, seed)
     return Population(persons, _totals(model, weight), on, weight, seed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m population.synthetic --on 2020-06-30 --scale 0.01 --seed 1 [--out DIR]`: generate,
+    print the rows, time and peak memory, and write persons.parquet and totals.parquet to DIR."""
+    import argparse
+    import resource
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m population.synthetic", description=main.__doc__)
+    parser.add_argument("--on", type=dt.date.fromisoformat, required=True)
+    parser.add_argument("--scale", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--policies", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    population = generate(args.on, args.scale, args.seed, args.policies)
+    seconds = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    people = int(population.totals.filter(pl.col("year") == args.on.year)["people"].sum())
+    print(
+        f"{population.persons.height} rows (weight {population.weight}) for {people} registered people "
+        f"on {args.on}: {seconds:.1f} s, peak memory {peak_mib:.0f} MiB"
+    )
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        population.persons.write_parquet(args.out / "persons.parquet")
+        population.totals.write_parquet(args.out / "totals.parquet")
+
+
+if __name__ == "__main__":
+    main()

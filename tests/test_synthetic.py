@@ -81,6 +81,9 @@ def test_person_table_schema(sample):
     for bad in (0.0, 1.5, -0.1):
         with pytest.raises(ValueError):
             synthetic.generate(ON, bad, 11)
+    for outside in (dt.date(2013, 12, 31), dt.date(2026, 1, 1)):  # the data's year ends: 2013-2025
+        with pytest.raises(ValueError):
+            synthetic.generate(outside, 0.001, 11)
 
 
 def test_totals_follow_the_data_file(data):
