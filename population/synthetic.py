@@ -423,7 +423,14 @@ def _snapshot(
     keep = present & (disabled | (level < 3) | (child >= 0) | assessed)
 
     idx = np.flatnonzero(keep)
-    age, band, level, child, disabled, lapsed = age[idx], band[idx], level[idx], child[idx], disabled[idx], lapsed[idx]
+    age, level, child, disabled, lapsed, assessed = (
+        age[idx],
+        level[idx],
+        child[idx],
+        disabled[idx],
+        lapsed[idx],
+        assessed[idx],
+    )
     v = {k: a[idx] for k, a in u.items()}
     areas = _areas(policy, model)
     area_codes = sorted({c for city in areas for c in city})
@@ -445,10 +452,9 @@ def _snapshot(
     ratio = np.where(level < 3, low + (high - low) * v["income_u"], ordinary)
     income = np.rint(ratio * standard_fen).astype(np.int64)
     adult = age >= 18
-    own = np.where(disabled, np.rint(v["own_ratio"] * standard_fen), 0).astype(np.int64)
+    own = np.where(age >= 16, np.rint(v["own_ratio"] * standard_fen), 0).astype(np.int64)  # no earnings under 16
 
     cap_on = today - (today - v["phase"]) % REASSESSMENT_DAYS - np.where(lapsed, LAPSE_DAYS, 0)
-    assessed_rows = (age >= 60) & (level < 3) & v["assessed"]
     in_school = (age >= 6) & ((age < 18) | v["school"])
     has_child = child >= 0
 
@@ -457,7 +463,7 @@ def _snapshot(
         return pl.Series(names, dtype=pl.String).gather(codes)
 
     def masked(values: np.ndarray, when: np.ndarray, dtype: pl.DataType) -> pl.Series:
-        return pl.Series(values, dtype=dtype).zip_with(pl.Series(when), pl.Series([None] * len(values), dtype=dtype))
+        return pl.select(pl.when(pl.Series(when)).then(pl.Series(values, dtype=dtype))).to_series()
 
     benefit = text(
         np.zeros(idx.size, dtype=np.int64), ("work_injury_nursing_allowance",), disabled & adult & v["work_injury"]
@@ -475,8 +481,8 @@ def _snapshot(
             "long_term_care_need": masked(v["care_need"], disabled, pl.Boolean()),
             "self_care": text(v["self_care"], SELF_CARE, disabled & v["care_need"]),
             "in_institutional_care": masked(v["care_need"] & v["institution"], disabled, pl.Boolean()),
-            "capacity_level": text(v["capacity"], (*CAPACITY, "intact"), assessed_rows),
-            "capacity_assessed_on": masked(cap_on, assessed_rows, pl.Int32()).cast(pl.Date),
+            "capacity_level": text(v["capacity"], (*CAPACITY, "intact"), assessed),
+            "capacity_assessed_on": masked(cap_on, assessed, pl.Int32()).cast(pl.Date),
             "child_status": text(child, CHILD, has_child),
             "in_full_time_education": masked(in_school, has_child, pl.Boolean()),
             "serious_illness": masked(v["ill"], (age < 18) & v["pool"], pl.Boolean()),
