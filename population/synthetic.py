@@ -21,7 +21,13 @@ a person is present while their rank is below that size's share of the cohort's 
 date follow from the latent draws and the date: age from the birth date, a certificate from the
 onset of the disability, the household's status from a persistent standing plus a yearly shock,
 an assessment dated on the person's 180-day cycle. A row's `reference` is its place in the universe,
-so a person is followed from date to date; `weight` is the number of people a row stands for.
+so a person is followed from date to date (for the same seed and scale); `weight` is the number of
+people a row stands for, round(1 / scale).
+
+`totals` has every year end the data covers (2013-2025; after 2020 extrapolated, see the data file),
+each city and age band, in people (the units of `weight`: the figure rounded to whole rows, so at
+scale 0.01 the 2015 60+ total is 9,840,300 give or take 50 a cell). Dates from 2014-01-01 to
+2025-12-31 can be generated. Same seed, scale and numpy version: the same tables.
 """
 
 from __future__ import annotations
