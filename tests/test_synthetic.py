@@ -12,6 +12,7 @@ import yaml
 from population import synthetic
 from population.backends import Backend, load_decider
 from service.engine.columnar.schema import PERSON_SCHEMA, REFERENCE, WEIGHT
+from service.policy.loader import load_policies
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -214,3 +215,17 @@ def test_every_row_is_decidable_by_the_online_decider():
         for program in decider.programs:
             paid[program] = paid.get(program, 0) + decided.filter(pl.col(f"{program}.outcome") == "ELIGIBLE").height
     assert all(paid.values()), paid
+
+
+def test_region_codes_are_those_in_use_on_the_date():
+    regions = load_policies(POLICIES).regions
+    seen: dict[dt.date, set[str]] = {}
+    for on in (dt.date(2016, 6, 30), dt.date(2020, 6, 30)):
+        codes = set(synthetic.generate(on, 0.01, 3).persons["region_code"])
+        assert all(regions.resolve(code, on).code == code for code in codes), on
+        seen[on] = codes
+    # Fenghua was a city (330283) until 2016-09-14, then a district (330213); Longgang (330383)
+    # was part of Cangnan (330327) until 2019-09-25.
+    assert "330283" in seen[dt.date(2016, 6, 30)] and "330213" not in seen[dt.date(2016, 6, 30)]
+    assert "330213" in seen[dt.date(2020, 6, 30)] and "330283" not in seen[dt.date(2020, 6, 30)]
+    assert "330383" in seen[dt.date(2020, 6, 30)] and "330383" not in seen[dt.date(2016, 6, 30)]
