@@ -88,7 +88,7 @@ class Population:
 
 def load_figures(path: Path = DATA) -> dict[str, Any]:
     """The data file's generator inputs by name (each a mapping with value, source, tag, ...); its
-    `plan_indicators` (what the report compares the model against) are deliberately not read."""
+    `plan_indicators` and `comparisons` (what the report compares the model against) are not read."""
     figures: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))["figures"]
     return figures
 

@@ -41,7 +41,7 @@ def _cell(totals: pl.DataFrame, year: int, band: str | None = None, city: str | 
 
 
 def test_every_figure_has_a_value_source_and_tag(data):
-    for section in ("figures", "plan_indicators"):
+    for section in ("figures", "plan_indicators", "comparisons"):
         for name, figure in data[section].items():
             assert {"value", "source", "tag"} <= set(figure), name
             assert figure["tag"] in TAGS, name
@@ -53,9 +53,8 @@ def test_every_figure_has_a_value_source_and_tag(data):
 def test_the_plans_indicators_are_not_inputs(tmp_path, data):
     # Changing what the report compares against must not change a single generated person.
     changed = dict(data)
-    changed["plan_indicators"] = {
-        k: {**v, "value": 1 if isinstance(v["value"], int) else v["value"]} for k, v in data["plan_indicators"].items()
-    }
+    for section in ("plan_indicators", "comparisons"):
+        changed[section] = {k: {**v, "value": 1} for k, v in data[section].items()}
     path = tmp_path / "figures.yaml"
     path.write_text(yaml.safe_dump(changed, allow_unicode=True), encoding="utf-8")
     a = synthetic.generate(ON, 0.001, 4)
