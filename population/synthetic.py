@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -532,14 +533,24 @@ def generate(
     """The synthetic population on a date: a 1/scale sample (scale 1.0: the whole province), each
     row standing for round(1/scale) people. The same seed and scale give the same people (the same
     references) on every date."""
+    return next(snapshots([on], scale, seed, policies, data))
+
+
+def snapshots(
+    dates: Iterable[dt.date], scale: float, seed: int, policies: Path | None = None, data: Path | None = None
+) -> Iterator[Population]:
+    """generate() for each date in turn, drawing the universe once (a run over many dates)."""
+    dates = list(dates)
     weight = _weight(scale)
     figures = load_figures(data or DATA)
     model = _model(figures)
-    _check_date(model, on)
+    for on in dates:
+        _check_date(model, on)
     policy = load_policies(policies or POLICIES)
     universe = _universe(model, figures, weight, seed)
-    persons = _snapshot(model, figures, universe, policy, on, weight, seed)
-    return Population(persons, _totals(model, weight), on, weight, seed)
+    totals = _totals(model, weight)
+    for on in dates:
+        yield Population(_snapshot(model, figures, universe, policy, on, weight, seed), totals, on, weight, seed)
 
 
 def main(argv: list[str] | None = None) -> None:

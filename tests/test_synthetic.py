@@ -139,6 +139,9 @@ def test_city_shares_follow_the_data_file(sample, data):
 def test_people_are_followed_from_date_to_date():
     early = synthetic.generate(dt.date(2016, 12, 31), 0.01, 5).persons
     late = synthetic.generate(dt.date(2020, 12, 31), 0.01, 5).persons
+    # A run over many dates draws the same people as one date at a time.
+    together = [p.persons for p in synthetic.snapshots([dt.date(2016, 12, 31), dt.date(2020, 12, 31)], 0.01, 5)]
+    assert together[0].equals(early) and together[1].equals(late)
     both = early.join(late, on=REFERENCE, suffix="_late")
     assert both.height > 0.6 * early.height  # most are still there (and still have a fact)
     assert (both["birth_date"] == both["birth_date_late"]).all()
