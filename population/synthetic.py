@@ -120,7 +120,6 @@ class _Model:
     band_totals: np.ndarray  # [year end, band] province people
     city_share: np.ndarray  # [city, band]
     onset_cdf: np.ndarray  # [age 0..MAX_AGE] share holding a certificate by that age
-    band_disabled: np.ndarray  # [band] share of the band holding a certificate
     pool_rate: float
     pool_rate_disabled: float
     status_shares: np.ndarray  # [band, 3] share of the band: destitute, dibao, dibao_edge
@@ -190,10 +189,6 @@ def _model(figures: dict[str, Any]) -> _Model:
     np.add.at(ages2017, a[:, y2017][valid[:, y2017]], people[:, y2017][valid[:, y2017]])
     prevalence = relative * (national["disabled"] / national["population"]) / (relative @ ages2017 / ages2017.sum())
     onset_cdf = np.minimum(prevalence * float(_value(figures, "disability_certificate_share")), 0.95)
-    band_of_age = np.where(np.arange(MAX_AGE + 1) < 18, 0, np.where(np.arange(MAX_AGE + 1) < 60, 1, 2))
-    band_disabled = np.array(
-        [(onset_cdf * ages2017)[band_of_age == b].sum() / ages2017[band_of_age == b].sum() for b in range(3)]
-    )
 
     # Household pool: the disabled are more often in it (its status shares are fitted per date).
     pool_rate = float(_value(figures, "household_pool_share"))
@@ -218,7 +213,6 @@ def _model(figures: dict[str, Any]) -> _Model:
         band_totals,
         city_share,
         onset_cdf,
-        band_disabled,
         pool_rate,
         pool_rate_disabled,
         status_shares,
@@ -239,7 +233,7 @@ def _pick(rng: np.random.Generator, probabilities: list[float], n: int) -> np.nd
 def _universe(model: _Model, figures: dict[str, Any], weight: int, seed: int) -> dict[str, np.ndarray]:
     """Everyone who carries a program fact at some date the data covers, with their latent draws."""
     units = np.rint(model.cohort.max(axis=2) / weight).astype(np.int64)  # [city, birth]
-    n_cities, n_births = units.shape
+    n_births = units.shape[1]
     cells = np.arange(units.size)
     max_age = np.minimum(model.years[-1] - model.births, MAX_AGE)  # [birth]
 
