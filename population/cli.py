@@ -18,14 +18,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, cast
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from service.__main__ import default_policies
 
-from .backends import Backend
 from .io import JobError, is_postgres, open_sink, open_source
 from .job import BACKENDS, Stats, check_dates, check_reference, run_local
 
@@ -34,7 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = ()
 
 app = typer.Typer(
     name="subsidy-population",
-    help=__doc__,
+    help="Population runs: the policy set over whole tables of people, in chunks, on one machine or Dask.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -80,7 +78,20 @@ def _dates(as_of: str | None, months: str | None) -> list[dt.date]:
     return parse_as_of(as_of) if as_of is not None else parse_months(cast(str, months))
 
 
-@app.command()
+RUN_HELP = (
+    "Decide every person of a table on each date.\n\n"
+    "One row per person and date: your reference, the date, the policy version, the region, then per program "
+    "the outcome, amount in fen, whether the amount is kept, interactions, missing facts and assumptions, then "
+    "the referrals.\n\n"
+    "Rows come chunk by chunk in input order, each chunk once per date (date after date), the same with or "
+    "without --cluster; sort by your reference and as_of to compare runs with a different --chunk-size.\n\n"
+    "Required columns: birth_date (or id_number, read only to fill a missing birth date, never written or "
+    "logged) and region_code; the other person columns are optional (null: not stated). CSV: dates YYYY-MM-DD, "
+    "empty is null, other_benefits ;-separated."
+)
+
+
+@app.command(help=RUN_HELP)
 def run(
     input: Annotated[
         str,
@@ -137,16 +148,6 @@ def run(
     force: Annotated[bool, typer.Option(help="replace an existing output")] = False,
     stats: Annotated[Path | None, typer.Option(hidden=True, help="write the run's timings as JSON")] = None,
 ) -> None:
-    """Decide every person of a table on each date.
-
-    One row per person and date: your reference, the date, the policy version, the region, then per
-    program the outcome, amount in fen, whether the amount is kept, interactions, missing facts and
-    assumptions, then the referrals. Rows come chunk by chunk in input order, each chunk once per date
-    (date after date), the same with or without --cluster; sort by your reference and as_of to compare
-    runs with a different --chunk-size. Required columns: birth_date (or id_number, read only for a
-    missing birth date and never written or logged) and region_code; other person columns are
-    optional (null: not stated).
-    """
     started = time.perf_counter()
     dates = _dates(as_of, months)
     if backend not in BACKENDS:
@@ -159,7 +160,6 @@ def run(
 
         check_cluster(cluster)
     check_dates(dates, policies)
-    chosen = cast(Backend, backend)
     with ExitStack() as stack:
         source = open_source(input, reference, table=table, query=query, encoding=encoding)
         stack.callback(source.close)
@@ -173,14 +173,14 @@ def run(
         stack.callback(abort)
         with _progress(source.total_rows) as advance:
             if cluster is None:
-                result = run_local(source, sink, dates, policies, chosen, reference, chunk_size, advance)
+                result = run_local(source, sink, dates, policies, backend, reference, chunk_size, advance)
             else:
                 from .cluster import connect, run_cluster
 
                 connecting = time.perf_counter()
                 with connect(cluster) as client:
                     start_cluster = time.perf_counter() - connecting
-                    result = run_cluster(client, source, sink, dates, policies, chosen, reference, chunk_size, advance)
+                    result = run_cluster(client, source, sink, dates, policies, backend, reference, chunk_size, advance)
                     result.start_cluster = start_cluster
         commit_started = time.perf_counter()
         sink.commit()
@@ -197,7 +197,7 @@ def _stats_dict(result: Stats, dates: int) -> dict[str, Any]:
 
 
 class _progress:
-    """A rich progress bar of persons on stderr (a count and rate when the total is unknown)."""
+    """A rich progress bar of persons on stderr (a count when the total is unknown)."""
 
     def __init__(self, total: int | None):
         self.total = total
@@ -209,6 +209,8 @@ class _progress:
             TimeElapsedColumn(),
             console=stderr,
             transient=False,
+            # Not in a log file or a pipe: there the closing summary line says it all.
+            disable=not stderr.is_terminal,
         )
 
     def __enter__(self) -> Any:
@@ -228,12 +230,14 @@ def main(argv: list[str] | None = None) -> None:
     except JobError as exc:
         stderr.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except typer.Abort:
         stderr.print("interrupted", highlight=False)
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        stderr.print(f"error: {exc.format_message()} (see --help)", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+    except typer.exceptions.TyperException as exc:  # a usage error: missing or malformed option
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if message:  # none when the help was shown instead (no arguments)
+            stderr.print(f"error: {message} (see --help)", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
     except KeyboardInterrupt:
         stderr.print("interrupted", highlight=False)
         sys.exit(130)

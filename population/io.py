@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import polars as pl
 import pyarrow as pa
@@ -41,6 +41,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
 LIST_SEPARATOR = ";"
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 TRUE_TEXT = {"true", "t", "1", "yes", "y"}
 FALSE_TEXT = {"false", "f", "0", "no", "n"}
 
@@ -97,6 +98,13 @@ def _label(dtype: pl.DataType) -> str:
     return "text"
 
 
+VALUE_LABELS = {"Date": "a date YYYY-MM-DD", "Boolean": "true or false"}
+
+
+def _value_label(dtype: pl.DataType) -> str:
+    return "an integer in range" if dtype.is_integer() else VALUE_LABELS.get(str(dtype), str(dtype))
+
+
 def _text(column: pl.Expr) -> pl.Expr:
     """A text column stripped, empty as null (CSV and text columns elsewhere)."""
     t = column.str.strip_chars()
@@ -141,8 +149,10 @@ def _cast_expr(name: str, source: pl.DataType, target: pl.DataType) -> pl.Expr |
         return None
     if isinstance(target, pl.List):
         if text:
-            parts = t.str.split(LIST_SEPARATOR).list.eval(pl.element().str.strip_chars()).list.eval(
-                pl.element().filter(pl.element() != "")
+            parts = (
+                t.str.split(LIST_SEPARATOR)
+                .list.eval(pl.element().str.strip_chars())
+                .list.eval(pl.element().filter(pl.element() != ""))
             )
             return pl.when(parts.list.len() > 0).then(parts)
         if isinstance(source, pl.List) and (source.inner in (pl.String(), pl.Categorical(), pl.Null())):
@@ -168,7 +178,7 @@ def _cast_column(df: pl.DataFrame, name: str, target: pl.DataType, reference: st
             i = int(bad.arg_true()[0])
             value = str(df[name][i])[:40]
             raise JobError(
-                f"column {name}: {value!r} (row with {reference} {df[reference][i]!r}) is not {_label(target)}"
+                f"column {name}: {value!r} (row with {reference} {df[reference][i]!r}) is not {_value_label(target)}"
             )
     return out
 
@@ -258,32 +268,42 @@ class ParquetPiece:
 
 class Source(Protocol):
     columns: list[str]
-    total_rows: int | None  # for the progress bar; None when unknown before reading
+
+    @property
+    def total_rows(self) -> int | None:  # for the progress bar; None when unknown before reading
+        ...
 
     def chunks(self, chunk_size: int) -> Iterator[pa.RecordBatch]: ...
 
     def close(self) -> None: ...
 
 
+def hive_keys(root: Path, file: Path) -> tuple[tuple[str, str], ...]:
+    """The KEY=VALUE directories between a dataset's root and one of its files, as text (a
+    region code stays the text it is; pyarrow's discovery would make it an integer)."""
+    parts = file.relative_to(root).parts[:-1] if file != root else ()
+    keys = (unquote(part).split("=", 1) for part in parts if "=" in part)
+    return tuple((key, value) for key, value in keys if value != HIVE_NULL)
+
+
 class ParquetSource:
     def __init__(self, path: Path, reference: str):
         try:
-            dataset = pads.dataset(path, format="parquet", partitioning="hive")
+            dataset = pads.dataset(path, format="parquet")
+            files = sorted(f.path for f in dataset.get_fragments())
+            if not files:
+                raise JobError(f"--input {path}: no Parquet files in it")
+            partitions = {path_file: hive_keys(path, Path(path_file)) for path_file in files}
+            self.columns = list(dict.fromkeys([*dataset.schema.names, *(k for p in partitions.values() for k, _ in p)]))
+            wanted = tuple(c for c in wanted_columns(reference) if c in self.columns)
+            self.pieces: list[ParquetPiece] = []
+            for file in files:
+                metadata = pq.ParquetFile(file).metadata
+                for i in range(metadata.num_row_groups):
+                    rows = metadata.row_group(i).num_rows
+                    self.pieces.append(ParquetPiece(file, i, rows, wanted, partitions[file]))
         except (pa.ArrowInvalid, OSError) as exc:
             raise JobError(f"--input {path}: not readable as Parquet ({_first_line(exc)})") from None
-        files = sorted(dataset.get_fragments(), key=lambda f: f.path)
-        if not files:
-            raise JobError(f"--input {path}: no Parquet files in it")
-        partitions = {key for f in files for key in pads.get_partition_keys(f.partition_expression)}
-        self.columns = list(dict.fromkeys([*dataset.schema.names, *partitions]))
-        wanted = tuple(c for c in wanted_columns(reference) if c in self.columns)
-        self.pieces: list[ParquetPiece] = []
-        for fragment in files:
-            keys = tuple(sorted((k, str(v)) for k, v in pads.get_partition_keys(fragment.partition_expression).items()))
-            metadata = pq.ParquetFile(fragment.path).metadata
-            for i in range(metadata.num_row_groups):
-                rows = metadata.row_group(i).num_rows
-                self.pieces.append(ParquetPiece(fragment.path, i, rows, wanted, keys))
         self.total_rows = sum(p.rows for p in self.pieces)
         self.schema = dataset.schema
 
