@@ -110,11 +110,18 @@ def leftovers(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030"])
-def test_csv_in_every_encoding_parquet_out(tmp_path, encoding):
+@pytest.mark.parametrize(
+    "encoding, given", [("utf-8", None), ("utf-8-sig", None), ("gb18030", None), ("gb18030", "GB18030")]
+)
+def test_csv_in_every_encoding_parquet_out(tmp_path, encoding, given):
+    """UTF-8 with and without BOM and GB18030 detected (or given), with Chinese names in a column
+    the job must not carry."""
     source = tmp_path / "persons.csv"
     write_csv(with_ids_and_names(PERSONS), source, encoding)
-    done = run("--input", source, "--output", tmp_path / "out.parquet", "--reference", "case_no", *dates_option(DATES))
+    option = ["--encoding", given] if given else []
+    done = run(
+        "--input", source, "--output", tmp_path / "out.parquet", "--reference", "case_no", *dates_option(DATES), *option
+    )
     out = read_output(tmp_path / "out.parquet")
     assert_frame_equal(out, expected(PERSONS, DATES))
     assert "id_number" not in out.columns and "name" not in out.columns
@@ -286,6 +293,7 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[list[str | Path], str]]:
         "unknown output kind": (["--input", good, "--output", tmp / "out.xlsx", *key, *on], "give a .parquet"),
         "ID number as reference": (["--input", good, *out, "--reference", "id_number", *on], "never written out"),
         "bad policies": (["--input", good, *out, *key, *on, "--policies", tmp], "--policies"),
+        "unknown encoding": (["--input", no_region, *out, *key, *on, "--encoding", "klingon"], "--encoding klingon"),
     }
 
 
