@@ -12,6 +12,7 @@ import datetime as dt
 import importlib
 import json
 import re
+import signal
 import sys
 import time
 from contextlib import ExitStack
@@ -222,11 +223,20 @@ class _progress:
         self.bar.stop()
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: the temporary output is removed
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     for name in COMMAND_MODULES:
         importlib.import_module(name)
     try:
-        app(args=argv, prog_name="subsidy-population", standalone_mode=False)
+        code = app(args=argv, prog_name="subsidy-population", standalone_mode=False)
+        if code == 130:  # typer's answer to an interrupt (Ctrl-C, or SIGTERM above)
+            stderr.print("interrupted", highlight=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except JobError as exc:
         stderr.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)

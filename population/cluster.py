@@ -17,16 +17,18 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from service.engine.columnar import schema as s
 
 from .backends import Backend
-from .io import JobError, ParquetPiece, ParquetSource, Sink, Source, person_table, plain
-from .job import Stats, decide_batch, empty_batch
+from .io import JobError, ParquetDirectorySink, ParquetPiece, ParquetSource, Sink, Source, person_table, plain
+from .job import Stats, decide_batch, decide_each_date, empty_batch
 
 _LOCAL = re.compile(r"^local:(\d+)$")
 
@@ -68,40 +70,78 @@ def connect(spec: str) -> Iterator[Any]:
         yield client
 
 
+@dataclass
+class Done:
+    """A task's result: its decisions (None when the task wrote them itself) and its seconds."""
+
+    table: pa.Table | None
+    rows: int
+    read: float = 0.0
+    decide: float = 0.0
+    write: float = 0.0
+
+
 def decide_piece(
-    piece: ParquetPiece, dates: list[dt.date], policies: str, backend: Backend, reference: str, chunk_size: int
-) -> tuple[pa.Table, float, float]:
-    """A worker's task: read one row group and decide it chunk by chunk (as the single-process
-    runner does, so the same chunks); returns the decisions and the seconds spent reading and
-    deciding."""
-    read = decide = 0.0
-    tables = []
+    piece: ParquetPiece,
+    dates: list[dt.date],
+    policies: str,
+    backend: Backend,
+    reference: str,
+    chunk_size: int,
+    part: str | None = None,
+) -> Done:
+    """A worker's task: read one row group and decide it chunk by chunk and date by date (as the
+    single-process runner does, so in the same order); the decisions are returned, or written to
+    the Parquet file `part` when the output is a directory (then only one chunk's decisions on one
+    date are held at a time)."""
+    done = Done(None, 0)
+    tables: list[pa.Table] = []
+    writer: pq.ParquetWriter | None = None
     chunks = piece.batches(chunk_size)
+    batches = 0
     while True:
         started = time.perf_counter()
         batch = next(chunks, None)
-        read += time.perf_counter() - started
+        done.read += time.perf_counter() - started
+        if batch is None and batches:
+            break
+        batches += 1
+        # A piece with no rows still gives its columns.
+        decided = decide_each_date(
+            empty_batch_of(piece) if batch is None else batch, dates, policies, backend, reference
+        )
+        while True:
+            started = time.perf_counter()
+            table = next(decided, None)
+            done.decide += time.perf_counter() - started
+            if table is None:
+                break
+            done.rows += table.num_rows
+            if part is None:
+                tables.append(table)
+                continue
+            started = time.perf_counter()
+            writer = writer or pq.ParquetWriter(part, table.schema)
+            writer.write_table(table.cast(writer.schema))
+            done.write += time.perf_counter() - started
         if batch is None:
             break
-        started = time.perf_counter()
-        tables.append(decide_batch(batch, dates, policies, backend, reference))
-        decide += time.perf_counter() - started
-    if not tables:
-        return decide_batch(empty_batch_of(piece), dates, policies, backend, reference), read, decide
-    return pa.concat_tables(tables), read, decide
+    if writer is not None:
+        writer.close()
+    if part is None:
+        done.table = pa.concat_tables(tables)
+    return done
 
 
 def empty_batch_of(piece: ParquetPiece) -> pa.Table:
     return pa.table({c: pa.array([], pa.string()) for c in piece.columns})
 
 
-def decide_persons(
-    persons: pa.Table, dates: list[dt.date], policies: str, backend: Backend
-) -> tuple[pa.Table, float, float]:
+def decide_persons(persons: pa.Table, dates: list[dt.date], policies: str, backend: Backend) -> Done:
     """A worker's task for a chunk read by the client (already a person table)."""
     started = time.perf_counter()
     table = decide_batch(persons, dates, policies, backend, s.REFERENCE)
-    return table, 0.0, time.perf_counter() - started
+    return Done(table, table.num_rows, decide=time.perf_counter() - started)
 
 
 def run_cluster(
@@ -124,26 +164,31 @@ def run_cluster(
     def collect() -> None:
         future, persons = pending.popleft()
         started = time.perf_counter()
-        table, read, decide = future.result()
+        done: Done = future.result()
         stats.wait += time.perf_counter() - started
-        if reference != s.REFERENCE and s.REFERENCE in table.column_names:
-            table = table.rename_columns([reference if c == s.REFERENCE else c for c in table.column_names])
-        started = time.perf_counter()
-        sink.write(table)
-        stats.write += time.perf_counter() - started
-        stats.read += read
-        stats.decide += decide
+        stats.read += done.read
+        stats.decide += done.decide
+        stats.write += done.write
+        if done.table is not None:
+            table = done.table
+            if reference != s.REFERENCE and s.REFERENCE in table.column_names:
+                table = table.rename_columns([reference if c == s.REFERENCE else c for c in table.column_names])
+            started = time.perf_counter()
+            sink.write(table)
+            stats.write += time.perf_counter() - started
         stats.persons += persons
-        stats.rows += table.num_rows
+        stats.rows += done.rows
         advance(persons)
 
-    for future, persons in _submit(client, source, dates, policies, backend, reference, chunk_size, stats):
+    submitted = 0
+    for future, persons in _submit(client, source, sink, dates, policies, backend, reference, chunk_size, stats):
+        submitted += 1
         pending.append((future, persons))
         while len(pending) >= limit:
             collect()
     while pending:
         collect()
-    if stats.persons == 0 and stats.rows == 0:
+    if not submitted:  # no rows at all: the output still gets its columns
         sink.write(decide_batch(empty_batch(source), dates, policies, backend, reference))
     return stats
 
@@ -151,6 +196,7 @@ def run_cluster(
 def _submit(
     client: Any,
     source: Source,
+    sink: Sink,
     dates: list[dt.date],
     policies: str,
     backend: Backend,
@@ -159,8 +205,11 @@ def _submit(
     stats: Stats,
 ) -> Iterator[tuple[Any, int]]:
     if isinstance(source, ParquetSource):
-        for piece in source.pieces:
-            args = (piece, dates, policies, backend, reference, chunk_size)
+        # A directory output is written by the workers, each its own part (they need its path).
+        writes = isinstance(sink, ParquetDirectorySink)
+        for i, piece in enumerate(source.pieces):
+            part = str(sink.part(i)) if isinstance(sink, ParquetDirectorySink) else None
+            args = (piece, dates, policies, backend, reference, chunk_size, part if writes else None)
             yield client.submit(decide_piece, *args, pure=False), piece.rows
         return
     chunks = source.chunks(chunk_size)

@@ -42,6 +42,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
 LIST_SEPARATOR = ";"
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+PART_ROWS = 1_000_000  # rows in a part file of a directory output
 TRUE_TEXT = {"true", "t", "1", "yes", "y"}
 FALSE_TEXT = {"false", "f", "0", "no", "n"}
 
@@ -505,28 +506,44 @@ class ParquetFileSink:
 
 @dataclass
 class ParquetDirectorySink:
-    """One part file per chunk, numbered in order: read in name order, the rows are in run order."""
+    """Part files of about PART_ROWS rows, numbered in order: read in name order, the rows are in
+    run order. (On a cluster each task writes its own part into `temporary`.)"""
 
     path: Path
     force: bool
     temporary: Path = field(init=False)
     parts: int = 0
+    rows: int = 0
+    writer: pq.ParquetWriter | None = None
     shape: _Schema = field(default_factory=_Schema)
 
     def __post_init__(self) -> None:
         self.temporary = _temporary(self.path)
         self.temporary.mkdir()
 
+    def part(self, index: int) -> Path:
+        return self.temporary / f"part-{index:06d}.parquet"
+
     def write(self, table: pa.Table) -> None:
-        if table.num_rows == 0 and self.parts:
-            return
-        pq.write_table(self.shape.fit(table), self.temporary / f"part-{self.parts:06d}.parquet")
-        self.parts += 1
+        table = self.shape.fit(table)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.part(self.parts), table.schema)
+            self.parts += 1
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+        if self.rows >= PART_ROWS:
+            self.writer.close()
+            self.writer, self.rows = None, 0
 
     def commit(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
         _replace(self.temporary, self.path, self.force)
 
     def abort(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
         shutil.rmtree(self.temporary, ignore_errors=True)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,15 +58,30 @@ def decide_batch(
 ) -> pa.Table:
     """The decisions for a batch of persons on each date (date after date): the caller's
     `reference` column carried through under its own name, the ID number never."""
+    return pa.concat_tables(decide_each_date(batch, dates, policies, backend, reference))
+
+
+def decide_each_date(
+    batch: pa.RecordBatch | pa.Table,
+    dates: Iterable[dt.date],
+    policies: str | Path,
+    backend: Backend = "columnar",
+    reference: str = s.REFERENCE,
+) -> Iterator[pa.Table]:
+    """decide_batch's table date by date (the persons cast once), so that a run over many dates
+    holds one chunk's decisions on one date at a time."""
     check_reference(reference)
     decider = decider_for(policies, backend)
     persons = person_table(batch, reference)
-    dates = list(dates)
-    if persons.height:
-        decided = pl.concat([decider.decide(persons, on) for on in dates], how="vertical")
-    else:
+    if not persons.height:
         carried = {c: persons.schema[c] for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns}
-        decided = pl.DataFrame(schema={**carried, **s.decision_schema(decider.programs)})
+        yield _arrow(pl.DataFrame(schema={**carried, **s.decision_schema(decider.programs)}), reference)
+        return
+    for on in dates:
+        yield _arrow(decider.decide(persons, on), reference)
+
+
+def _arrow(decided: pl.DataFrame, reference: str) -> pa.Table:
     if reference != s.REFERENCE:
         decided = decided.rename({s.REFERENCE: reference})
     return plain(decided.to_arrow(compat_level=pl.CompatLevel.oldest()))
@@ -133,14 +148,18 @@ def run_local(
         if batch is None:
             break
         any_batch = True
-        decided_at = time.perf_counter()
-        table = decide_batch(batch, dates, policies, backend, reference)
-        stats.decide += time.perf_counter() - decided_at
-        written_at = time.perf_counter()
-        sink.write(table)
-        stats.write += time.perf_counter() - written_at
+        tables = decide_each_date(batch, dates, policies, backend, reference)
+        while True:
+            decided_at = time.perf_counter()
+            table = next(tables, None)
+            stats.decide += time.perf_counter() - decided_at
+            if table is None:
+                break
+            written_at = time.perf_counter()
+            sink.write(table)
+            stats.write += time.perf_counter() - written_at
+            stats.rows += table.num_rows
         stats.persons += batch.num_rows
-        stats.rows += table.num_rows
         advance(batch.num_rows)
     if not any_batch:  # no rows at all: the output still gets its columns
         sink.write(decide_batch(empty_batch(source), dates, policies, backend, reference))

@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -235,6 +237,33 @@ def test_postgres_in_and_out(database, tmp_path):
     assert "nobody" in missing.stderr and "does not exist" in missing.stderr
 
 
+def test_stopped_run_leaves_nothing(tmp_path):
+    """SIGTERM in the middle of a run: no output, no temporary file."""
+    source = tmp_path / "persons.parquet"
+    PERSONS.sample(3_000, with_replacement=True, seed=1).write_parquet(source)
+    cmd = [sys.executable, "-m", "population.cli", "run", "--backend", BACKEND, "--input", str(source),
+           "--output", str(tmp_path / "out.parquet"), "--reference", "case_no", "--as-of", "2020-07-01",
+           "--chunk-size", "20"]  # fmt: skip
+    child = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not leftovers(tmp_path) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the temporary output exists: the run is under way
+    assert leftovers(tmp_path), "the run ended before it could be stopped"
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode != 0 and "Traceback" not in err
+    assert not (tmp_path / "out.parquet").exists() and leftovers(tmp_path) == []
+
+
+def test_no_persons_still_gives_the_columns(tmp_path):
+    source = tmp_path / "persons.csv"
+    write_csv(PERSONS.head(0), source)
+    run("--input", source, "--output", tmp_path / "out.parquet", "--reference", "case_no", "--as-of", "2020-07-01")
+    out = read_output(tmp_path / "out.parquet")
+    assert out.height == 0
+    assert out.columns == expected(PERSONS.head(1), [dt.date(2020, 7, 1)]).columns
+
+
 def test_refuses_to_overwrite(tmp_path):
     source = tmp_path / "persons.parquet"
     PERSONS.head(6).write_parquet(source)
@@ -322,6 +351,12 @@ def test_local_cluster_same_as_one_process(tmp_path):
     assert_frame_equal(by_key(one), by_key(expected(PERSONS, DATES)))
     assert "cluster start" in done.stderr
     assert_no_personal_data(PERSONS, done.stderr, (tmp_path / "two.parquet").read_bytes())
+    # Into a directory, each task writes its own part (one per row group here).
+    run(*args, "--output", tmp_path / "parts", "--cluster", "local:2")
+    assert_frame_equal(read_output(tmp_path / "parts"), one)
+    assert len(list((tmp_path / "parts").glob("*.parquet"))) == sum(
+        pq.ParquetFile(f).num_row_groups for f in source.glob("*.parquet")
+    )
     # A CSV input is read here and sent to the workers in chunks (cast, without ID numbers).
     write_csv(persons, tmp_path / "persons.csv")
     csv_args = ["--input", tmp_path / "persons.csv", "--output", tmp_path / "csv.parquet", "--cluster", "local:2"]
