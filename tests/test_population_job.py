@@ -38,13 +38,14 @@ NAMES = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊"]
 
 def person_rows(n: int = 36) -> pl.DataFrame:
     """A varied table: every household status, disabilities, incomes, children, elders; with
-    other_benefits on some rows; keyed by case_no."""
+    other_benefits on some rows; keyed by case_no, with a weight (carried through)."""
     rows = [from_request(r) for r in people(n, seed=14)]
     for i, row in enumerate(rows):
         if i % 7 == 3:
             row["other_benefits"] = ["work_injury_nursing_allowance"]
     df = pl.DataFrame(rows, schema=s.PERSON_SCHEMA, orient="row")
-    return df.select(pl.Series("case_no", [f"C{i:04d}" for i in range(n)]), pl.all())
+    keys = pl.Series("case_no", [f"C{i:04d}" for i in range(n)])
+    return df.select(keys, pl.all(), pl.Series(s.WEIGHT, [1 + i % 5 for i in range(n)], dtype=pl.Int64()))
 
 
 PERSONS = person_rows()
@@ -240,7 +241,7 @@ def test_postgres_in_and_out(database, tmp_path):
 def test_stopped_run_leaves_nothing(tmp_path):
     """SIGTERM in the middle of a run: no output, no temporary file."""
     source = tmp_path / "persons.parquet"
-    PERSONS.sample(3_000, with_replacement=True, seed=1).write_parquet(source)
+    PERSONS.sample(20_000, with_replacement=True, seed=1).write_parquet(source)
     cmd = [sys.executable, "-m", "population.cli", "run", "--backend", BACKEND, "--input", str(source),
            "--output", str(tmp_path / "out.parquet"), "--reference", "case_no", "--as-of", "2020-07-01",
            "--chunk-size", "20"]  # fmt: skip
