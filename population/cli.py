@@ -139,7 +139,8 @@ def run(
         str | None,
         typer.Option(
             help="run on Dask: local:N (N worker processes here) or tcp://HOST:8786 (a scheduler whose workers "
-            "can read --input and --policies at the same paths); the output is the same as one process's",
+            "can read --input and --policies, and write a directory --output, at the same paths); the output is the "
+            "same as one process's, row for row",
             show_default=False,
         ),
     ] = None,

@@ -229,6 +229,20 @@ def test_postgres_in_and_out(database, tmp_path):
     run(*again, "--reference", "case_no", "--as-of", "2020-07-01", "--force")
     assert pg_read(database, "SELECT count(*) AS n FROM decisions")["n"][0] == dibao.height
 
+    # A run that fails in its third chunk leaves the table it would have replaced as it was.
+    bad = with_ids_and_names(PERSONS).with_columns(pl.col("disability_grade").cast(pl.Int64))
+    bad[25, "disability_grade"] = 300
+    with dbapi.connect(database) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("bad_persons", bad.to_arrow(), mode="create")
+        conn.commit()
+    failed = run("--input", database, "--table", "bad_persons", "--output", database, "--output-table", "decisions",
+                 "--reference", "case_no", "--as-of", "2020-07-01", "--chunk-size", "10", "--force",
+                 check=False)  # fmt: skip
+    assert failed.returncode != 0 and "column disability_grade: '300'" in failed.stderr
+    assert pg_read(database, "SELECT count(*) AS n FROM decisions")["n"][0] == dibao.height
+    tables = pg_read(database, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+    assert tables["tablename"].to_list() == ["bad_persons", "decisions", "persons"]
+
     same = run("--input", database, "--table", "persons", "--output", database, "--output-table", "public.persons",
                "--reference", "case_no", "--as-of", "2020-07-01", "--force", check=False)  # fmt: skip
     assert same.returncode != 0 and "is the input table" in same.stderr
