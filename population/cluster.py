@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service.engine.columnar import schema as s
 
 from .backends import Backend
-from .io import JobError, ParquetDirectorySink, ParquetPiece, ParquetSource, Sink, Source, person_table, plain
+from .io import JobError, ParquetDirectorySink, ParquetPiece, ParquetSource, Sink, Source, person_table
 from .job import Stats, decide_batch, decide_each_date, empty_batch
 
 _LOCAL = re.compile(r"^local:(\d+)$")
@@ -220,7 +221,7 @@ def _submit(
             stats.read += time.perf_counter() - started
             return
         # Cast here, so the ID number stays in this process (never in a task's arguments).
-        persons = plain(person_table(batch, reference).to_arrow())
+        persons = person_table(batch, reference).to_arrow(compat_level=pl.CompatLevel.oldest())
         stats.read += time.perf_counter() - started
         [data] = client.scatter([persons])
         yield client.submit(decide_persons, data, dates, policies, backend, pure=False), batch.num_rows

@@ -213,7 +213,8 @@ def person_table(batch: pa.RecordBatch | pa.Table, reference: str) -> pl.DataFra
 
 
 def plain(table: pa.Table) -> pa.Table:
-    """Large Arrow types (polars' output) as the plain ones every reader and ADBC take."""
+    """Large Arrow types (polars' output) as the 32-bit offset ones, for a consumer that takes only
+    those (Spark's mapInArrow without spark.sql.execution.arrow.useLargeVarTypes)."""
     fields = []
     for f in table.schema:
         t = f.type
@@ -551,7 +552,7 @@ def csv_ready(table: pa.Table) -> pa.Table:
     """List columns as ;-joined text (empty for an empty or null list)."""
     for i, f in enumerate(table.schema):
         if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
-            joined = pc.binary_join(table.column(i), LIST_SEPARATOR)
+            joined = pc.binary_join(table.column(i), pa.scalar(LIST_SEPARATOR, f.type.value_type))
             table = table.set_column(i, f.name, joined)
     return table
 
