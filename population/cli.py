@@ -229,9 +229,16 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    signal.signal(signal.SIGTERM, _terminated)
     for name in COMMAND_MODULES:
         importlib.import_module(name)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         code = app(args=argv, prog_name="subsidy-population", standalone_mode=False)
         if code == 130:  # typer's answer to an interrupt (Ctrl-C, or SIGTERM above)

@@ -184,6 +184,18 @@ def _cast_column(df: pl.DataFrame, name: str, target: pl.DataType, reference: st
     return out
 
 
+_ID_SHAPE = r"^\s*[0-9]{17}[0-9Xx]\s*$"
+
+
+def check_not_id_numbers(keys: pl.Series, reference: str) -> None:
+    """Refuse a reference column of ID numbers: it is written to every decision row."""
+    if keys.dtype.is_integer() or isinstance(keys.dtype, pl.String):
+        text = keys.cast(pl.String)
+        shaped = text.filter(text.str.contains(_ID_SHAPE))
+        if any(not idnumber.problems(v.strip().upper()) for v in shaped.head(1000)):
+            raise JobError(f"--reference {reference} holds ID numbers, which are never written out; give another key")
+
+
 def _birth_from_id(value: str) -> Any:
     value = value.strip().upper()
     return None if idnumber.problems(value) else idnumber.birth_date(value)
@@ -195,6 +207,7 @@ def person_table(batch: pa.RecordBatch | pa.Table, reference: str) -> pl.DataFra
     df = pl.from_arrow(batch)
     assert isinstance(df, pl.DataFrame)
     check_columns(df.columns, reference, "the input")
+    check_not_id_numbers(df[reference], reference)
     columns: dict[str, pl.Series] = {s.REFERENCE: df[reference]}
     if s.WEIGHT in df.columns and reference != s.WEIGHT:
         columns[s.WEIGHT] = _cast_column(df, s.WEIGHT, pl.Int64(), reference)
@@ -202,7 +215,7 @@ def person_table(batch: pa.RecordBatch | pa.Table, reference: str) -> pl.DataFra
         if name in df.columns:
             columns[name] = _cast_column(df, name, dtype, reference)
         else:
-            columns[name] = pl.Series(name, [None] * df.height, dtype=dtype)
+            columns[name] = pl.repeat(None, df.height, dtype=dtype, eager=True)
     if ID_NUMBER in df.columns:
         ids = df[ID_NUMBER].cast(pl.String)
         need = columns["birth_date"].is_null() & ids.is_not_null()
