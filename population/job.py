@@ -77,8 +77,12 @@ def decide_each_date(
         carried = {c: persons.schema[c] for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns}
         yield _arrow(pl.DataFrame(schema={**carried, **s.decision_schema(decider.programs)}), reference)
         return
-    for on in dates:
-        yield _arrow(decider.decide(persons, on), reference)
+    # A decider that shares the date-independent work across dates (the columnar one) says so
+    # with decide_each; any other is asked date by date.
+    each = getattr(decider, "decide_each", None)
+    frames = each(persons, dates) if each is not None else (decider.decide(persons, on) for on in dates)
+    for frame in frames:
+        yield _arrow(frame, reference)
 
 
 def _arrow(decided: pl.DataFrame, reference: str) -> pa.Table:
