@@ -1,0 +1,264 @@
+"""The planning commands: `report`, `compare` and `explain` (a typer app; population/cli.py mounts
+it with `app.add_typer(planning_app, name=...)` or registers each function with `app.command()`).
+
+The population is the synthetic one (population/synthetic.py `generate(on, scale, seed)`), one per
+date, or a person table and totals given as Parquet files (--persons, --totals).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from population.backends import Backend, Decider
+from service.__main__ import default_policies
+from service.engine.columnar import schema as s
+from service.policy.loader import load_policies
+from service.policy.overlay import apply, describe, first_date, load_overlay
+
+from . import charts, compare, report, runs
+
+planning_app = typer.Typer(help="Planning: the plan's indicators, what a change costs, who is affected.")
+console = Console()
+
+Policies = Annotated[Path, typer.Option(help="policy directory")]
+Scale = Annotated[float, typer.Option(help="share of the province to generate (1.0: all of it)")]
+Seed = Annotated[int, typer.Option(help="seed of the synthetic population")]
+PersonsOpt = Annotated[Path | None, typer.Option(help="a person table (Parquet) instead of the synthetic one")]
+TotalsOpt = Annotated[Path | None, typer.Option(help="the population's totals (Parquet) with --persons")]
+Cluster = Annotated[str | None, typer.Option(help="Dask scheduler address, as in the population runs")]
+OverlayOpt = Annotated[Path | None, typer.Option(help="a proposed change: overlay YAML file or directory")]
+
+
+class Population:
+    """The people for a date: generated (and kept, a date is asked for more than once), or given."""
+
+    def __init__(self, scale: float, seed: int, persons: Path | None, totals: Path | None):
+        self.scale, self.seed = scale, seed
+        self.given = pl.read_parquet(persons) if persons else None
+        self.given_totals = pl.read_parquet(totals) if totals else None
+        self._made: dict[dt.date, Any] = {}
+
+    def _generate(self, on: dt.date) -> Any:
+        if on not in self._made:
+            from population.synthetic import generate  # type: ignore[import-not-found,unused-ignore]  # issue 14
+
+            self._made[on] = generate(on=on, scale=self.scale, seed=self.seed)
+        return self._made[on]
+
+    def persons(self, on: dt.date) -> pl.DataFrame:
+        return self.given if self.given is not None else self._generate(on).persons
+
+    def totals(self, dates: list[dt.date]) -> pl.DataFrame:
+        if self.given is not None:
+            if self.given_totals is None:
+                raise typer.BadParameter("--persons needs --totals (the population's people by year, city, age band)")
+            return self.given_totals
+        return pl.concat([self._generate(on).totals for on in dates]).unique(["year", "city_code", "age_band"])
+
+
+def _dates(years: str | None, as_of: list[str] | None) -> list[dt.date]:
+    if as_of:
+        return sorted(dt.date.fromisoformat(d) for d in as_of)
+    first, _, last = (years or "2015-2020").partition("-")
+    return runs.year_ends(int(first), int(last or first))
+
+
+def _check_cluster(cluster: str | None) -> None:
+    if cluster:
+        # The distributed run belongs to the population job (population/cli.py); until it is wired
+        # here, refuse rather than silently run locally.
+        raise typer.BadParameter("--cluster: not wired to the population job yet; run without it")
+
+
+def _labels(policies: Path) -> tuple[dict[str, str], dict[str, str]]:
+    policy = load_policies(policies)
+    cities = {code: f"{name.zh} {name.en}" for code, name in policy.regions.cities.items()}
+    cities[report.PROVINCE] = f"{policy.regions.province.zh} {policy.regions.province.en}"
+    programs = {pid: f"{p.name.zh} {p.name.en}" for pid, p in policy.programs.items()}
+    return cities, programs
+
+
+def _print_table(title: str, table: pl.DataFrame) -> None:
+    out = Table(title=title, show_lines=False)
+    for c in table.columns:
+        out.add_column(c, overflow="fold")
+    for row in table.iter_rows():
+        out.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row))
+    console.print(out)
+
+
+def _overlay_lines(policies: Path, overlay: Path) -> list[str]:
+    policy = load_policies(policies, overlay)  # refuses a bad overlay, naming its file
+    loaded = load_overlay(overlay)
+    apply(loaded, policy.parameters, policy.regions, policy.manifest.period)  # fills its notes
+    return [f"proposed policy {policy.version} = base + {overlay}", *describe(loaded)]
+
+
+@planning_app.command("report")
+def report_command(
+    out: Annotated[Path, typer.Option(help="directory for report.html and the tables")],
+    years: Annotated[str, typer.Option(help="first-last: each year's last day")] = "2015-2020",
+    as_of: Annotated[list[str] | None, typer.Option("--as-of", help="dates instead of --years")] = None,
+    months: Annotated[bool, typer.Option(help="annual cost as the sum of 12 month-runs, not 12 x the date's")] = False,
+    png: Annotated[Path | None, typer.Option(help="directory for the charts as PNG")] = None,
+    policies: Policies = Path(default_policies()),
+    overlay: OverlayOpt = None,
+    scale: Scale = 0.001,
+    seed: Seed = 1,
+    persons: PersonsOpt = None,
+    totals: TotalsOpt = None,
+    cluster: Cluster = None,
+) -> None:
+    """Recipients and cost per program, city and year, and the plan's indicators against the model."""
+    _check_cluster(cluster)
+    dates = _dates(years, as_of)
+    population = Population(scale, seed, persons, totals)
+    with tempfile.TemporaryDirectory(prefix="planning-") as work:
+        decider = runs.decider(policies, overlay, Path(work))
+        decisions = runs.decide_dates(decider, population.persons, dates)
+        month_runs = (
+            {on: runs.decide_dates(decider, lambda _on: population.persons(on), runs.month_starts(on.year)) for on in dates}
+            if months
+            else None
+        )
+    result = build_report(decisions, population.totals(dates), decider.programs, month_runs)
+    cities, programs = _labels(policies)
+    findings = result.pop("findings_text")  # type: ignore[arg-type]
+    target = charts.write_report(
+        out,
+        f"规划指标 Plan indicators (policy {decider.version})",
+        {
+            "coverage": charts.coverage_chart(result["coverage"], report.load_plan(), cities),
+            "cost": charts.cost_chart(result["indicators"], programs),
+        },
+        result,
+        findings,
+        png,
+    )
+    _print_table("The plan against the model", result["plan"])
+    for line in findings:
+        console.print(f"finding: {line}", highlight=False)
+    console.print(f"wrote {target} and the tables beside it", highlight=False)
+
+
+def build_report(
+    decisions: pl.DataFrame,
+    totals: pl.DataFrame,
+    programs: list[str],
+    months: dict[dt.date, pl.DataFrame] | None = None,
+) -> dict[str, Any]:
+    """The report's tables from decision tables and totals: indicators, coverage, plan, runs."""
+    table = report.indicators(decisions, programs, months)
+    plan = report.load_plan()
+    summary = report.run_summary(decisions)
+    coverage_figs = [f for f in plan if f.measure == "coverage"]
+    program, band = (coverage_figs[0].program, coverage_figs[0].age_band or "60+") if coverage_figs else ("", "60+")
+    cov = report.coverage(table, totals, program, band)
+    against, findings = report.against_plan(table, totals, plan, summary)
+    return {"indicators": table, "coverage": cov, "plan": against, "runs": summary, "findings_text": findings}
+
+
+def _sides(
+    policies: Path,
+    overlay: Path | None,
+    from_date: str | None,
+    to_date: str | None,
+    on: str | None,
+    work: Path,
+    backend: Backend | None = None,
+) -> tuple[Decider, dt.date, Decider, dt.date]:
+    if overlay is not None and (from_date or to_date):
+        raise typer.BadParameter("give --overlay, or --from-date and --to-date, not both")
+    if overlay is not None:
+        day = dt.date.fromisoformat(on) if on else first_date(load_overlay(overlay))
+        return runs.decider(policies, backend=backend), day, runs.decider(policies, overlay, work, backend), day
+    if not (from_date and to_date):
+        raise typer.BadParameter("give --overlay FILE, or --from-date and --to-date")
+    base = runs.decider(policies, backend=backend)
+    return base, dt.date.fromisoformat(from_date), base, dt.date.fromisoformat(to_date)
+
+
+@planning_app.command("compare")
+def compare_command(
+    out: Annotated[Path, typer.Option(help="directory for report.html and the tables")],
+    overlay: OverlayOpt = None,
+    from_date: Annotated[str | None, typer.Option(help="two dates under the same policy: the first")] = None,
+    to_date: Annotated[str | None, typer.Option(help="... and the second")] = None,
+    on: Annotated[str | None, typer.Option(help="the date of an overlay comparison (default: its first date)")] = None,
+    png: Annotated[Path | None, typer.Option(help="directory for the charts as PNG")] = None,
+    policies: Policies = Path(default_policies()),
+    scale: Scale = 0.001,
+    seed: Seed = 1,
+    persons: PersonsOpt = None,
+    totals: TotalsOpt = None,
+    cluster: Cluster = None,
+) -> None:
+    """Who newly qualifies, who loses, who gains or loses how much, and what it costs."""
+    _check_cluster(cluster)
+    population = Population(scale, seed, persons, totals)
+    with tempfile.TemporaryDirectory(prefix="planning-") as work:
+        before, day_before, after, day_after = _sides(policies, overlay, from_date, to_date, on, Path(work))
+        people = population.persons(day_after)  # the same people on both sides
+        decisions_before = before.decide(people, day_before)
+        decisions_after = after.decide(people, day_after)
+    tables = build_compare(decisions_before, decisions_after, before.programs)
+    lines = _overlay_lines(policies, overlay) if overlay else [f"{day_before} -> {day_after} under {before.version}"]
+    cities, programs = _labels(policies)
+    target = charts.write_report(
+        out,
+        f"变化 What-if: {before.version} {day_before} -> {after.version} {day_after}",
+        {"changes": charts.change_chart(tables["distribution"], programs)},
+        tables,
+        lines,
+        png,
+    )
+    province = tables["summary"].filter(pl.col(s.CITY) == report.PROVINCE).drop(s.CITY)
+    for line in lines:
+        console.print(line, highlight=False)
+    _print_table("Province, per program (people; fen a month, fen a year)", province)
+    console.print(f"wrote {target} and the tables beside it", highlight=False)
+
+
+def build_compare(before: pl.DataFrame, after: pl.DataFrame, programs: list[str]) -> dict[str, pl.DataFrame]:
+    change = compare.changes(before, after, programs)
+    return {
+        "summary": compare.summary(change),
+        "distribution": compare.distribution(change),
+        # only the people whose outcome or amount changed (the rest are the summary's unchanged)
+        "changes": change.filter(
+            (pl.col("change_fen") != 0) | (pl.col("outcome_before") != pl.col("outcome_after"))
+        ),
+    }
+
+
+@planning_app.command("explain")
+def explain_command(
+    reference: Annotated[str, typer.Option(help="the person's reference in the population")],
+    overlay: OverlayOpt = None,
+    from_date: Annotated[str | None, typer.Option(help="two dates under the same policy: the first")] = None,
+    to_date: Annotated[str | None, typer.Option(help="... and the second")] = None,
+    on: Annotated[str | None, typer.Option(help="the date of an overlay comparison (default: its first date)")] = None,
+    lang: Annotated[str, typer.Option(help="zh or en")] = "en",
+    width: Annotated[int, typer.Option(help="terminal width")] = 160,
+    policies: Policies = Path(default_policies()),
+    scale: Scale = 0.001,
+    seed: Seed = 1,
+    persons: PersonsOpt = None,
+    totals: TotalsOpt = None,
+) -> None:
+    """One person's decision under both sides, the two receipts side by side (the online decider)."""
+    population = Population(scale, seed, persons, totals)
+    with tempfile.TemporaryDirectory(prefix="planning-") as work:
+        # a receipt is the online decision, whatever backend the population runs use
+        before, day_before, after, day_after = _sides(policies, overlay, from_date, to_date, on, Path(work), "online")
+        row = compare.person_row(population.persons(day_after), reference)
+        text = compare.explain(row, (before, day_before), (after, day_after), lang, width)  # type: ignore[arg-type]
+    print(text)

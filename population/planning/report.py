@@ -1,0 +1,290 @@
+"""Are we on target: recipients and cost per program, city and date, and the plan's indicators.
+
+Everything here reads decision tables (service/engine/columnar/schema.py) and the population's
+totals (year, city_code, age_band, people); nothing decides. A row stands for `weight` people.
+
+- recipients: people paid by a program (outcome ELIGIBLE, kept, amount > 0): an eligible person an
+  interaction took the amount from is not a recipient of that program.
+- monthly cost: the sum of weight x amount on the date, in fen.
+- annual cost: 12 x the monthly cost on the date (annual_basis "12x"), or, given the twelve
+  month-runs of the year, the sum of their monthly costs (annual_basis "months").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from service.engine.columnar import schema as s
+
+PROVINCE = "330000"  # the province's rows in every table: the sum over its cities
+PROGRAM = "program"
+
+
+def paid_long(decisions: pl.DataFrame, programs: list[str]) -> pl.DataFrame:
+    """One row per person, date and program in force: the outcome, the amount and whether paid."""
+    weight = pl.col(s.WEIGHT).cast(pl.Int64) if s.WEIGHT in decisions.columns else pl.lit(1, pl.Int64)
+    parts = []
+    for pid in programs:
+        outcome, amount, kept = (pl.col(s.column(pid, c)) for c in (s.OUTCOME, s.AMOUNT, s.KEPT))
+        parts.append(
+            decisions.select(
+                pl.col(s.REFERENCE) if s.REFERENCE in decisions.columns else pl.int_range(pl.len()).alias(s.REFERENCE),
+                weight.alias(s.WEIGHT),
+                pl.col(s.AS_OF),
+                pl.col(s.CITY),
+                pl.lit(pid).alias(PROGRAM),
+                outcome.alias(s.OUTCOME),
+                amount.fill_null(0).alias(s.AMOUNT),
+                ((outcome == "ELIGIBLE") & kept.fill_null(False) & (amount.fill_null(0) > 0)).alias("paid"),
+            ).filter(pl.col(s.OUTCOME).is_not_null())
+        )
+    return pl.concat(parts)
+
+
+def _with_province(table: pl.DataFrame, keys: list[str], sums: list[str]) -> pl.DataFrame:
+    province = table.group_by([k for k in keys if k != s.CITY]).agg(pl.col(c).sum() for c in sums)
+    province = province.with_columns(pl.lit(PROVINCE).alias(s.CITY)).select(table.columns)
+    return pl.concat([table, province]).sort(keys)
+
+
+def indicators(
+    decisions: pl.DataFrame, programs: list[str], months: dict[dt.date, pl.DataFrame] | None = None
+) -> pl.DataFrame:
+    """Per date, program and city (and the province, 330000): recipients, monthly and annual cost.
+
+    `months`: for a date, the decision tables of the twelve month-runs of its year, concatenated
+    (any as_of); given, that date's annual cost is their sum (annual_basis "months")."""
+    keys = [s.AS_OF, PROGRAM, s.CITY]
+    long = paid_long(decisions, programs).filter(pl.col(s.CITY).is_not_null())
+    paid = pl.col("paid")
+    table = long.group_by(keys).agg(
+        pl.col(s.WEIGHT).filter(paid).sum().cast(pl.Int64).alias("recipients"),
+        (pl.col(s.WEIGHT) * pl.col(s.AMOUNT)).filter(paid).sum().cast(pl.Int64).alias("monthly_cost_fen"),
+    )
+    table = _with_province(table, keys, ["recipients", "monthly_cost_fen"])
+    table = table.with_columns(
+        pl.col(s.AS_OF).dt.year().cast(pl.Int32).alias("year"),
+        (pl.col("monthly_cost_fen") * 12).alias("annual_cost_fen"),
+        pl.lit("12x").alias("annual_basis"),
+    )
+    for on, runs in (months or {}).items():
+        year_cost = (
+            paid_long(runs, programs)
+            .filter(pl.col(s.CITY).is_not_null() & pl.col("paid"))
+            .group_by(PROGRAM, s.CITY)
+            .agg((pl.col(s.WEIGHT) * pl.col(s.AMOUNT)).sum().cast(pl.Int64).alias("months_fen"))
+            .with_columns(pl.lit(on).alias(s.AS_OF))
+        )
+        year_cost = _with_province(year_cost, keys, ["months_fen"])
+        table = (
+            table.join(year_cost, on=keys, how="left")
+            .with_columns(
+                pl.when(pl.col(s.AS_OF) == on)
+                .then(pl.col("months_fen").fill_null(0))
+                .otherwise(pl.col("annual_cost_fen"))
+                .alias("annual_cost_fen"),
+                pl.when(pl.col(s.AS_OF) == on).then(pl.lit("months")).otherwise(pl.col("annual_basis")).alias("annual_basis"),
+            )
+            .drop("months_fen")
+        )
+    return table.select(
+        s.AS_OF, "year", PROGRAM, s.CITY, "recipients", "monthly_cost_fen", "annual_cost_fen", "annual_basis"
+    ).sort(s.AS_OF, PROGRAM, s.CITY)
+
+
+def run_summary(decisions: pl.DataFrame) -> pl.DataFrame:
+    """Per date: the people decided, those refused (no decision: `error`) and those outside Zhejiang."""
+    weight = pl.col(s.WEIGHT) if s.WEIGHT in decisions.columns else pl.lit(1, pl.Int64)
+    return (
+        decisions.group_by(s.AS_OF)
+        .agg(
+            weight.sum().cast(pl.Int64).alias("people"),
+            weight.filter(pl.col(s.ERROR).is_not_null()).sum().cast(pl.Int64).alias("undecided_people"),
+            weight.filter(pl.col(s.IN_ZHEJIANG).not_()).sum().cast(pl.Int64).alias("outside_zhejiang"),
+            pl.col(s.POLICY_VERSION).unique().sort().str.join(",").alias(s.POLICY_VERSION),
+        )
+        .sort(s.AS_OF)
+    )
+
+
+# -- the plan's indicators -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figure:
+    indicator: str
+    name: str
+    program: str
+    measure: str  # coverage or recipients
+    age_band: str | None
+    year: int
+    value: float
+    kind: str  # target or reported
+    comparison: str | None
+    tolerance: float | None
+    binding: bool
+    source: str
+    confidence: str
+
+
+def load_plan(path: Path | None = None) -> list[Figure]:
+    text = (
+        path.read_text(encoding="utf-8")
+        if path
+        else resources.files("population").joinpath("data/plan_indicators.yaml").read_text(encoding="utf-8")
+    )
+    data: dict[str, Any] = yaml.safe_load(text)
+    return [
+        Figure(
+            ind["id"],
+            ind["name"]["en"],
+            ind["program"],
+            ind["measure"],
+            ind.get("age_band"),
+            int(f["year"]),
+            float(f["value"]),
+            f["kind"],
+            f.get("comparison"),
+            f.get("tolerance"),
+            bool(f.get("binding", False)),
+            f["source"],
+            f["confidence"],
+        )
+        for ind in data["indicators"]
+        for f in ind["figures"]
+    ]
+
+
+def coverage(table: pl.DataFrame, totals: pl.DataFrame, program: str, age_band: str) -> pl.DataFrame:
+    """Per date and city (and the province): a program's recipients over the people of an age band
+    (the population's totals for the date's year)."""
+    people = totals.filter(pl.col("age_band") == age_band).group_by("year", s.CITY).agg(pl.col("people").sum())
+    people = _with_province(people, ["year", s.CITY], ["people"]).with_columns(pl.col("year").cast(pl.Int32))
+    return (
+        table.filter(pl.col(PROGRAM) == program)
+        .select(s.AS_OF, "year", s.CITY, "recipients")
+        .join(people, on=["year", s.CITY], how="right")
+        .with_columns(
+            pl.lit(program).alias(PROGRAM),
+            pl.col("recipients").fill_null(0),
+            (pl.col("recipients").fill_null(0) / pl.col("people")).alias("coverage"),
+        )
+        .filter(pl.col(s.AS_OF).is_not_null())
+        .select(s.AS_OF, "year", PROGRAM, s.CITY, "recipients", "people", "coverage")
+        .sort(s.AS_OF, s.CITY)
+    )
+
+
+def _fmt(measure: str, value: float) -> str:
+    return f"{value:.2%}" if measure == "coverage" else f"{value:,.0f}"
+
+
+def against_plan(
+    table: pl.DataFrame, totals: pl.DataFrame, plan: list[Figure], summary: pl.DataFrame
+) -> tuple[pl.DataFrame, list[str]]:
+    """The model against each of the plan's figures for the province, with the margin, and the
+    findings: where the model misses a target or disagrees with what the plan reports."""
+    rows: list[dict[str, Any]] = []
+    findings: list[str] = []
+    for fig in plan:
+        on_rows = table.filter((pl.col("year") == fig.year) & (pl.col(s.CITY) == PROVINCE))
+        dates = sorted(set(on_rows[s.AS_OF].to_list()) | set(summary.filter(pl.col(s.AS_OF).dt.year() == fig.year)[s.AS_OF]))
+        row: dict[str, Any] = {
+            "indicator": fig.indicator,
+            "year": fig.year,
+            "as_of": dates[-1] if dates else None,
+            "kind": fig.kind,
+            "comparison": fig.comparison,
+            "binding": fig.binding,
+            "plan_value": fig.value,
+            "model_value": None,
+            "margin": None,
+            "status": "not run",
+            "source": fig.source,
+            "confidence": fig.confidence,
+        }
+        label = f"{fig.indicator} ({fig.name}), {fig.year}"
+        if not dates:
+            findings.append(f"{label}: the plan's {_fmt(fig.measure, fig.value)} is not compared: {fig.year} was not run")
+            rows.append(row)
+            continue
+        on = dates[-1]
+        decided = on_rows.filter((pl.col(s.AS_OF) == on) & (pl.col(PROGRAM) == fig.program))
+        if decided.is_empty():
+            row["status"] = "not decided"
+            findings.append(
+                f"{label}: the model cannot reproduce the plan's {_fmt(fig.measure, fig.value)}: "
+                f"{fig.program} is not decided on {on} (outside its period, or no parameter values then)"
+            )
+            rows.append(row)
+            continue
+        if fig.measure == "coverage":
+            cov = coverage(table.filter(pl.col(s.AS_OF) == on), totals, fig.program, fig.age_band or "60+")
+            model_value = float(cov.filter(pl.col(s.CITY) == PROVINCE)["coverage"].item())
+        else:
+            model_value = float(decided["recipients"].item())
+        margin = model_value - fig.value
+        row.update(model_value=model_value, margin=margin)
+        undecided = summary.filter(pl.col(s.AS_OF) == on)
+        note = ""
+        if not undecided.is_empty() and undecided["undecided_people"].item():
+            note = f" ({undecided['undecided_people'].item():,} people could not be decided on {on})"
+        if fig.kind == "target":
+            met = model_value >= fig.value if fig.comparison == "ge" else model_value <= fig.value
+            row["status"] = "met" if met else "not met"
+            findings.append(
+                f"{label}: {'binding ' if fig.binding else ''}target {'>=' if fig.comparison == 'ge' else '<='} "
+                f"{_fmt(fig.measure, fig.value)}; the model gives {_fmt(fig.measure, model_value)} on {on}, "
+                f"margin {margin:+.2%}: {row['status']}{note}"
+                if fig.measure == "coverage"
+                else f"{label}: target {_fmt(fig.measure, fig.value)}; the model gives {_fmt(fig.measure, model_value)}"
+                f" on {on}, margin {margin:+,.0f}: {row['status']}{note}"
+            )
+        else:
+            agrees = abs(margin) <= (fig.tolerance or 0) * fig.value
+            row["status"] = "agrees" if agrees else "disagrees"
+            if not agrees:
+                findings.append(
+                    f"{label}: the plan reports {_fmt(fig.measure, fig.value)}, the model gives "
+                    f"{_fmt(fig.measure, model_value)} on {on} ({model_value / fig.value:.0%} of the plan's figure; "
+                    f"tolerance {fig.tolerance:.0%}): the model and the plan disagree. This is a finding, "
+                    f"not tuned away{note}"
+                )
+        rows.append(row)
+    schema = {
+        "indicator": pl.String,
+        "year": pl.Int32,
+        "as_of": pl.Date,
+        "kind": pl.String,
+        "comparison": pl.String,
+        "binding": pl.Boolean,
+        "plan_value": pl.Float64,
+        "model_value": pl.Float64,
+        "margin": pl.Float64,
+        "status": pl.String,
+        "source": pl.String,
+        "confidence": pl.String,
+    }
+    return pl.DataFrame(rows, schema=schema), findings
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+
+def write_tables(out: Path, tables: dict[str, pl.DataFrame]) -> list[Path]:
+    """Each table as NAME.csv and NAME.parquet in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, table in tables.items():
+        table.write_parquet(out / f"{name}.parquet")
+        flat = table.with_columns(pl.col(c).list.join(";") for c, t in table.schema.items() if isinstance(t, pl.List))
+        flat.write_csv(out / f"{name}.csv")
+        written += [out / f"{name}.csv", out / f"{name}.parquet"]
+    return written
