@@ -3,6 +3,7 @@ record every network request it makes, and evaluate JavaScript in it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -102,16 +103,16 @@ class Browser:
         return value
 
     def requests(self) -> list[str]:
+        self.evaluate("0")  # a round trip: the events sent before its reply are read by then
         return [e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"]
 
     def failures(self) -> list[dict[str, Any]]:
+        self.evaluate("0")
         return [e["params"] for e in self.events if e["method"] == "Network.loadingFailed"]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(AssertionError):  # the browser may close the pipe before it replies
             self.send("Browser.close", session=False)
-        except AssertionError:
-            pass
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:

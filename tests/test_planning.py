@@ -13,6 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+import altair as alt
 import polars as pl
 import pytest
 from cdp import Browser, chromium, page_url
@@ -97,16 +98,19 @@ def test_overlay_replaces_values_from_its_date_only() -> None:
     assert proposed.version != base.version
     for code in HANGZHOU_URBAN:
         assert dibao_yuan(proposed, code, ON) == 1150
-        assert dibao_yuan(proposed, code, ON - dt.timedelta(days=1)) == dibao_yuan(base, code, ON - dt.timedelta(days=1))
+        assert dibao_yuan(proposed, code, ON - dt.timedelta(days=1)) == dibao_yuan(
+            base, code, ON - dt.timedelta(days=1)
+        )
     for code in ("330122", "330112", "330203"):  # other counties keep their standards
         assert dibao_yuan(proposed, code, ON) == dibao_yuan(base, code, ON)
     nursing = load_policies(POLICIES, OVERLAYS / "nursing_full_60.yaml")
     share = nursing.parameters["nursing_share_fully_dependent"]
     region = nursing.regions.resolve("330203", ON)
     assert share.resolve(region, ON).value == Decimal("0.6")
-    assert share.resolve(region, ON - dt.timedelta(days=1)).value == base.parameters[
-        "nursing_share_fully_dependent"
-    ].resolve(region, ON - dt.timedelta(days=1)).value
+    assert (
+        share.resolve(region, ON - dt.timedelta(days=1)).value
+        == base.parameters["nursing_share_fully_dependent"].resolve(region, ON - dt.timedelta(days=1)).value
+    )
     assert len({base.version, proposed.version, nursing.version}) == 3
 
 
@@ -123,21 +127,22 @@ def test_materialized_proposal_loads_with_the_overlay_and_its_own_version(tmp_pa
     assert decided[s.POLICY_VERSION].to_list() == [loaded.version]
 
 
+def change(parameter: str = "dibao_standard", regions: str = "regions: ['330106']", **value: str) -> str:
+    row = {"from": "2021-01-01", "value": "1", "source": "reference", **value}
+    values = ", ".join(f"{k}: {v}" for k, v in row.items())
+    return f"  - parameter: {parameter}\n    {regions}\n    values: [{{{values}}}]\n"
+
+
 @pytest.mark.parametrize(
     "changes, problem",
     [
-        ("  - parameter: dibao_standad\n    regions: ['330106']\n    values: [{from: 2021-01-01, value: 1, source: reference}]\n",
-         "unknown parameter 'dibao_standad'"),
-        ("  - parameter: dibao_standard\n    regions: ['339999']\n    values: [{from: 2021-01-01, value: 1, source: reference}]\n",
-         "unknown region 339999"),
-        ("  - parameter: dibao_standard\n    regions: ['330106']\n    values: [{from: 2031-01-01, value: 1, source: reference}]\n",
-         "outside the policy period"),
-        ("  - parameter: dibao_standard\n    regions: ['330106']\n    values: [{from: 2021-01-01, value: 1, source: rumour}]\n",
-         "source"),
-        ("  - parameter: dibao_standard\n    region: '330106'\n    values: [{from: 2021-01-01, value: 1, source: reference}]\n",
-         "region"),
+        (change("dibao_standad"), "unknown parameter 'dibao_standad'"),
+        (change(regions="regions: ['339999']"), "unknown region 339999"),
+        (change(**{"from": "2031-01-01"}), "outside the policy period"),
+        (change(source="rumour"), "source"),
+        (change(regions="region: '330106'"), "region"),
     ],
-)  # fmt: skip
+)
 def test_bad_overlay_is_refused_naming_its_file(tmp_path: Path, changes: str, problem: str) -> None:
     bad = write_overlay(tmp_path / "bad_overlay.yaml", changes)
     with pytest.raises(PolicyFileError) as refused:
@@ -167,7 +172,7 @@ def test_overlay_at_a_city_says_which_counties_keep_their_own(tmp_path: Path) ->
 
 def decision_rows(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """A decision table built by hand: each row's program columns given, the rest null."""
-    schema = {s.REFERENCE: pl.String, s.WEIGHT: pl.Int64, **s.decision_schema(PROGRAMS)}
+    schema: dict[str, pl.DataType] = {s.REFERENCE: pl.String(), s.WEIGHT: pl.Int64(), **s.decision_schema(PROGRAMS)}
     full = [{c: r.get(c) for c in schema} for r in rows]
     return pl.DataFrame(full, schema=schema)
 
@@ -201,9 +206,11 @@ def expected(decisions: pl.DataFrame) -> dict[tuple[str, str], tuple[int, int]]:
         for pid in PROGRAMS:
             if row[s.CITY] is None or row[s.column(pid, s.OUTCOME)] is None:
                 continue
-            is_paid = row[s.column(pid, s.OUTCOME)] == "ELIGIBLE" and row[s.column(pid, s.KEPT)] and row[
-                s.column(pid, s.AMOUNT)
-            ] > 0
+            is_paid = (
+                row[s.column(pid, s.OUTCOME)] == "ELIGIBLE"
+                and row[s.column(pid, s.KEPT)]
+                and row[s.column(pid, s.AMOUNT)] > 0
+            )
             for city in (row[s.CITY], "330000"):
                 n, fen = out.get((pid, city), (0, 0))
                 if is_paid:
@@ -246,7 +253,9 @@ def totals_for(years: list[int], elderly: dict[str, int]) -> pl.DataFrame:
         for city, n in elderly.items()
         for band in ("0-17", "18-59", "60+")
     ]
-    return pl.DataFrame(rows, schema={"year": pl.Int32, "city_code": pl.String, "age_band": pl.String, "people": pl.Int64})
+    return pl.DataFrame(
+        rows, schema={"year": pl.Int32, "city_code": pl.String, "age_band": pl.String, "people": pl.Int64}
+    )
 
 
 def test_coverage_against_the_binding_target_with_its_margin() -> None:
@@ -324,12 +333,17 @@ def test_compare_counts_who_qualifies_loses_gains_and_what_it_costs(rise_and_cut
         row = living[city]
         assert (row["newly_eligible"], row["lost_eligibility"], row["gaining"], row["losing"]) == (10, 30, 30, 70)
         assert (row["gains_fen"], row["losses_fen"]) == (gains, losses)
-        assert row["monthly_cost_change_fen"] == gains + losses and row["annual_cost_change_fen"] == 12 * (gains + losses)
+        assert row["monthly_cost_change_fen"] == gains + losses and row["annual_cost_change_fen"] == 12 * (
+            gains + losses
+        )
     assert living["330200"]["gaining"] == living["330200"]["losing"] == living["330200"]["monthly_cost_change_fen"] == 0
     for program in (ELDERLY, CHILD):  # the dibao standard does not enter their amounts or tests
         rows = tables["summary"].filter(pl.col("program") == program)
         assert rows["monthly_cost_change_fen"].to_list() == [0] * rows.height
-    dist = {r["change_fen"]: r["people"] for r in tables["distribution"].filter(pl.col("program") == LIVING).iter_rows(named=True)}
+    dist = {
+        r["change_fen"]: r["people"]
+        for r in tables["distribution"].filter(pl.col("program") == LIVING).iter_rows(named=True)
+    }
     assert dist == {hz_new: 10, hz_new - hz_old: 20, -tl_old: 30, tl_new - tl_old: 40}
     assert set(tables["changes"]["version_after"]) == {proposed.version}
     assert set(tables["changes"]["version_before"]) == {base.version}
@@ -368,9 +382,11 @@ def test_html_report_renders_every_chart_without_the_network(tmp_path: Path) -> 
     decisions = pl.concat([hand_decisions(D(y, 12, 31)) for y in range(2016, 2021)])
     tables = build_report(decisions, totals_for(list(range(2016, 2021)), {"330100": 9_000, "330200": 11_000}), PROGRAMS)
     findings = tables.pop("findings_text")
-    change = pl.DataFrame({"program": [LIVING, LIVING, ELDERLY], "change_fen": [2100, -6400, 3000], "people": [20, 40, 5]})
+    change = pl.DataFrame(
+        {"program": [LIVING, LIVING, ELDERLY], "change_fen": [2100, -6400, 3000], "people": [20, 40, 5]}
+    )
     regions = {"330100": "杭州市 Hangzhou", "330200": "宁波市 Ningbo", "330000": "浙江省 Zhejiang"}
-    chart_set = {
+    chart_set: dict[str, alt.TopLevelMixin] = {
         "coverage": charts.coverage_chart(tables["coverage"], report.load_plan(), regions),
         "cost": charts.cost_chart(tables["indicators"], {}),
         "changes": charts.change_chart(change, {}),
@@ -387,8 +403,13 @@ def test_html_report_renders_every_chart_without_the_network(tmp_path: Path) -> 
     browser = Browser()
     try:
         browser.open(page_url(page))
-        marks = "Array.from(document.querySelectorAll('.chart')).map(d => d.querySelectorAll('svg path, svg line, svg rect, svg text').length)"
-        rendered = browser.wait_for(f"(() => {{ const m = {marks}; return m.length && m.every(n => n > 0) ? m : null; }})()")
+        marks = (
+            "Array.from(document.querySelectorAll('.chart'))"
+            ".map(d => d.querySelectorAll('svg path, svg line, svg rect, svg text').length)"
+        )
+        rendered = browser.wait_for(
+            f"(() => {{ const m = {marks}; return m.length && m.every(n => n > 0) ? m : null; }})()"
+        )
         assert rendered and len(rendered) == len(chart_set), browser.evaluate(marks)
         assert browser.evaluate("document.querySelectorAll('.chart svg').length") == len(chart_set)
         requests = browser.requests()
@@ -426,6 +447,8 @@ def test_materialize_keeps_a_proposals_own_overlays(tmp_path: Path) -> None:
     second = materialize(first, OVERLAYS / "nursing_full_60.yaml", tmp_path / "two")
     policy = load_policies(second)
     assert dibao_yuan(policy, "330106", ON) == 1150
-    assert policy.parameters["nursing_share_fully_dependent"].resolve(policy.regions.resolve("330106", ON), ON).value == Decimal("0.6")
+    assert policy.parameters["nursing_share_fully_dependent"].resolve(
+        policy.regions.resolve("330106", ON), ON
+    ).value == Decimal("0.6")
     shutil.rmtree(first)
     assert load_policies(second).version == policy.version

@@ -10,12 +10,14 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import altair as alt
 import polars as pl
 import vl_convert as vlc
+from altair.utils._importers import vl_version_for_vl_convert
 
 from service.engine.columnar import schema as s
 
@@ -37,30 +39,38 @@ def _names(regions: dict[str, str], codes: pl.Series) -> pl.Series:
     return codes.replace_strict(regions, default=codes)
 
 
-def coverage_chart(cov: pl.DataFrame, plan: list[Figure], regions: dict[str, str]) -> alt.LayerChart:
+def coverage_chart(cov: pl.DataFrame, plan: list[Figure], regions: dict[str, str]) -> alt.TopLevelMixin:
     data = cov.with_columns(_names(regions, cov[s.CITY]).alias("city")).select("year", "city", "coverage")
     targets = pl.DataFrame(
-        [{"year": f.year, "target": f.value, "label": f"{f.year} {f.kind} {f.value:.1%}"} for f in plan if f.measure == "coverage"],
+        [
+            {"year": f.year, "target": f.value, "label": f"{f.year} {f.kind} {f.value:.1%}"}
+            for f in plan
+            if f.measure == "coverage"
+        ],
         schema={"year": pl.Int32, "target": pl.Float64, "label": pl.String},
     )
     lines = (
         alt.Chart(data)
         .mark_line(point=True)
         .encode(
-            x=alt.X("year:O", title="年份 year"),
+            x=alt.X("year:O", title="年份 year", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("coverage:Q", title="养老服务补贴覆盖率 coverage of people 60+", axis=alt.Axis(format="%")),
             color=alt.Color("city:N", title="城市 city"),
             tooltip=["year:O", "city:N", alt.Tooltip("coverage:Q", format=".2%")],
         )
     )
     rules = alt.Chart(targets).mark_rule(strokeDash=[6, 3], color="firebrick").encode(y="target:Q")
-    labels = alt.Chart(targets).mark_text(align="left", dx=4, dy=-6, color="firebrick").encode(y="target:Q", text="label:N")
+    labels = (
+        alt.Chart(targets).mark_text(align="left", dx=4, dy=-6, color="firebrick").encode(y="target:Q", text="label:N")
+    )
     return alt.layer(lines, rules, labels).properties(
-        title="养老服务补贴覆盖率与规划目标 Elderly care subsidy coverage against the plan's target", width=560, height=320
+        title="养老服务补贴覆盖率与规划目标 Elderly care subsidy coverage against the plan's target",
+        width=560,
+        height=320,
     )
 
 
-def cost_chart(table: pl.DataFrame, names: dict[str, str]) -> alt.Chart:
+def cost_chart(table: pl.DataFrame, names: dict[str, str]) -> alt.TopLevelMixin:
     data = (
         table.filter(pl.col(s.CITY) == PROVINCE)
         .with_columns(
@@ -73,7 +83,7 @@ def cost_chart(table: pl.DataFrame, names: dict[str, str]) -> alt.Chart:
         alt.Chart(data)
         .mark_bar()
         .encode(
-            x=alt.X("year:O", title="年份 year"),
+            x=alt.X("year:O", title="年份 year", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("million_yuan:Q", title="年度支出（百万元）annual cost, million yuan"),
             color=alt.Color("program_name:N", title="项目 program"),
             tooltip=["year:O", "program_name:N", alt.Tooltip("million_yuan:Q", format=",.2f"), "annual_basis:N"],
@@ -82,7 +92,7 @@ def cost_chart(table: pl.DataFrame, names: dict[str, str]) -> alt.Chart:
     )
 
 
-def change_chart(dist: pl.DataFrame, names: dict[str, str]) -> alt.Chart:
+def change_chart(dist: pl.DataFrame, names: dict[str, str]) -> alt.TopLevelMixin:
     data = dist.with_columns(
         _names(names, dist[PROGRAM]).alias("program_name"), (pl.col("change_fen") / 100).alias("change_yuan")
     ).select("program_name", "change_yuan", "people")
@@ -145,7 +155,7 @@ def remote_references(page: str) -> list[str]:
 def write_report(
     out: Path,
     title: str,
-    charts: dict[str, alt.TopLevelMixin],
+    charts: Mapping[str, alt.TopLevelMixin],
     tables: dict[str, pl.DataFrame],
     findings: list[str],
     png: Path | None = None,
@@ -163,12 +173,12 @@ def write_report(
     body += [f'<div class="chart" id="{name}"></div>' for name in specs]
     for name, table in tables.items():
         body.append(f"<h2>{html.escape(name)}</h2><p>{name}.csv, {name}.parquet</p>{_table_html(table)}")
-    from altair.utils._importers import vl_version_for_vl_convert
-
+    # Vega, Vega-Lite and vega-embed, inline: the one script the page runs besides its own
+    bundle = vlc.javascript_bundle(None, vl_version=vl_version_for_vl_convert())  # type: ignore[arg-type]  # the stub says str; None is the default snippet
     page = _PAGE.format(
         title=html.escape(title),
         font=FONT,
-        bundle=vlc.javascript_bundle(vl_version=vl_version_for_vl_convert()),
+        bundle=bundle,
         body="\n".join(body),
         specs=json.dumps(specs, default=str).replace("</", "<\\/"),
     )

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from population.backends import Backend, Decider
+from population.online import OnlineDecider
 from service.__main__ import default_policies
 from service.engine.columnar import schema as s
 from service.policy.loader import load_policies
@@ -29,6 +30,7 @@ planning_app = typer.Typer(help="Planning: the plan's indicators, what a change 
 console = Console()
 
 Policies = Annotated[Path, typer.Option(help="policy directory")]
+POLICIES = Path(default_policies())
 Scale = Annotated[float, typer.Option(help="share of the province to generate (1.0: all of it)")]
 Seed = Annotated[int, typer.Option(help="seed of the synthetic population")]
 PersonsOpt = Annotated[Path | None, typer.Option(help="a person table (Parquet) instead of the synthetic one")]
@@ -71,6 +73,10 @@ def _dates(years: str | None, as_of: list[str] | None) -> list[dt.date]:
     return runs.year_ends(int(first), int(last or first))
 
 
+def _fixed(population: Population, on: dt.date) -> runs.PersonsFor:
+    return lambda _month: population.persons(on)
+
+
 def _check_cluster(cluster: str | None) -> None:
     if cluster:
         # The distributed run belongs to the population job (population/cli.py); until it is wired
@@ -109,7 +115,7 @@ def report_command(
     as_of: Annotated[list[str] | None, typer.Option("--as-of", help="dates instead of --years")] = None,
     months: Annotated[bool, typer.Option(help="annual cost as the sum of 12 month-runs, not 12 x the date's")] = False,
     png: Annotated[Path | None, typer.Option(help="directory for the charts as PNG")] = None,
-    policies: Policies = Path(default_policies()),
+    policies: Policies = POLICIES,
     overlay: OverlayOpt = None,
     scale: Scale = 0.001,
     seed: Seed = 1,
@@ -125,13 +131,14 @@ def report_command(
         decider = runs.decider(policies, overlay, Path(work))
         decisions = runs.decide_dates(decider, population.persons, dates)
         month_runs = (
-            {on: runs.decide_dates(decider, lambda _on: population.persons(on), runs.month_starts(on.year)) for on in dates}
+            # each month of a year decides the people generated for the year's date
+            {on: runs.decide_dates(decider, _fixed(population, on), runs.month_starts(on.year)) for on in dates}
             if months
             else None
         )
     result = build_report(decisions, population.totals(dates), decider.programs, month_runs)
     cities, programs = _labels(policies)
-    findings = result.pop("findings_text")  # type: ignore[arg-type]
+    findings = result.pop("findings_text")
     target = charts.write_report(
         out,
         f"规划指标 Plan indicators (policy {decider.version})",
@@ -194,7 +201,7 @@ def compare_command(
     to_date: Annotated[str | None, typer.Option(help="... and the second")] = None,
     on: Annotated[str | None, typer.Option(help="the date of an overlay comparison (default: its first date)")] = None,
     png: Annotated[Path | None, typer.Option(help="directory for the charts as PNG")] = None,
-    policies: Policies = Path(default_policies()),
+    policies: Policies = POLICIES,
     scale: Scale = 0.001,
     seed: Seed = 1,
     persons: PersonsOpt = None,
@@ -233,9 +240,7 @@ def build_compare(before: pl.DataFrame, after: pl.DataFrame, programs: list[str]
         "summary": compare.summary(change),
         "distribution": compare.distribution(change),
         # only the people whose outcome or amount changed (the rest are the summary's unchanged)
-        "changes": change.filter(
-            (pl.col("change_fen") != 0) | (pl.col("outcome_before") != pl.col("outcome_after"))
-        ),
+        "changes": change.filter((pl.col("change_fen") != 0) | (pl.col("outcome_before") != pl.col("outcome_after"))),
     }
 
 
@@ -248,7 +253,7 @@ def explain_command(
     on: Annotated[str | None, typer.Option(help="the date of an overlay comparison (default: its first date)")] = None,
     lang: Annotated[str, typer.Option(help="zh or en")] = "en",
     width: Annotated[int, typer.Option(help="terminal width")] = 160,
-    policies: Policies = Path(default_policies()),
+    policies: Policies = POLICIES,
     scale: Scale = 0.001,
     seed: Seed = 1,
     persons: PersonsOpt = None,
@@ -260,5 +265,6 @@ def explain_command(
         # a receipt is the online decision, whatever backend the population runs use
         before, day_before, after, day_after = _sides(policies, overlay, from_date, to_date, on, Path(work), "online")
         row = compare.person_row(population.persons(day_after), reference)
-        text = compare.explain(row, (before, day_before), (after, day_after), lang, width)  # type: ignore[arg-type]
+        assert isinstance(before, OnlineDecider) and isinstance(after, OnlineDecider)
+        text = compare.explain(row, (before, day_before), (after, day_after), lang, width)
     print(text)

@@ -90,7 +90,10 @@ def indicators(
                 .then(pl.col("months_fen").fill_null(0))
                 .otherwise(pl.col("annual_cost_fen"))
                 .alias("annual_cost_fen"),
-                pl.when(pl.col(s.AS_OF) == on).then(pl.lit("months")).otherwise(pl.col("annual_basis")).alias("annual_basis"),
+                pl.when(pl.col(s.AS_OF) == on)
+                .then(pl.lit("months"))
+                .otherwise(pl.col("annual_basis"))
+                .alias("annual_basis"),
             )
             .drop("months_fen")
         )
@@ -195,7 +198,9 @@ def against_plan(
     findings: list[str] = []
     for fig in plan:
         on_rows = table.filter((pl.col("year") == fig.year) & (pl.col(s.CITY) == PROVINCE))
-        dates = sorted(set(on_rows[s.AS_OF].to_list()) | set(summary.filter(pl.col(s.AS_OF).dt.year() == fig.year)[s.AS_OF]))
+        dates = sorted(
+            set(on_rows[s.AS_OF].to_list()) | set(summary.filter(pl.col(s.AS_OF).dt.year() == fig.year)[s.AS_OF])
+        )
         row: dict[str, Any] = {
             "indicator": fig.indicator,
             "year": fig.year,
@@ -212,7 +217,9 @@ def against_plan(
         }
         label = f"{fig.indicator} ({fig.name}), {fig.year}"
         if not dates:
-            findings.append(f"{label}: the plan's {_fmt(fig.measure, fig.value)} is not compared: {fig.year} was not run")
+            findings.append(
+                f"{label}: the plan's {_fmt(fig.measure, fig.value)} is not compared: {fig.year} was not run"
+            )
             rows.append(row)
             continue
         on = dates[-1]

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from . import model
-from .overlay import OVERLAY_DIR, apply, file_digest, load_overlay, overlaid_version
 from .expressions import (
     All,
     Cmp,
@@ -31,6 +30,7 @@ from .expressions import (
     parse_condition,
     parse_operand,
 )
+from .overlay import OVERLAY_DIR, apply, file_digest, load_overlay, overlaid_version
 from .policyset import Division, Parameter, PolicySet, Program, RegionError, Regions, Rule
 from .yamlio import PolicyFileError, YamlDoc
 
@@ -181,7 +181,9 @@ def load_policies(root: str | Path, overlay: str | Path | None = None) -> Policy
             raise PolicyFileError(f"{path}: parameter {path.stem} is defined twice ({param_docs[path.stem].path})")
         parameters[path.stem] = Parameter(path.stem, _validate(doc, model.ParameterFile))
         param_docs[path.stem] = doc
-    for source in ([root / OVERLAY_DIR] if (root / OVERLAY_DIR).is_dir() else []) + ([Path(overlay)] if overlay else []):
+    for source in ([root / OVERLAY_DIR] if (root / OVERLAY_DIR).is_dir() else []) + (
+        [Path(overlay)] if overlay else []
+    ):
         parameters = apply(load_overlay(source), parameters, regions, manifest.period)
 
     programs: dict[str, Program] = {}

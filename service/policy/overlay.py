@@ -91,7 +91,9 @@ def load_overlay(path: str | Path) -> Overlay:
         try:
             parsed = OverlayFile.model_validate(doc.data)
         except ValidationError as exc:
-            problems = [f"{doc.where(tuple(e['loc']))}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            problems = [
+                f"{doc.where(tuple(e['loc']))}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            ]
             raise PolicyFileError("invalid overlay file:\n  " + "\n  ".join(problems)) from None
         digests.append(file_digest(file))
         changes += [LoadedChange(c, doc, i) for i, c in enumerate(parsed.changes)]
