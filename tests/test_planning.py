@@ -16,12 +16,13 @@ from typing import Any
 import altair as alt
 import polars as pl
 import pytest
+import typer
 from cdp import Browser, chromium, page_url
 from support import POLICIES
 from typer.testing import CliRunner
 
 from population.planning import charts, compare, report, runs
-from population.planning.commands import build_compare, build_report, planning_app
+from population.planning.commands import build_compare, build_report, planning_app, register, yuan_text
 from service.engine.columnar import schema as s
 from service.policy.loader import load_policies, policy_version
 from service.policy.overlay import load_overlay, materialize
@@ -435,9 +436,17 @@ def test_commands_report_compare_explain(tmp_path: Path) -> None:
     summary = pl.read_parquet(tmp_path / "c" / "summary.parquet")
     row = summary.filter((pl.col("program") == LIVING) & (pl.col("city_code") == "330000")).row(0, named=True)
     assert row["newly_eligible"] == 10 and row["gaining"] == 30
-    done = cli.invoke(planning_app, ["explain", "--reference", "hz-between", "--overlay", str(overlay), *given])
+    assert (tmp_path / "c" / "summary.md").read_text(encoding="utf-8").startswith("| program |")
+    mounted = typer.Typer()  # as population/cli.py mounts them
+    mounted.callback()(lambda: None)
+    register(mounted)
+    done = cli.invoke(mounted, ["explain", "--reference", "hz-between", "--overlay", str(overlay), *given])
     assert done.exit_code == 0, done.output
     assert "345.00" in done.output
+    dates = ["--from-date", "2020-06-30", "--to-date", "2020-07-01", "--out", str(tmp_path / "d"), *given]
+    done = cli.invoke(mounted, ["compare", *dates])
+    assert done.exit_code == 0, done.output
+    assert pl.read_parquet(tmp_path / "d" / "distribution.parquet").height > 0
     done = cli.invoke(planning_app, ["compare", "--out", str(tmp_path / "x"), *given])
     assert done.exit_code != 0
 
@@ -452,3 +461,9 @@ def test_materialize_keeps_a_proposals_own_overlays(tmp_path: Path) -> None:
     ).value == Decimal("0.6")
     shutil.rmtree(first)
     assert load_policies(second).version == policy.version
+
+
+def test_yuan_text_is_exact_for_losses_too() -> None:
+    assert [yuan_text(f) for f in (0, 5, -5, 34500, -640, -123456789)] == [
+        "0.00", "0.05", "-0.05", "345.00", "-6.40", "-1,234,567.89"
+    ]  # fmt: skip

@@ -49,13 +49,16 @@ def coverage_chart(cov: pl.DataFrame, plan: list[Figure], regions: dict[str, str
         ],
         schema={"year": pl.Int32, "target": pl.Float64, "label": pl.String},
     )
+    province = regions.get(PROVINCE, PROVINCE)
     lines = (
         alt.Chart(data)
         .mark_line(point=True)
         .encode(
             x=alt.X("year:O", title="年份 year", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("coverage:Q", title="养老服务补贴覆盖率 coverage of people 60+", axis=alt.Axis(format="%")),
-            color=alt.Color("city:N", title="城市 city"),
+            color=alt.Color("city:N", title="城市 city", legend=alt.Legend(labelLimit=400)),
+            # the province, which the target is set for, drawn heavier than its cities
+            strokeWidth=alt.condition(alt.datum.city == province, alt.value(4), alt.value(1.5)),
             tooltip=["year:O", "city:N", alt.Tooltip("coverage:Q", format=".2%")],
         )
     )
@@ -85,7 +88,7 @@ def cost_chart(table: pl.DataFrame, names: dict[str, str]) -> alt.TopLevelMixin:
         .encode(
             x=alt.X("year:O", title="年份 year", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("million_yuan:Q", title="年度支出（百万元）annual cost, million yuan"),
-            color=alt.Color("program_name:N", title="项目 program"),
+            color=alt.Color("program_name:N", title="项目 program", legend=alt.Legend(labelLimit=400)),
             tooltip=["year:O", "program_name:N", alt.Tooltip("million_yuan:Q", format=",.2f"), "annual_basis:N"],
         )
         .properties(title="各项目年度支出 Annual cost by program (province)", width=560, height=320)
@@ -102,7 +105,7 @@ def change_chart(dist: pl.DataFrame, names: dict[str, str]) -> alt.TopLevelMixin
         .encode(
             x=alt.X("change_yuan:Q", title="每月变化（元）monthly change, yuan", bin=alt.Bin(maxbins=40)),
             y=alt.Y("sum(people):Q", title="人数 people"),
-            color=alt.Color("program_name:N", title="项目 program"),
+            color=alt.Color("program_name:N", title="项目 program", legend=alt.Legend(labelLimit=400)),
             tooltip=["program_name:N", alt.Tooltip("sum(people):Q", format=",")],
         )
         .properties(title="增减分布 Distribution of monthly gains and losses", width=560, height=320)

@@ -92,13 +92,60 @@ def _labels(policies: Path) -> tuple[dict[str, str], dict[str, str]]:
     return cities, programs
 
 
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.2%}" if abs(value) < 1 else f"{value:,.0f}"
+    return str(value)
+
+
 def _print_table(title: str, table: pl.DataFrame) -> None:
     out = Table(title=title, show_lines=False)
     for c in table.columns:
         out.add_column(c, overflow="fold")
     for row in table.iter_rows():
-        out.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row))
+        out.add_row(*(_cell(v) for v in row))
     console.print(out)
+
+
+def markdown(table: pl.DataFrame) -> str:
+    """A table as Markdown (for a README), numbers as the terminal shows them."""
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * table.width]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.iter_rows()]
+    return "\n".join(lines) + "\n"
+
+
+def plan_view(plan: pl.DataFrame) -> pl.DataFrame:
+    return plan.select("indicator", "year", "kind", "plan_value", "model_value", "margin", "status")
+
+
+def change_view(summary: pl.DataFrame, names: dict[str, str]) -> pl.DataFrame:
+    """The what-if summary in people and yuan: who is affected, what it costs a month and a year."""
+    yuan = [c for c in summary.columns if c.endswith("_fen")]
+    return summary.select(
+        pl.col("program").replace_strict(names, default=pl.col("program")),
+        s.CITY,
+        "newly_eligible",
+        "lost_eligibility",
+        "gaining",
+        "losing",
+        *(
+            pl.col(c).map_elements(yuan_text, return_dtype=pl.String).alias(c.removesuffix("_fen") + "_yuan")
+            for c in yuan
+            if "change" in c
+        ),
+    )
+
+
+def yuan_text(fen: int) -> str:
+    """Integer fen as yuan with two decimals, exactly (no float)."""
+    sign, whole = ("-" if fen < 0 else ""), abs(fen)
+    return f"{sign}{whole // 100:,}.{whole % 100:02d}"
 
 
 def _overlay_lines(policies: Path, overlay: Path) -> list[str]:
@@ -150,7 +197,8 @@ def report_command(
         findings,
         png,
     )
-    _print_table("The plan against the model", result["plan"])
+    (out / "plan.md").write_text(markdown(plan_view(result["plan"])), encoding="utf-8")
+    _print_table("The plan against the model", plan_view(result["plan"]))
     for line in findings:
         console.print(f"finding: {line}", highlight=False)
     console.print(f"wrote {target} and the tables beside it", highlight=False)
@@ -227,10 +275,13 @@ def compare_command(
         lines,
         png,
     )
-    province = tables["summary"].filter(pl.col(s.CITY) == report.PROVINCE).drop(s.CITY)
+    view = change_view(tables["summary"], {pid: pid.replace("_", " ") for pid in before.programs})
+    counts = ["newly_eligible", "lost_eligibility", "gaining", "losing"]
+    changed = view.filter(pl.any_horizontal(pl.col(c) != 0 for c in counts))
+    (out / "summary.md").write_text(markdown(changed), encoding="utf-8")
     for line in lines:
         console.print(line, highlight=False)
-    _print_table("Province, per program (people; fen a month, fen a year)", province)
+    _print_table("Who is affected and what it costs (people; yuan)", changed)
     console.print(f"wrote {target} and the tables beside it", highlight=False)
 
 
@@ -268,3 +319,10 @@ def explain_command(
         assert isinstance(before, OnlineDecider) and isinstance(after, OnlineDecider)
         text = compare.explain(row, (before, day_before), (after, day_after), lang, width)
     print(text)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `report`, `compare` and `explain` to another Typer app (population/cli.py's `app`)."""
+    app.command("report")(report_command)
+    app.command("compare")(compare_command)
+    app.command("explain")(explain_command)

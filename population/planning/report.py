@@ -234,7 +234,13 @@ def against_plan(
             continue
         if fig.measure == "coverage":
             cov = coverage(table.filter(pl.col(s.AS_OF) == on), totals, fig.program, fig.age_band or "60+")
-            model_value = float(cov.filter(pl.col(s.CITY) == PROVINCE)["coverage"].item())
+            province = cov.filter(pl.col(s.CITY) == PROVINCE)["coverage"]
+            if province.is_empty() or province.item() is None:
+                row["status"] = "no totals"
+                findings.append(f"{label}: not compared: the population has no {fig.age_band} totals for {fig.year}")
+                rows.append(row)
+                continue
+            model_value = float(province.item())
         else:
             model_value = float(decided["recipients"].item())
         margin = model_value - fig.value
