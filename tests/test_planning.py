@@ -33,6 +33,7 @@ PROGRAMS = ["elderly_care_subsidy", "child_basic_living_allowance", "disability_
 HANGZHOU_URBAN = ["330102", "330103", "330104", "330105", "330106", "330108", "330109", "330110", "330111"]
 OVERLAYS = Path(__file__).resolve().parents[1] / "population" / "planning" / "overlays"
 ON = D(2021, 1, 1)
+# The deciders of the population runs are runs.BACKEND's (the one switch); a receipt is always the online one.
 
 
 def person_table(rows: list[dict[str, Any]]) -> pl.DataFrame:
@@ -123,7 +124,7 @@ def test_materialized_proposal_loads_with_the_overlay_and_its_own_version(tmp_pa
     assert policy_version(root) == loaded.version == load_policies(POLICIES, overlay).version
     assert loaded.version != load_policies(POLICIES).version == policy_version(POLICIES)
     assert materialize(POLICIES, overlay, tmp_path / "again") and policy_version(tmp_path / "again") == loaded.version
-    decider = runs.decider(POLICIES, overlay, tmp_path / "w", backend="online")
+    decider = runs.decider(POLICIES, overlay, tmp_path / "w")
     decided = decider.decide(people(ON).head(1), ON)
     assert decided[s.POLICY_VERSION].to_list() == [loaded.version]
 
@@ -296,7 +297,7 @@ def test_2015_disagreement_with_the_plan_is_reported_as_a_finding() -> None:
 def test_report_over_the_online_decider() -> None:
     """End to end on real decisions: the elderly paid are the two dibao elders built to qualify."""
     on = D(2020, 12, 31)
-    decider = runs.decider(POLICIES, backend="online")
+    decider = runs.decider(POLICIES)
     decisions = runs.decide_dates(decider, people, [on])
     table = report.indicators(decisions, decider.programs)
     elderly = table.filter((pl.col("program") == ELDERLY) & (pl.col("city_code") == "330000")).row(0, named=True)
@@ -319,8 +320,8 @@ def allowance_fen(policy: Any, region: str, on: dt.date) -> int:
 def test_compare_counts_who_qualifies_loses_gains_and_what_it_costs(rise_and_cut: Path, tmp_path: Path) -> None:
     base, proposed = load_policies(POLICIES), load_policies(POLICIES, rise_and_cut)
     persons = people(ON)
-    before = runs.decider(POLICIES, backend="online").decide(persons, ON)
-    after = runs.decider(POLICIES, rise_and_cut, tmp_path, backend="online").decide(persons, ON)
+    before = runs.decider(POLICIES).decide(persons, ON)
+    after = runs.decider(POLICIES, rise_and_cut, tmp_path).decide(persons, ON)
     tables = build_compare(before, after, PROGRAMS)
     living = {r["city_code"]: r for r in tables["summary"].filter(pl.col("program") == LIVING).iter_rows(named=True)}
 
@@ -354,7 +355,7 @@ def test_compare_two_dates_under_one_policy() -> None:
     """Hangzhou's urban standard rose from 1,017 to 1,080 yuan on 2020-07-01 (the policy files)."""
     policy = load_policies(POLICIES)
     first, second = D(2020, 6, 30), D(2020, 7, 1)
-    decider = runs.decider(POLICIES, backend="online")
+    decider = runs.decider(POLICIES)
     persons = people(second).filter(pl.col(s.REFERENCE) == "hz-dibao-disabled")
     tables = build_compare(decider.decide(persons, first), decider.decide(persons, second), PROGRAMS)
     row = tables["summary"].filter((pl.col("program") == LIVING) & (pl.col("city_code") == "330000")).row(0, named=True)

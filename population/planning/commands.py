@@ -73,10 +73,6 @@ def _dates(years: str | None, as_of: list[str] | None) -> list[dt.date]:
     return runs.year_ends(int(first), int(last or first))
 
 
-def _fixed(population: Population, on: dt.date) -> runs.PersonsFor:
-    return lambda _month: population.persons(on)
-
-
 def _check_cluster(cluster: str | None) -> None:
     if cluster:
         # The distributed run belongs to the population job (population/cli.py); until it is wired
@@ -121,7 +117,9 @@ def markdown(table: pl.DataFrame) -> str:
 
 
 def plan_view(plan: pl.DataFrame) -> pl.DataFrame:
-    return plan.select("indicator", "year", "kind", "plan_value", "model_value", "margin", "status")
+    return plan.select(
+        "indicator", pl.col("year").cast(pl.String), "kind", "plan_value", "model_value", "margin", "status"
+    )
 
 
 def change_view(summary: pl.DataFrame, names: dict[str, str]) -> pl.DataFrame:
@@ -178,8 +176,9 @@ def report_command(
         decider = runs.decider(policies, overlay, Path(work))
         decisions = runs.decide_dates(decider, population.persons, dates)
         month_runs = (
-            # each month of a year decides the people generated for the year's date
-            {on: runs.decide_dates(decider, _fixed(population, on), runs.month_starts(on.year)) for on in dates}
+            # each month of the year decides the population as it stands that month (the same people,
+            # generated for the month's first day: their assessments and ages as of then)
+            {on: runs.decide_dates(decider, population.persons, runs.month_starts(on.year)) for on in dates}
             if months
             else None
         )
@@ -315,7 +314,10 @@ def explain_command(
     with tempfile.TemporaryDirectory(prefix="planning-") as work:
         # a receipt is the online decision, whatever backend the population runs use
         before, day_before, after, day_after = _sides(policies, overlay, from_date, to_date, on, Path(work), "online")
-        row = compare.person_row(population.persons(day_after), reference)
+        try:
+            row = compare.person_row(population.persons(day_after), reference)
+        except LookupError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--reference") from None
         assert isinstance(before, OnlineDecider) and isinstance(after, OnlineDecider)
         text = compare.explain(row, (before, day_before), (after, day_after), lang, width)
     print(text)
