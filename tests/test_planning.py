@@ -243,7 +243,8 @@ def test_annual_cost_from_month_runs_is_their_sum() -> None:
     on = D(2020, 12, 31)
     months = [hand_decisions(D(2020, m, 1)) for m in range(1, 13)]
     months[0] = months[0].filter(pl.col(s.REFERENCE) != "b")  # b paid 11 months of 12
-    table = report.indicators(hand_decisions(on), PROGRAMS, {on: pl.concat(months)})
+    month_tables = pl.concat(report.indicators(m, PROGRAMS) for m in months)
+    table = report.annual_from_months(report.indicators(hand_decisions(on), PROGRAMS), {on: month_tables})
     row = table.filter((pl.col("program") == ELDERLY) & (pl.col("city_code") == "330200")).row(0, named=True)
     assert row["annual_basis"] == "months" and row["annual_cost_fen"] == 11 * 200 * 50_000
 

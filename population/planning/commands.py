@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import polars as pl
 import typer
@@ -40,30 +40,31 @@ OverlayOpt = Annotated[Path | None, typer.Option(help="a proposed change: overla
 
 
 class Population:
-    """The people for a date: generated (and kept, a date is asked for more than once), or given."""
+    """The people for a date: generated (one date at a time: a run keeps only what it aggregates),
+    or given."""
 
     def __init__(self, scale: float, seed: int, persons: Path | None, totals: Path | None):
         self.scale, self.seed = scale, seed
         self.given = pl.read_parquet(persons) if persons else None
         self.given_totals = pl.read_parquet(totals) if totals else None
-        self._made: dict[dt.date, Any] = {}
-
-    def _generate(self, on: dt.date) -> Any:
-        if on not in self._made:
-            from population.synthetic import generate  # type: ignore[import-not-found,unused-ignore]  # issue 14
-
-            self._made[on] = generate(on=on, scale=self.scale, seed=self.seed)
-        return self._made[on]
+        self.generated_totals: pl.DataFrame | None = None
 
     def persons(self, on: dt.date) -> pl.DataFrame:
-        return self.given if self.given is not None else self._generate(on).persons
+        if self.given is not None:
+            return self.given
+        from population.synthetic import generate  # type: ignore[import-not-found,unused-ignore]  # issue 14
 
-    def totals(self, dates: list[dt.date]) -> pl.DataFrame:
+        made = generate(on=on, scale=self.scale, seed=self.seed)
+        self.generated_totals = made.totals  # every year's, the same for every date
+        return cast(pl.DataFrame, made.persons)
+
+    def totals(self) -> pl.DataFrame:
         if self.given is not None:
             if self.given_totals is None:
                 raise typer.BadParameter("--persons needs --totals (the population's people by year, city, age band)")
             return self.given_totals
-        return pl.concat([self._generate(on).totals for on in dates]).unique(["year", "city_code", "age_band"])
+        assert self.generated_totals is not None, "totals are known once a population was generated"
+        return self.generated_totals
 
 
 def _dates(years: str | None, as_of: list[str] | None) -> list[dt.date]:
@@ -174,15 +175,27 @@ def report_command(
     population = Population(scale, seed, persons, totals)
     with tempfile.TemporaryDirectory(prefix="planning-") as work:
         decider = runs.decider(policies, overlay, Path(work))
-        decisions = runs.decide_dates(decider, population.persons, dates)
-        month_runs = (
+        tables, summaries = [], []
+        for on in dates:  # one date's decisions at a time: only their aggregates are kept
+            decisions = decider.decide(population.persons(on), on)
+            tables.append(report.indicators(decisions, decider.programs))
+            summaries.append(report.run_summary(decisions))
+            del decisions
+        table = pl.concat(tables)
+        if months:
             # each month of the year decides the population as it stands that month (the same people,
             # generated for the month's first day: their assessments and ages as of then)
-            {on: runs.decide_dates(decider, population.persons, runs.month_starts(on.year)) for on in dates}
-            if months
-            else None
-        )
-    result = build_report(decisions, population.totals(dates), decider.programs, month_runs)
+            table = report.annual_from_months(
+                table,
+                {
+                    on: pl.concat(
+                        report.indicators(decider.decide(population.persons(m), m), decider.programs)
+                        for m in runs.month_starts(on.year)
+                    )
+                    for on in dates
+                },
+            )
+    result = finish_report(table, pl.concat(summaries), population.totals())
     cities, programs = _labels(policies)
     findings = result.pop("findings_text")
     target = charts.write_report(
@@ -203,16 +216,14 @@ def report_command(
     console.print(f"wrote {target} and the tables beside it", highlight=False)
 
 
-def build_report(
-    decisions: pl.DataFrame,
-    totals: pl.DataFrame,
-    programs: list[str],
-    months: dict[dt.date, pl.DataFrame] | None = None,
-) -> dict[str, Any]:
+def build_report(decisions: pl.DataFrame, totals: pl.DataFrame, programs: list[str]) -> dict[str, Any]:
     """The report's tables from decision tables and totals: indicators, coverage, plan, runs."""
-    table = report.indicators(decisions, programs, months)
+    return finish_report(report.indicators(decisions, programs), report.run_summary(decisions), totals)
+
+
+def finish_report(table: pl.DataFrame, summary: pl.DataFrame, totals: pl.DataFrame) -> dict[str, Any]:
+    """The report's tables from the indicators and run summaries of every date, and the totals."""
     plan = report.load_plan()
-    summary = report.run_summary(decisions)
     coverage_figs = [f for f in plan if f.measure == "coverage"]
     program, band = (coverage_figs[0].program, coverage_figs[0].age_band or "60+") if coverage_figs else ("", "60+")
     cov = report.coverage(table, totals, program, band)

@@ -54,13 +54,9 @@ def _with_province(table: pl.DataFrame, keys: list[str], sums: list[str]) -> pl.
     return pl.concat([table, province]).sort(keys)
 
 
-def indicators(
-    decisions: pl.DataFrame, programs: list[str], months: dict[dt.date, pl.DataFrame] | None = None
-) -> pl.DataFrame:
-    """Per date, program and city (and the province, 330000): recipients, monthly and annual cost.
-
-    `months`: for a date, the decision tables of the twelve month-runs of its year, concatenated
-    (any as_of); given, that date's annual cost is their sum (annual_basis "months")."""
+def indicators(decisions: pl.DataFrame, programs: list[str]) -> pl.DataFrame:
+    """Per date, program and city (and the province, 330000): recipients, monthly and annual cost
+    (12 x the monthly cost on the date: annual_basis "12x"; see `annual_from_months`)."""
     keys = [s.AS_OF, PROGRAM, s.CITY]
     long = paid_long(decisions, programs).filter(pl.col(s.CITY).is_not_null())
     paid = pl.col("paid")
@@ -69,37 +65,41 @@ def indicators(
         (pl.col(s.WEIGHT) * pl.col(s.AMOUNT)).filter(paid).sum().cast(pl.Int64).alias("monthly_cost_fen"),
     )
     table = _with_province(table, keys, ["recipients", "monthly_cost_fen"])
-    table = table.with_columns(
+    return table.select(
+        s.AS_OF,
         pl.col(s.AS_OF).dt.year().cast(pl.Int32).alias("year"),
+        PROGRAM,
+        s.CITY,
+        "recipients",
+        "monthly_cost_fen",
         (pl.col("monthly_cost_fen") * 12).alias("annual_cost_fen"),
         pl.lit("12x").alias("annual_basis"),
-    )
-    for on, runs in (months or {}).items():
+    ).sort(s.AS_OF, PROGRAM, s.CITY)
+
+
+def annual_from_months(table: pl.DataFrame, months: dict[dt.date, pl.DataFrame]) -> pl.DataFrame:
+    """The annual cost of each date in `months` as the sum of the monthly costs of its month-runs
+    (`months[date]`: the `indicators` of the runs on the first of each month of its year)."""
+    keys = [s.AS_OF, PROGRAM, s.CITY]
+    for on, runs in months.items():
         year_cost = (
-            paid_long(runs, programs)
-            .filter(pl.col(s.CITY).is_not_null() & pl.col("paid"))
-            .group_by(PROGRAM, s.CITY)
-            .agg((pl.col(s.WEIGHT) * pl.col(s.AMOUNT)).sum().cast(pl.Int64).alias("months_fen"))
+            runs.group_by(PROGRAM, s.CITY)
+            .agg(pl.col("monthly_cost_fen").sum().alias("months_fen"))
             .with_columns(pl.lit(on).alias(s.AS_OF))
         )
-        year_cost = _with_province(year_cost, keys, ["months_fen"])
+        this = pl.col(s.AS_OF) == on
         table = (
             table.join(year_cost, on=keys, how="left")
             .with_columns(
-                pl.when(pl.col(s.AS_OF) == on)
+                pl.when(this)
                 .then(pl.col("months_fen").fill_null(0))
-                .otherwise(pl.col("annual_cost_fen"))
+                .otherwise("annual_cost_fen")
                 .alias("annual_cost_fen"),
-                pl.when(pl.col(s.AS_OF) == on)
-                .then(pl.lit("months"))
-                .otherwise(pl.col("annual_basis"))
-                .alias("annual_basis"),
+                pl.when(this).then(pl.lit("months")).otherwise(pl.col("annual_basis")).alias("annual_basis"),
             )
             .drop("months_fen")
         )
-    return table.select(
-        s.AS_OF, "year", PROGRAM, s.CITY, "recipients", "monthly_cost_fen", "annual_cost_fen", "annual_basis"
-    ).sort(s.AS_OF, PROGRAM, s.CITY)
+    return table
 
 
 def run_summary(decisions: pl.DataFrame) -> pl.DataFrame:
