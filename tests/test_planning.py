@@ -285,7 +285,8 @@ def test_2015_disagreement_with_the_plan_is_reported_as_a_finding() -> None:
     on = D(2015, 12, 31)
     decisions = hand_decisions(on)  # 7 children covered; the plan reports 45,800
     decisions = decisions.with_columns(pl.lit(None, pl.String).alias(s.column(ELDERLY, s.OUTCOME)))  # not in force
-    tables = build_report(decisions, totals_for([2015], {"330100": 9_000, "330200": 11_000}), PROGRAMS)
+    decisions = pl.concat([decisions, hand_decisions(D(2016, 12, 31))])  # decided from 2016
+    tables = build_report(decisions, totals_for([2015, 2016], {"330100": 9_000, "330200": 11_000}), PROGRAMS)
     plan = {r["indicator"]: r for r in tables["plan"].filter(pl.col("year") == 2015).iter_rows(named=True)}
     assert plan["children_covered"]["status"] == "disagrees"
     assert plan["children_covered"]["model_value"] == 7 and plan["children_covered"]["margin"] == 7 - 45_800
@@ -293,6 +294,8 @@ def test_2015_disagreement_with_the_plan_is_reported_as_a_finding() -> None:
     text = " ".join(tables["findings_text"])
     assert "45,800" in text and "disagree" in text
     assert "250,000" in text and "not decided on 2015-12-31" in text
+    later = next(f for f in tables["findings_text"] if f.startswith("elderly_subsidy_recipients"))
+    assert f"on 2016-12-31, the first date it is decided in this run, the model gives {300 + 200:,}" in later
 
 
 def test_report_over_the_online_decider() -> None:

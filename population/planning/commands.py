@@ -160,6 +160,9 @@ def report_command(
     years: Annotated[str, typer.Option(help="first-last: each year's last day")] = "2015-2020",
     as_of: Annotated[list[str] | None, typer.Option("--as-of", help="dates instead of --years")] = None,
     months: Annotated[bool, typer.Option(help="annual cost as the sum of 12 month-runs, not 12 x the date's")] = False,
+    plan_years: Annotated[
+        bool, typer.Option(help="also run the years the plan gives figures for (2015), for the comparison")
+    ] = True,
     png: Annotated[Path | None, typer.Option(help="directory for the charts as PNG")] = None,
     policies: Policies = POLICIES,
     overlay: OverlayOpt = None,
@@ -172,11 +175,13 @@ def report_command(
     """Recipients and cost per program, city and year, and the plan's indicators against the model."""
     _check_cluster(cluster)
     dates = _dates(years, as_of)
+    plan = report.load_plan()
+    extra = sorted({runs.year_end(f.year) for f in plan} - set(dates)) if plan_years else []
     population = Population(scale, seed, persons, totals)
     with tempfile.TemporaryDirectory(prefix="planning-") as work:
         decider = runs.decider(policies, overlay, Path(work))
         tables, summaries = [], []
-        for on in dates:  # one date's decisions at a time: only their aggregates are kept
+        for on in sorted([*dates, *extra]):  # one date's decisions at a time: only their aggregates are kept
             decisions = decider.decide(population.persons(on), on)
             tables.append(report.indicators(decisions, decider.programs))
             summaries.append(report.run_summary(decisions))
@@ -192,18 +197,19 @@ def report_command(
                         report.indicators(decider.decide(population.persons(m), m), decider.programs)
                         for m in runs.month_starts(on.year)
                     )
-                    for on in dates
+                    for on in sorted([*dates, *extra])
                 },
             )
     result = finish_report(table, pl.concat(summaries), population.totals())
     cities, programs = _labels(policies)
     findings = result.pop("findings_text")
+    asked = pl.col(s.AS_OF).is_in(dates)  # the charts show the dates asked for; the tables every date run
     target = charts.write_report(
         out,
         f"规划指标 Plan indicators (policy {decider.version})",
         {
-            "coverage": charts.coverage_chart(result["coverage"], report.load_plan(), cities),
-            "cost": charts.cost_chart(result["indicators"], programs),
+            "coverage": charts.coverage_chart(result["coverage"].filter(asked), plan, cities),
+            "cost": charts.cost_chart(result["indicators"].filter(asked), programs),
         },
         result,
         findings,

@@ -189,22 +189,41 @@ def _fmt(measure: str, value: float) -> str:
     return f"{value:.2%}" if measure == "coverage" else f"{value:,.0f}"
 
 
+def _model_value(table: pl.DataFrame, totals: pl.DataFrame, fig: Figure, on: dt.date) -> float | None:
+    """The model's figure for the province on a date: None when the program is not decided then
+    (or, for a coverage, the population has no totals for the year)."""
+    rows = table.filter((pl.col(s.AS_OF) == on) & (pl.col(PROGRAM) == fig.program) & (pl.col(s.CITY) == PROVINCE))
+    if rows.is_empty():
+        return None
+    if fig.measure != "coverage":
+        return float(rows["recipients"].item())
+    cov = coverage(table.filter(pl.col(s.AS_OF) == on), totals, fig.program, fig.age_band or "60+")
+    province = cov.filter(pl.col(s.CITY) == PROVINCE)["coverage"]
+    return None if province.is_empty() or province.item() is None else float(province.item())
+
+
+def _margin(fig: Figure, margin: float) -> str:
+    return f"{margin:+.2%}" if fig.measure == "coverage" else f"{margin:+,.0f}"
+
+
 def against_plan(
     table: pl.DataFrame, totals: pl.DataFrame, plan: list[Figure], summary: pl.DataFrame
 ) -> tuple[pl.DataFrame, list[str]]:
     """The model against each of the plan's figures for the province, with the margin, and the
-    findings: where the model misses a target or disagrees with what the plan reports."""
+    findings: where the model misses a target or disagrees with what the plan reports. A figure is
+    compared on the last run date of its year; where the program is not decided then, the finding
+    also gives the model's figure on the first later date it is decided (for orientation, not as the
+    comparison)."""
     rows: list[dict[str, Any]] = []
     findings: list[str] = []
+    run_dates = sorted(set(summary[s.AS_OF].to_list()) | set(table[s.AS_OF].to_list()))
     for fig in plan:
-        on_rows = table.filter((pl.col("year") == fig.year) & (pl.col(s.CITY) == PROVINCE))
-        dates = sorted(
-            set(on_rows[s.AS_OF].to_list()) | set(summary.filter(pl.col(s.AS_OF).dt.year() == fig.year)[s.AS_OF])
-        )
+        in_year = [d for d in run_dates if d.year == fig.year]
+        on = in_year[-1] if in_year else None
         row: dict[str, Any] = {
             "indicator": fig.indicator,
             "year": fig.year,
-            "as_of": dates[-1] if dates else None,
+            "as_of": on,
             "kind": fig.kind,
             "comparison": fig.comparison,
             "binding": fig.binding,
@@ -215,62 +234,48 @@ def against_plan(
             "source": fig.source,
             "confidence": fig.confidence,
         }
+        rows.append(row)
         label = f"{fig.indicator} ({fig.name}), {fig.year}"
-        if not dates:
-            findings.append(
-                f"{label}: the plan's {_fmt(fig.measure, fig.value)} is not compared: {fig.year} was not run"
-            )
-            rows.append(row)
+        plan_text = _fmt(fig.measure, fig.value)
+        if on is None:
+            findings.append(f"{label}: the plan's {plan_text} is not compared: {fig.year} was not run")
             continue
-        on = dates[-1]
-        decided = on_rows.filter((pl.col(s.AS_OF) == on) & (pl.col(PROGRAM) == fig.program))
-        if decided.is_empty():
+        value = _model_value(table, totals, fig, on)
+        if value is None:
             row["status"] = "not decided"
-            findings.append(
-                f"{label}: the model cannot reproduce the plan's {_fmt(fig.measure, fig.value)}: "
-                f"{fig.program} is not decided on {on} (outside its period, or no parameter values then)"
+            text = (
+                f"{label}: the model cannot reproduce the plan's {plan_text}: {fig.program} is not decided on {on} "
+                "(outside its period, no parameter values then, or no totals for the year)"
             )
-            rows.append(row)
+            later = [(d, v) for d in run_dates if d > on and (v := _model_value(table, totals, fig, d)) is not None]
+            if later:
+                d, v = later[0]
+                text += f"; on {d}, the first date it is decided in this run, the model gives {_fmt(fig.measure, v)}"
+                text += f" ({v / fig.value:.0%} of the plan's {fig.year} figure)"
+            findings.append(text)
             continue
-        if fig.measure == "coverage":
-            cov = coverage(table.filter(pl.col(s.AS_OF) == on), totals, fig.program, fig.age_band or "60+")
-            province = cov.filter(pl.col(s.CITY) == PROVINCE)["coverage"]
-            if province.is_empty() or province.item() is None:
-                row["status"] = "no totals"
-                findings.append(f"{label}: not compared: the population has no {fig.age_band} totals for {fig.year}")
-                rows.append(row)
-                continue
-            model_value = float(province.item())
-        else:
-            model_value = float(decided["recipients"].item())
-        margin = model_value - fig.value
-        row.update(model_value=model_value, margin=margin)
-        undecided = summary.filter(pl.col(s.AS_OF) == on)
-        note = ""
-        if not undecided.is_empty() and undecided["undecided_people"].item():
-            note = f" ({undecided['undecided_people'].item():,} people could not be decided on {on})"
+        margin = value - fig.value
+        row.update(model_value=value, margin=margin)
+        undecided = summary.filter(pl.col(s.AS_OF) == on)["undecided_people"].sum()
+        note = f" ({undecided:,} people could not be decided on {on})" if undecided else ""
+        model_text = _fmt(fig.measure, value)
         if fig.kind == "target":
-            met = model_value >= fig.value if fig.comparison == "ge" else model_value <= fig.value
+            met = value >= fig.value if fig.comparison == "ge" else value <= fig.value
             row["status"] = "met" if met else "not met"
+            sign = ">=" if fig.comparison == "ge" else "<="
             findings.append(
-                f"{label}: {'binding ' if fig.binding else ''}target {'>=' if fig.comparison == 'ge' else '<='} "
-                f"{_fmt(fig.measure, fig.value)}; the model gives {_fmt(fig.measure, model_value)} on {on}, "
-                f"margin {margin:+.2%}: {row['status']}{note}"
-                if fig.measure == "coverage"
-                else f"{label}: target {_fmt(fig.measure, fig.value)}; the model gives {_fmt(fig.measure, model_value)}"
-                f" on {on}, margin {margin:+,.0f}: {row['status']}{note}"
+                f"{label}: {'binding ' if fig.binding else ''}target {sign} {plan_text}; the model gives {model_text} "
+                f"on {on}, margin {_margin(fig, margin)}: {row['status']}{note}"
             )
         else:
             agrees = abs(margin) <= (fig.tolerance or 0) * fig.value
             row["status"] = "agrees" if agrees else "disagrees"
             if not agrees:
                 findings.append(
-                    f"{label}: the plan reports {_fmt(fig.measure, fig.value)}, the model gives "
-                    f"{_fmt(fig.measure, model_value)} on {on} ({model_value / fig.value:.0%} of the plan's figure; "
-                    f"tolerance {fig.tolerance:.0%}): the model and the plan disagree. This is a finding, "
-                    f"not tuned away{note}"
+                    f"{label}: the plan reports {plan_text}, the model gives {model_text} on {on} "
+                    f"({value / fig.value:.0%} of the plan's figure; tolerance {fig.tolerance or 0:.0%}): "
+                    f"the model and the plan disagree. This is a finding, not tuned away{note}"
                 )
-        rows.append(row)
     schema = {
         "indicator": pl.String,
         "year": pl.Int32,

@@ -34,8 +34,13 @@ def decide_dates(decider: Decider, persons_for: PersonsFor, dates: Iterable[dt.d
     return pl.concat([decider.decide(persons_for(on), on) for on in dates], how="vertical_relaxed")
 
 
+def year_end(year: int) -> dt.date:
+    """The date that stands for a year: its last day (population/data/plan_indicators.yaml)."""
+    return dt.date(year, 12, 31)
+
+
 def year_ends(first: int, last: int) -> list[dt.date]:
-    return [dt.date(year, 12, 31) for year in range(first, last + 1)]
+    return [year_end(year) for year in range(first, last + 1)]
 
 
 def month_starts(year: int) -> list[dt.date]:
