@@ -394,6 +394,7 @@ def test_html_report_renders_every_chart_without_the_network(tmp_path: Path) -> 
     regions = {"330100": "杭州市 Hangzhou", "330200": "宁波市 Ningbo", "330000": "浙江省 Zhejiang"}
     chart_set: dict[str, alt.TopLevelMixin] = {
         "coverage": charts.coverage_chart(tables["coverage"], report.load_plan(), regions),
+        "coverage_by_city": charts.coverage_by_city_chart(tables["coverage"], report.load_plan(), regions),
         "cost": charts.cost_chart(tables["indicators"], {}),
         "changes": charts.change_chart(change, {}),
     }

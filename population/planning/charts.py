@@ -56,7 +56,9 @@ def coverage_chart(cov: pl.DataFrame, plan: list[Figure], regions: dict[str, str
         .encode(
             x=alt.X("year:O", title="年份 year", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("coverage:Q", title="养老服务补贴覆盖率 coverage of people 60+", axis=alt.Axis(format="%")),
-            color=alt.Color("city:N", title="城市 city", legend=alt.Legend(labelLimit=400)),
+            color=alt.Color(
+                "city:N", title="城市 city", legend=alt.Legend(labelLimit=400), scale=alt.Scale(scheme="tableau20")
+            ),
             # the province, which the target is set for, drawn heavier than its cities
             strokeWidth=alt.condition(alt.datum.city == province, alt.value(4), alt.value(1.5)),
             tooltip=["year:O", "city:N", alt.Tooltip("coverage:Q", format=".2%")],
@@ -70,6 +72,39 @@ def coverage_chart(cov: pl.DataFrame, plan: list[Figure], regions: dict[str, str
         title="养老服务补贴覆盖率与规划目标 Elderly care subsidy coverage against the plan's target",
         width=560,
         height=320,
+    )
+
+
+def coverage_by_city_chart(cov: pl.DataFrame, plan: list[Figure], regions: dict[str, str]) -> alt.TopLevelMixin:
+    """The last year's coverage per city (and the province) against the plan's target."""
+    year = int(cov["year"].max())  # type: ignore[arg-type]  # a year column: an int
+    last = cov.filter(pl.col("year") == year)
+    data = last.with_columns(_names(regions, last[s.CITY]).alias("city")).select("year", "city", "coverage")
+    targets = [f for f in plan if f.measure == "coverage" and f.kind == "target"]
+    goal = pl.DataFrame(
+        {"target": [f.value for f in targets], "label": [f"{f.year} target {f.value:.1%}" for f in targets]},
+        schema={"target": pl.Float64, "label": pl.String},
+    )
+    bars = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y("city:N", title="城市 city", sort="-x"),
+            x=alt.X("coverage:Q", title=f"{year} 覆盖率 coverage of people 60+", axis=alt.Axis(format="%")),
+            color=alt.condition(
+                alt.datum.city == regions.get(PROVINCE, PROVINCE), alt.value("#333333"), alt.value("#4c78a8")
+            ),
+            tooltip=["city:N", alt.Tooltip("coverage:Q", format=".2%")],
+        )
+    )
+    rule = alt.Chart(goal).mark_rule(strokeDash=[6, 3], color="firebrick", size=2).encode(x="target:Q")
+    text = (
+        alt.Chart(goal)
+        .mark_text(align="left", dx=4, dy=-4, color="firebrick", baseline="bottom")
+        .encode(x="target:Q", text="label:N", y=alt.value(0))
+    )
+    return alt.layer(bars, rule, text).properties(
+        title=f"{year} 各市养老服务补贴覆盖率与目标 Coverage by city against the target", width=560, height=320
     )
 
 

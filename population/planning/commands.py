@@ -209,6 +209,7 @@ def report_command(
         f"规划指标 Plan indicators (policy {decider.version})",
         {
             "coverage": charts.coverage_chart(result["coverage"].filter(asked), plan, cities),
+            "coverage_by_city": charts.coverage_by_city_chart(result["coverage"].filter(asked), plan, cities),
             "cost": charts.cost_chart(result["indicators"].filter(asked), programs),
         },
         result,
