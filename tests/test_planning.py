@@ -467,6 +467,8 @@ def test_materialize_keeps_a_proposals_own_overlays(tmp_path: Path) -> None:
     ).value == Decimal("0.6")
     shutil.rmtree(first)
     assert load_policies(second).version == policy.version
+    # the same two overlays given as a directory to the loader: the same set, the same version
+    assert load_policies(POLICIES, OVERLAYS).version == policy.version
 
 
 def test_yuan_text_is_exact_for_losses_too() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import polars as pl
 import typer
@@ -56,7 +56,8 @@ class Population:
 
         made = generate(on=on, scale=self.scale, seed=self.seed)
         self.generated_totals = made.totals  # every year's, the same for every date
-        return cast(pl.DataFrame, made.persons)
+        persons: pl.DataFrame = made.persons
+        return persons
 
     def totals(self) -> pl.DataFrame:
         if self.given is not None:
