@@ -181,10 +181,12 @@ def load_policies(root: str | Path, overlay: str | Path | None = None) -> Policy
             raise PolicyFileError(f"{path}: parameter {path.stem} is defined twice ({param_docs[path.stem].path})")
         parameters[path.stem] = Parameter(path.stem, _validate(doc, model.ParameterFile))
         param_docs[path.stem] = doc
-    for source in ([root / OVERLAY_DIR] if (root / OVERLAY_DIR).is_dir() else []) + (
-        [Path(overlay)] if overlay else []
-    ):
-        parameters = apply(load_overlay(source), parameters, regions, manifest.period)
+    own = root / OVERLAY_DIR  # a proposed set written out as a directory (overlay.materialize)
+    if own.is_dir() and any(own.rglob("*.yaml")):
+        parameters = apply(load_overlay(own), parameters, regions, manifest.period)
+    proposal = load_overlay(overlay) if overlay else None
+    if proposal:
+        parameters = apply(proposal, parameters, regions, manifest.period)
 
     programs: dict[str, Program] = {}
     docs: dict[str, YamlDoc] = {}
@@ -204,7 +206,7 @@ def load_policies(root: str | Path, overlay: str | Path | None = None) -> Policy
 
     version = policy_version(root)
     policy = PolicySet(
-        overlaid_version(version, load_overlay(overlay).digests) if overlay else version,
+        overlaid_version(version, proposal.digests) if proposal else version,
         manifest,
         dict(facts),
         regions,
