@@ -455,6 +455,9 @@ def test_commands_report_compare_explain(tmp_path: Path) -> None:
     assert pl.read_parquet(tmp_path / "d" / "distribution.parquet").height > 0
     done = cli.invoke(planning_app, ["compare", "--out", str(tmp_path / "x"), *given])
     assert done.exit_code != 0
+    bad = write_overlay(tmp_path / "bad.yaml", change("no_such_parameter"))
+    done = cli.invoke(planning_app, ["compare", "--overlay", str(bad), "--out", str(tmp_path / "x"), *given])
+    assert done.exit_code == 2 and "bad.yaml" in done.output and "no_such_parameter" in done.output
 
 
 def test_materialize_keeps_a_proposals_own_overlays(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ date, or a person table and totals given as Parquet files (--persons, --totals).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +25,7 @@ from service.__main__ import default_policies
 from service.engine.columnar import schema as s
 from service.policy.loader import load_policies
 from service.policy.overlay import apply, describe, first_date, load_overlay
+from service.policy.yamlio import PolicyFileError
 
 from . import charts, compare, report, runs
 
@@ -73,6 +76,15 @@ def _dates(years: str | None, as_of: list[str] | None) -> list[dt.date]:
         return sorted(dt.date.fromisoformat(d) for d in as_of)
     first, _, last = (years or "2015-2020").partition("-")
     return runs.year_ends(int(first), int(last or first))
+
+
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    """A bad policy or overlay file is a usage error naming the file, not a traceback."""
+    try:
+        yield
+    except PolicyFileError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _check_cluster(cluster: str | None) -> None:
@@ -180,7 +192,8 @@ def report_command(
     extra = sorted({runs.year_end(f.year) for f in plan} - set(dates)) if plan_years else []
     population = Population(scale, seed, persons, totals)
     with tempfile.TemporaryDirectory(prefix="planning-") as work:
-        decider = runs.decider(policies, overlay, Path(work))
+        with _usage_errors():
+            decider = runs.decider(policies, overlay, Path(work))
         tables, summaries = [], []
         for on in sorted([*dates, *extra]):  # one date's decisions at a time: only their aggregates are kept
             decisions = decider.decide(population.persons(on), on)
@@ -278,7 +291,8 @@ def compare_command(
     _check_cluster(cluster)
     population = Population(scale, seed, persons, totals)
     with tempfile.TemporaryDirectory(prefix="planning-") as work:
-        before, day_before, after, day_after = _sides(policies, overlay, from_date, to_date, on, Path(work))
+        with _usage_errors():
+            before, day_before, after, day_after = _sides(policies, overlay, from_date, to_date, on, Path(work))
         people = population.persons(day_after)  # the same people on both sides
         decisions_before = before.decide(people, day_before)
         decisions_after = after.decide(people, day_after)
@@ -332,7 +346,10 @@ def explain_command(
     population = Population(scale, seed, persons, totals)
     with tempfile.TemporaryDirectory(prefix="planning-") as work:
         # a receipt is the online decision, whatever backend the population runs use
-        before, day_before, after, day_after = _sides(policies, overlay, from_date, to_date, on, Path(work), "online")
+        with _usage_errors():
+            before, day_before, after, day_after = _sides(
+                policies, overlay, from_date, to_date, on, Path(work), "online"
+            )
         try:
             row = compare.person_row(population.persons(day_after), reference)
         except LookupError as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from population.backends import Backend, Decider, load_decider
+from service.policy.loader import load_policies
 from service.policy.overlay import materialize
 
 # The one place the backend is chosen: "online" (exact, slow) until the columnar decider lands.
@@ -25,6 +26,7 @@ def decider(
     directory with the overlay in it, so any backend loads it; its version hashes the overlay in)."""
     if overlay is None:
         return load_decider(policies, backend or BACKEND)
+    load_policies(policies, overlay)  # a bad overlay is refused naming its own file, not the copy
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="proposed-policies-"))
     return load_decider(materialize(policies, overlay, root / "policies"), backend or BACKEND)
 
