@@ -327,6 +327,8 @@ def test_compare_counts_who_qualifies_loses_gains_and_what_it_costs(rise_and_cut
     before = runs.decider(POLICIES).decide(persons, ON)
     after = runs.decider(POLICIES, rise_and_cut, tmp_path).decide(persons, ON)
     tables = build_compare(before, after, PROGRAMS)
+    slim = build_compare(compare.slim(before, PROGRAMS), compare.slim(after, PROGRAMS), PROGRAMS)
+    assert all(slim[name].equals(tables[name]) for name in tables)
     living = {r["city_code"]: r for r in tables["summary"].filter(pl.col("program") == LIVING).iter_rows(named=True)}
 
     hz_old, hz_new = allowance_fen(base, "330106", ON), allowance_fen(proposed, "330106", ON)

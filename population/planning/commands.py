@@ -294,8 +294,9 @@ def compare_command(
         with _usage_errors():
             before, day_before, after, day_after = _sides(policies, overlay, from_date, to_date, on, Path(work))
         people = population.persons(day_after)  # the same people on both sides
-        decisions_before = before.decide(people, day_before)
-        decisions_after = after.decide(people, day_after)
+        decisions_before = compare.slim(before.decide(people, day_before), before.programs)
+        decisions_after = compare.slim(after.decide(people, day_after), after.programs)
+        del people
     tables = build_compare(decisions_before, decisions_after, before.programs)
     lines = _overlay_lines(policies, overlay) if overlay else [f"{day_before} -> {day_after} under {before.version}"]
     cities, programs = _labels(policies)

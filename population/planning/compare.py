@@ -50,6 +50,13 @@ def _side(decisions: pl.DataFrame, programs: list[str]) -> pl.DataFrame:
     )
 
 
+def slim(decisions: pl.DataFrame, programs: list[str]) -> pl.DataFrame:
+    """Only the columns a comparison reads (a whole province's decision tables are large)."""
+    keep = [s.REFERENCE, s.WEIGHT, s.CITY, s.POLICY_VERSION, s.AS_OF]
+    keep += [s.column(pid, c) for pid in programs for c in (s.OUTCOME, s.AMOUNT)]
+    return decisions.select(c for c in keep if c in decisions.columns)
+
+
 def changes(before: pl.DataFrame, after: pl.DataFrame, programs: list[str]) -> pl.DataFrame:
     """Per person and program, both sides and the change (people in only one table are left out)."""
     b, a = _side(before, programs), _side(after, programs)
