@@ -30,6 +30,7 @@ from .expressions import (
     parse_condition,
     parse_operand,
 )
+from .overlay import OVERLAY_DIR, apply, file_digest, load_overlay, overlaid_version
 from .policyset import Division, Parameter, PolicySet, Program, RegionError, Regions, Rule
 from .yamlio import PolicyFileError, YamlDoc
 
@@ -41,11 +42,15 @@ MAX_TESTS_PER_ATTRIBUTE = 511
 
 
 def policy_version(root: Path) -> str:
-    """Content hash of the policy files that decide (test cases excluded)."""
+    """Content hash of the policy files that decide (test cases excluded), with the overlays in
+    `overlays/` folded in after it (overlay.overlaid_version)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*.yaml") if "tests" not in p.relative_to(root).parts):
+    skip = {"tests", OVERLAY_DIR}
+    for path in sorted(p for p in root.rglob("*.yaml") if not skip & set(p.relative_to(root).parts)):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    overlays = root / OVERLAY_DIR
+    proposals = sorted(overlays.rglob("*.yaml")) if overlays.is_dir() else []
+    return overlaid_version(digest.hexdigest()[:16], [file_digest(p) for p in proposals])
 
 
 def _validate(doc: YamlDoc, cls: type[M]) -> M:
@@ -157,7 +162,9 @@ def _load_regions(doc: YamlDoc) -> Regions:
     return regions
 
 
-def load_policies(root: str | Path) -> PolicySet:
+def load_policies(root: str | Path, overlay: str | Path | None = None) -> PolicySet:
+    """The policy set in `root`, with its own `overlays/` applied, then `overlay` (a proposal: a YAML
+    file or directory, overlay.py) whose hash then joins the version."""
     root = Path(root)
     if not (root / "policy.yaml").is_file():
         raise PolicyFileError(f"{root}: not a policy directory (no policy.yaml)")
@@ -174,6 +181,12 @@ def load_policies(root: str | Path) -> PolicySet:
             raise PolicyFileError(f"{path}: parameter {path.stem} is defined twice ({param_docs[path.stem].path})")
         parameters[path.stem] = Parameter(path.stem, _validate(doc, model.ParameterFile))
         param_docs[path.stem] = doc
+    own = root / OVERLAY_DIR  # a proposed set written out as a directory (overlay.materialize)
+    if own.is_dir() and any(own.rglob("*.yaml")):
+        parameters = apply(load_overlay(own), parameters, regions, manifest.period)
+    proposal = load_overlay(overlay) if overlay else None
+    if proposal:
+        parameters = apply(proposal, parameters, regions, manifest.period)
 
     programs: dict[str, Program] = {}
     docs: dict[str, YamlDoc] = {}
@@ -191,8 +204,9 @@ def load_policies(root: str | Path) -> PolicySet:
         _rule(inter_doc, r, "referral", None, ("referrals", i), groups) for i, r in enumerate(inter.referrals)
     )
 
+    version = policy_version(root)
     policy = PolicySet(
-        policy_version(root),
+        overlaid_version(version, proposal.digests) if proposal else version,
         manifest,
         dict(facts),
         regions,
