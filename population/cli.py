@@ -2,14 +2,13 @@
 
 `subsidy-population run` decides every person of a table on one or several dates and writes one
 row per person and date (the decision table of service/engine/columnar/schema.py). Other commands
-join the same Typer `app`: a module defines `@app.command()` functions and is listed in
-COMMAND_MODULES, imported before the app runs.
+join the same Typer `app`: planning's `report`, `compare` and `explain`
+(population/planning/commands.py `register`), added by main().
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import json
 import re
 import signal
@@ -27,9 +26,6 @@ from service.__main__ import default_policies
 
 from .io import JobError, is_postgres, open_sink, open_source
 from .job import BACKENDS, Stats, check_dates, check_reference, run_local
-
-# Modules that add commands to `app` (imported by main()).
-COMMAND_MODULES: tuple[str, ...] = ()
 
 app = typer.Typer(
     name="subsidy-population",
@@ -229,8 +225,10 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    for name in COMMAND_MODULES:
-        importlib.import_module(name)
+    from .planning.commands import register
+
+    if not any(c.name == "report" for c in app.registered_commands):  # main() may run more than once
+        register(app)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         _main(argv)
