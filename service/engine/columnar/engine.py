@@ -1,0 +1,486 @@
+"""The columnar decider: a person table and a date in, the decision table (schema.py) out, deciding
+every row exactly as the online engine (decide.Engine, through the service core) decides a request.
+
+The order of work follows decide.Engine.evaluate: the service's refusals of a row (request.to_case),
+a date outside the policy period, a parameter not in force for the row's region and date; then
+every program in force (interactions need them all), its rules three-valued, its outcome, routes,
+amount and missing facts; the defaults it rests on (the rules evaluated again with unstated facts
+unknown); the interactions in the policy's order; the referrals on stated facts alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ...convert import spelled
+from ...policy.expressions import Cmp, Fact, condition_refs, leaves, operand_refs
+from ...policy.loader import load_policies
+from ...policy.policyset import PolicySet, Program, Rule
+from ...request import resolve_region
+from ..decide import ELIGIBLE, INELIGIBLE, ROUNDING, UNDETERMINED
+from . import schema as s
+from .compile import KEY, UNSTATED, VALUES, Compiler, fact_column, leaf_facts
+from .rows import refusals, row_facts, suspect
+from .tables import KeyTable, in_force, outside_period
+
+OUTCOME_CODES = {INELIGIBLE: 0, UNDETERMINED: 1, ELIGIBLE: 2}
+OUTCOME_NAMES = list(OUTCOME_CODES)
+MASK_BITS = 62  # labels per Int64 bit mask
+ERROR = "__error"
+
+
+def _int(value: int) -> pl.Expr:
+    return pl.lit(value, pl.Int64())
+
+
+def _is_true(e: pl.Expr) -> pl.Expr:
+    return e.fill_null(False)
+
+
+def _is_false(e: pl.Expr) -> pl.Expr:
+    return e.not_().fill_null(False)
+
+
+def _any(parts: Iterable[pl.Expr]) -> pl.Expr:
+    found = list(parts)
+    return functools.reduce(operator.or_, found) if found else pl.lit(False)
+
+
+def _bits(parts: Sequence[tuple[pl.Expr, int]]) -> pl.Expr:
+    """The sum of the bits whose condition holds (null counts as not holding)."""
+    if not parts:
+        return _int(0)
+    return pl.sum_horizontal([pl.when(_is_true(c)).then(_int(1 << b)).otherwise(_int(0)) for c, b in parts])
+
+
+def outcome_expr(program: Program, results: dict[str, pl.Expr]) -> pl.Expr:
+    """decide.Engine._outcome as an Int8 code (OUTCOME_CODES)."""
+    conditions = [results[r.id] for r in program.conditions]
+    exclusions = [results[r.id] for r in program.exclusions]
+    routes = [results[r.id] for r in program.routes]
+    adjustments = [results[r.id] for r in program.adjustments]
+    no_route = ~_any(_is_true(r) for r in routes)
+    code = {k: pl.lit(v, pl.Int8()) for k, v in OUTCOME_CODES.items()}
+    return (
+        pl.when(_any([*(_is_false(c) for c in conditions), *(_is_true(e) for e in exclusions)]))
+        .then(code[INELIGIBLE])
+        .when(
+            _any([*(c.is_null() for c in conditions), *(e.is_null() for e in exclusions)])
+            | (no_route & _any(r.is_null() for r in routes))
+        )
+        .then(code[UNDETERMINED])
+        .when(no_route)
+        .then(code[INELIGIBLE])
+        .when(_any(a.is_null() for a in adjustments))
+        .then(code[UNDETERMINED])
+        .otherwise(code[ELIGIBLE])
+    )
+
+
+def _reads(rule: Rule) -> list[str]:
+    """The facts a rule reads (decide._reads): its condition's and its amount's, sorted."""
+    refs = set(condition_refs(rule.when))
+    for formula in (rule.amount, rule.multiply):
+        if formula is not None:
+            refs |= set(operand_refs(formula))
+    return sorted(r.name for r in refs if isinstance(r, Fact))
+
+
+class Masks:
+    """Sets of labels held as Int64 bit masks per row, turned into sorted lists once per distinct mask."""
+
+    def __init__(self) -> None:
+        self.labels: dict[str, list[list[str]]] = {}  # column prefix -> labels of each mask column
+
+    def add(self, name: str, parts: Sequence[tuple[pl.Expr, str]]) -> list[pl.Expr]:
+        chunks = [parts[i : i + MASK_BITS] for i in range(0, len(parts), MASK_BITS)] or [[]]
+        self.labels[name] = [[label for _, label in chunk] for chunk in chunks]
+        return [
+            _bits([(cond, bit) for bit, (cond, _) in enumerate(chunk)]).alias(f"{name}#{i}")
+            for i, chunk in enumerate(chunks)
+        ]
+
+    def lists(self, frame: pl.DataFrame, name: str, label: Callable[[list[str]], list[str]] = sorted) -> pl.Series:
+        found = []
+        for i, labels in enumerate(self.labels[name]):
+            column = frame[f"{name}#{i}"]
+            masks = column.unique().to_list()
+            lists = [label([x for b, x in enumerate(labels) if m >> b & 1]) for m in masks]
+            index = column.replace_strict(masks, list(range(len(masks))), return_dtype=pl.UInt32())
+            found.append(pl.Series(lists, dtype=pl.List(pl.String())).gather(index))
+        if len(found) == 1:
+            return found[0]
+        return pl.DataFrame(found).select(pl.concat_list(pl.all()).list.sort()).to_series()
+
+
+class ColumnarDecider:
+    """A policy set compiled for whole tables of people (the `Decider` of population/backends.py)."""
+
+    def __init__(self, policy: PolicySet):
+        self.policy = policy
+        self.version = policy.version
+        self.programs = list(policy.programs)
+        self.keys = KeyTable(policy)
+        self.defaults = {n: f.default for n, f in policy.facts.items() if f.default is not None}
+        self.interactions = [ex.id for ex in policy.exclusions] + [c.id for c in policy.combinations]
+
+    @classmethod
+    def load(cls, policies: Path) -> ColumnarDecider:
+        return cls(load_policies(policies))
+
+    # The table ---------------------------------------------------------------------------------
+
+    def _persons(self, persons: pl.DataFrame) -> pl.DataFrame:
+        """The person columns in the schema's types (a column left out: unstated for every row)."""
+        return persons.select(
+            [
+                pl.col(c).cast(dtype) if c in persons.columns else pl.lit(None, dtype).alias(c)
+                for c, dtype in s.PERSON_SCHEMA.items()
+            ]
+        )
+
+    def decide_many(self, persons: pl.DataFrame, dates: list[dt.date]) -> pl.DataFrame:
+        """The decision table for each date, one after the other."""
+        frame = self._persons(persons)
+        carried = persons.select([c for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns])
+        return pl.concat([self._decide(frame, carried, on) for on in dates], how="vertical")
+
+    def decide(self, persons: pl.DataFrame, on: dt.date) -> pl.DataFrame:
+        carried = persons.select([c for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns])
+        return self._decide(self._persons(persons), carried, on)
+
+    def _decide(self, frame: pl.DataFrame, carried: pl.DataFrame, on: dt.date) -> pl.DataFrame:
+        policy = self.policy
+        programs = in_force(policy, on) if outside_period(policy, on) is None else []
+        frame = self._errors(frame, on)
+        keys = self.keys.keys
+        facts = row_facts(policy, on)
+        compiler = Compiler(policy, keys, facts)
+        rules = [r for pid in programs for r in policy.programs[pid].rules] + list(policy.referrals)
+        read = {n for r in rules for n in _reads(r)}
+        frame = frame.with_columns([e.alias(fact_column(n)) for n, e in facts.items() if n in read])
+
+        # Comparisons, once each (and again with unstated facts unknown where a default is read).
+        leaf_columns: dict[tuple[Cmp, str], str] = {}
+        exprs = []
+        for rule in rules:
+            modes = (UNSTATED,) if rule.kind == "referral" else (VALUES, UNSTATED)
+            for leaf in leaves(rule.when):
+                for mode in modes:
+                    mode = mode if compiler.defaultable(leaf_facts(leaf)) else VALUES
+                    if (leaf, mode) not in leaf_columns:
+                        name = leaf_columns[(leaf, mode)] = f"__leaf{len(leaf_columns)}"
+                        exprs.append(compiler.leaf(leaf, mode).alias(name))
+        frame = frame.with_columns(exprs)
+
+        def leaf_in(mode: str) -> Callable[[Cmp], pl.Expr]:
+            def column(leaf: Cmp) -> pl.Expr:
+                return pl.col(leaf_columns.get((leaf, mode)) or leaf_columns[(leaf, VALUES)])
+
+            return column
+
+        results: dict[str, pl.Expr] = {}  # rule id -> its result
+        unstated: dict[str, pl.Expr] = {}  # rule id -> its result with unstated facts unknown
+        exprs = []
+        for rule in rules:
+            if rule.kind != "referral":
+                exprs.append(compiler.condition(rule.when, leaf_in(VALUES)).alias(f"__rule.{rule.id}"))
+                results[rule.id] = pl.col(f"__rule.{rule.id}")
+            if rule.kind == "referral" or compiler.defaultable(_reads(rule)):
+                exprs.append(compiler.condition(rule.when, leaf_in(UNSTATED)).alias(f"__unstated.{rule.id}"))
+                unstated[rule.id] = pl.col(f"__unstated.{rule.id}")
+            else:
+                unstated[rule.id] = results[rule.id]
+        frame = frame.with_columns(exprs)
+
+        masks = Masks()
+        exprs = []
+        for pid in programs:
+            exprs += self._program(policy.programs[pid], compiler, results, unstated, masks)
+        exprs += self._referrals(compiler, leaf_in(UNSTATED), unstated, masks)
+        frame = frame.with_columns(exprs)
+        frame = self._interactions(frame, programs, results)
+        for pid in programs:
+            frame = frame.with_columns(masks.add(f"__interactions.{pid}", self._interaction_bits(pid)))
+        return self._output(frame, carried, on, programs, compiler, masks)
+
+    # Refusals ----------------------------------------------------------------------------------
+
+    def _errors(self, frame: pl.DataFrame, on: dt.date) -> pl.DataFrame:
+        """Each row's key (its region on the date) and the refusal the service would give it."""
+        policy = self.policy
+        codes: dict[str, int] = {}
+        for code in frame["region_code"].unique().drop_nulls().to_list():
+            bad: list[tuple[str, str]] = []
+            region = resolve_region(code, policy, "person.region_code", bad, on)
+            if region is not None:
+                codes[code] = self.keys.index(region, on)
+        key = pl.col("region_code").replace_strict(list(codes), list(codes.values()), default=None)
+        frame = frame.with_columns(key.cast(pl.UInt32()).alias(KEY))
+        flag = suspect(on, _today(policy)) | pl.col(KEY).is_null()
+        flagged = frame.with_row_index("__row").filter(flag)
+        errors = pl.repeat(None, frame.height, dtype=pl.String(), eager=True)
+        if flagged.height:
+            errors = errors.scatter(flagged["__row"], refusals(flagged, policy, on))
+        out_of_range = outside_period(policy, on)
+        frame = frame.with_columns(errors.alias(ERROR))
+        if out_of_range is not None:
+            return frame.with_columns(pl.col(ERROR).fill_null(out_of_range))
+        key_errors = [k.error for k in self.keys.keys]
+        if any(key_errors):
+            by_key = pl.lit(pl.Series(key_errors, dtype=pl.String())).gather(pl.col(KEY))
+            frame = frame.with_columns(pl.coalesce(pl.col(ERROR), by_key).alias(ERROR))
+        return frame
+
+    # Programs ----------------------------------------------------------------------------------
+
+    def _program(
+        self,
+        program: Program,
+        compiler: Compiler,
+        results: dict[str, pl.Expr],
+        unstated: dict[str, pl.Expr],
+        masks: Masks,
+    ) -> list[pl.Expr]:
+        pid = program.id
+        outcome = outcome_expr(program, results)
+        eligible = outcome == OUTCOME_CODES[ELIGIBLE]
+        exprs = [outcome.alias(f"__outcome.{pid}"), self._amount(program, compiler, results, eligible)]
+        # The facts each unknown rule lacks (decide._explain `absent`), for an undetermined outcome.
+        undetermined = outcome == OUTCOME_CODES[UNDETERMINED]
+        missing = []
+        for rule in program.rules:
+            names = list(dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)))
+            for name in names:
+                held = undetermined & results[rule.id].is_null() & compiler.fact(name, VALUES).is_null()
+                missing.append((held, f"{rule.id}:{name}"))
+        exprs += masks.add(f"__missing.{pid}", missing)
+        # The defaults a rule read that decided it (its result differs with them unknown), listed
+        # when leaving them unknown changes the program's outcome or routes (decide._decide_program).
+        assumed_parts: list[tuple[pl.Expr, str]] = []
+        assumed_rules = []
+        for rule in program.rules:
+            defaulted = [f for f in _reads(rule) if f in compiler.defaults and f not in compiler.key_facts]
+            if not defaulted:
+                continue
+            used = _any(compiler.stated(f).is_null() for f in defaulted)
+            assumed = used & results[rule.id].ne_missing(unstated[rule.id])
+            assumed_rules.append(assumed)
+            for f in defaulted:
+                label = f"{rule.id}:{f}={spelled(self.defaults[f])}"
+                assumed_parts.append((assumed & compiler.stated(f).is_null(), label))
+        if assumed_parts:
+            changed = (outcome_expr(program, unstated) != outcome) | _any(
+                _is_true(results[r.id]) != _is_true(unstated[r.id]) for r in program.routes
+            )
+            assumed_parts = [(held & changed, label) for held, label in assumed_parts]
+        exprs += masks.add(f"__assumptions.{pid}", assumed_parts)
+        return exprs
+
+    def _amount(self, program: Program, compiler: Compiler, results: dict[str, pl.Expr], eligible: pl.Expr) -> pl.Expr:
+        """The highest amount of the routes that hold, times each adjustment that holds, rounded:
+        computed exactly in Python for each key, each rank of route amount and each set of
+        adjustments, and picked per row by index."""
+        from ...policy.expressions import evaluate_operand
+
+        routes, adjustments = program.routes, program.adjustments
+        keys = compiler.keys
+        sets = 1 << len(adjustments)
+        width = len(routes) * sets
+        table: list[int | None] = []
+        ranks: list[list[int | None]] = [[] for _ in routes]
+        for k in keys:
+            amounts = [None if r.amount is None else evaluate_operand(r.amount, k.facts, k.params) for r in routes]
+            ordered = sorted({Decimal(a) for a in amounts if a is not None})
+            for i, a in enumerate(amounts):
+                ranks[i].append(None if a is None else ordered.index(Decimal(a)))
+            factors = [
+                None if a.multiply is None else evaluate_operand(a.multiply, k.facts, k.params) for a in adjustments
+            ]
+            for rank in range(len(routes)):
+                for chosen in range(sets):
+                    value: Decimal | None = ordered[rank] if rank < len(ordered) else None
+                    for j, factor in enumerate(factors):
+                        if value is not None and chosen >> j & 1:
+                            value = None if factor is None else value * factor
+                    table.append(None if value is None else ROUNDING[program.rounding](value))
+        best = pl.max_horizontal(
+            [pl.when(_is_true(results[r.id])).then(compiler.const(ranks[i], pl.Int64())) for i, r in enumerate(routes)]
+        )
+        chosen_set = _bits([(results[a.id], j) for j, a in enumerate(adjustments)])
+        index = pl.col(KEY).cast(pl.Int64()) * width + best * sets + chosen_set
+        amount = pl.lit(pl.Series(table, dtype=pl.Int64())).gather(index)
+        return pl.when(eligible).then(amount).otherwise(_int(0)).alias(f"__before.{program.id}")
+
+    # Interactions ------------------------------------------------------------------------------
+
+    def _interactions(self, frame: pl.DataFrame, programs: list[str], results: dict[str, pl.Expr]) -> pl.DataFrame:
+        """decide.Engine._interactions, in the policy's order, over the programs in force."""
+        policy = self.policy
+        code = OUTCOME_CODES[ELIGIBLE]
+        frame = frame.with_columns(
+            [pl.col(f"__before.{p}").alias(f"__amount.{p}") for p in programs]
+            + [pl.lit(False).alias(f"__taken.{p}") for p in programs]
+            + [pl.lit(0, pl.Int64()).alias(f"__inter.{p}") for p in programs]
+        )
+
+        def out(p: str) -> pl.Expr:
+            return pl.col(f"__outcome.{p}")
+
+        def amount(p: str) -> pl.Expr:
+            return pl.col(f"__amount.{p}")
+
+        def mark(p: str, applied: pl.Expr, bit: int) -> pl.Expr:
+            return (pl.col(f"__inter.{p}") | pl.when(applied).then(_int(1 << bit)).otherwise(_int(0))).alias(
+                f"__inter.{p}"
+            )
+
+        for bit, ex in enumerate(policy.exclusions):
+            if ex.program not in programs or ex.excludes not in programs:
+                continue
+            applied = (
+                (out(ex.program) == code) & _any(_is_true(results[r]) for r in ex.routes) & (out(ex.excludes) == code)
+            )
+            frame = frame.with_columns(
+                pl.when(applied)
+                .then(pl.lit(OUTCOME_CODES[INELIGIBLE], pl.Int8()))
+                .otherwise(out(ex.excludes))
+                .alias(f"__outcome.{ex.excludes}"),
+                pl.when(applied).then(_int(0)).otherwise(amount(ex.excludes)).alias(f"__amount.{ex.excludes}"),
+                mark(ex.program, applied, bit),
+                mark(ex.excludes, applied, bit),
+            )
+        for i, combo in enumerate(policy.combinations):
+            bit = len(policy.exclusions) + i
+            first, second = combo.programs
+            if first not in programs or second not in programs:
+                continue
+            applied = (out(first) == code) & (out(second) == code)
+            exprs = [mark(first, applied, bit), mark(second, applied, bit)]
+            if combo.mode == "take_higher":
+                first_kept = amount(first) >= amount(second)  # the first listed on a tie
+                for p, dropped in ((first, applied & ~first_kept), (second, applied & first_kept)):
+                    exprs += [
+                        pl.when(dropped).then(_int(0)).otherwise(amount(p)).alias(f"__amount.{p}"),
+                        (pl.col(f"__taken.{p}") | dropped).alias(f"__taken.{p}"),
+                    ]
+            frame = frame.with_columns(exprs)
+        return frame
+
+    def _interaction_bits(self, pid: str) -> list[tuple[pl.Expr, str]]:
+        return [((pl.col(f"__inter.{pid}") & _int(1 << b)) != 0, name) for b, name in enumerate(self.interactions)]
+
+    # Referrals ---------------------------------------------------------------------------------
+
+    def _referrals(
+        self,
+        compiler: Compiler,
+        leaf_column: Callable[[Cmp], pl.Expr],
+        unstated: dict[str, pl.Expr],
+        masks: Masks,
+    ) -> list[pl.Expr]:
+        """A referral holds on stated facts alone; it is conditional when only unstated facts stand
+        between the person and it (decide.Engine.evaluate)."""
+        self._referral_labels: list[tuple[str, str]] = []
+        parts: list[tuple[pl.Expr, str]] = []
+        exprs = []
+        for i, rule in enumerate(self.policy.referrals):
+            names = list(dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)))
+            bits = {n: 1 << b for b, n in enumerate(names)}
+            open_mask = compiler.open_bits(rule.when, leaf_column, bits, UNSTATED).alias(f"__open.{i}")
+            exprs.append(open_mask)
+            parts.append((_is_true(unstated[rule.id]), rule.id))
+        exprs += masks.add("__referrals", parts)
+        return exprs
+
+    # Output ------------------------------------------------------------------------------------
+
+    def _output(
+        self,
+        frame: pl.DataFrame,
+        carried: pl.DataFrame,
+        on: dt.date,
+        programs: list[str],
+        compiler: Compiler,
+        masks: Masks,
+    ) -> pl.DataFrame:
+        keys = compiler.keys
+        decided = pl.col(ERROR).is_null()
+
+        def region(values: list[Any], dtype: pl.DataType) -> pl.Expr:
+            return pl.when(decided).then(compiler.const(values, dtype))
+
+        city = [
+            k.region.code[:4] + "00" if k.region.in_zhejiang and k.region.level != "province" else None for k in keys
+        ]
+        columns: dict[str, pl.Expr | pl.Series] = {
+            s.AS_OF: pl.lit(on, pl.Date()),
+            s.POLICY_VERSION: pl.lit(self.version, pl.String()),
+            s.REGION: region([k.region.code for k in keys], pl.String()),
+            s.CITY: region(city, pl.String()),
+            s.IN_ZHEJIANG: region([k.region.in_zhejiang for k in keys], pl.Boolean()),
+            s.ERROR: pl.col(ERROR),
+        }
+        labels = pl.Series(OUTCOME_NAMES, dtype=pl.String())
+        for pid in self.programs:
+            if pid not in programs:
+                continue
+            outcome = pl.col(f"__outcome.{pid}")
+            when = pl.when(decided)
+            columns[s.column(pid, s.OUTCOME)] = when.then(pl.lit(labels).gather(outcome.cast(pl.UInt32())))
+            columns[s.column(pid, s.AMOUNT)] = when.then(pl.col(f"__amount.{pid}"))
+            columns[s.column(pid, s.AMOUNT_BEFORE)] = when.then(pl.col(f"__before.{pid}"))
+            columns[s.column(pid, s.KEPT)] = when.then(
+                pl.when(outcome == OUTCOME_CODES[ELIGIBLE]).then(~pl.col(f"__taken.{pid}"))
+            )
+            for name, prefix in (
+                (s.INTERACTIONS, "__interactions"),
+                (s.MISSING, "__missing"),
+                (s.ASSUMPTIONS, "__assumptions"),
+            ):
+                columns[s.column(pid, name)] = when.then(masks.lists(frame, f"{prefix}.{pid}"))
+        columns[s.REFERRALS] = pl.when(decided).then(masks.lists(frame, "__referrals"))
+        columns[s.CONDITIONAL_REFERRALS] = pl.when(decided).then(self._conditional(frame))
+        schema = s.decision_schema(self.programs)
+        out = frame.select(
+            [
+                (columns[c] if isinstance(columns.get(c), pl.Expr) else pl.lit(columns.get(c))).alias(c)
+                if c in columns
+                else pl.lit(None, dtype).alias(c)
+                for c, dtype in schema.items()
+            ]
+        ).cast(dict(schema.items()))
+        return pl.concat([carried, out], how="horizontal") if carried.width else out
+
+    def _conditional(self, frame: pl.DataFrame) -> pl.Series:
+        """`rule_id:fact,fact` for each referral whose unknown result only unstated facts decide."""
+        referrals = self.policy.referrals
+        if not referrals:
+            return pl.Series([[]] * frame.height, dtype=pl.List(pl.String()))
+        opens = frame.select([pl.col(f"__open.{i}") for i in range(len(referrals))])
+        combos = opens.unique()
+        names = [list(dict.fromkeys(n for leaf in leaves(r.when) for n in leaf_facts(leaf))) for r in referrals]
+        lists = []
+        for row in combos.iter_rows():
+            found = []
+            for rule, masked, facts in zip(referrals, row, names, strict=True):
+                if masked:
+                    chosen = sorted(f for b, f in enumerate(facts) if masked >> b & 1)
+                    found.append(f"{rule.id}:{','.join(chosen)}")
+            lists.append(sorted(found))
+        table = combos.with_columns(pl.Series("__list", lists, dtype=pl.List(pl.String())))
+        return opens.join(table, on=opens.columns, how="left", maintain_order="left", nulls_equal=True)["__list"]
+
+
+def _today(policy: PolicySet) -> dt.date:
+    from ...request import today
+
+    return today(policy)
