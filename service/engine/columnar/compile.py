@@ -13,6 +13,7 @@ row by row in Python with `evaluate_leaf` (exact, slower), so a new policy never
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 import functools
 import operator
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ import polars as pl
 
 from ...policy.expressions import AddMonths, All, AnyOf, Cmp, Cond, Fact, evaluate_leaf, evaluate_operand, operand_refs
 from ...policy.policyset import PolicySet
+from .rows import is_one_of
 from .tables import Key
 
 KEY = "__key"  # the row's index into the run's (region, date) keys; null for a refused row
@@ -40,7 +42,7 @@ COMPARE: dict[str, Callable[[pl.Expr, Any], pl.Expr]] = {
 DTYPES: dict[str, pl.DataType] = {
     "integer": pl.Int64(),
     "money": pl.Int64(),
-    "date": pl.Int64(),  # yyyymmdd, as the online engine holds dates
+    "date": pl.Int64(),  # days since 1970-01-01 (the online engine's yyyymmdd numbers order the same)
     "boolean": pl.Boolean(),
     "enum": pl.String(),
 }
@@ -75,6 +77,51 @@ def month_thresholds(x: int, months: int) -> tuple[int, int]:
     return lo, hi
 
 
+def days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date, for any year (H. Hinnant's algorithm):
+    a threshold may lie past 9999-12-31, where datetime stops."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def _last_day(y: int, m: int) -> int:
+    return calendar.monthrange(2000 + y % 400, m)[1]
+
+
+def ceil_days(yyyymmdd: int) -> int:
+    """The days of the first real date on or after a yyyymmdd number (a >= c is days(a) >= this)."""
+    y, m, d = yyyymmdd // 10000, yyyymmdd // 100 % 100, yyyymmdd % 100
+    if m > 12 or (m >= 1 and d > _last_day(y, m)):
+        y, m, d = (y + 1, 1, 1) if m >= 12 else (y, m + 1, 1)
+    elif m < 1:
+        m, d = 1, 1
+    return days_from_civil(y, m, max(d, 1))
+
+
+def floor_days(yyyymmdd: int) -> int:
+    """The days of the last real date on or before a yyyymmdd number (a <= c is days(a) <= this)."""
+    y, m, d = yyyymmdd // 10000, yyyymmdd // 100 % 100, yyyymmdd % 100
+    if m > 12:
+        m, d = 12, 31
+    elif m < 1:
+        y, m, d = y - 1, 12, 31
+    elif d < 1:
+        y, m = (y - 1, 12) if m == 1 else (y, m - 1)
+        d = _last_day(y, m)
+    return days_from_civil(y, m, min(d, _last_day(y, m)))
+
+
+def to_yyyymmdd(days: int) -> int:
+    date = EPOCH + dt.timedelta(days=days)
+    return date.year * 10000 + date.month * 100 + date.day
+
+
+EPOCH = dt.date(1970, 1, 1)
+
+
 class Compiler:
     """Expressions for one run: the row facts, the keys (region, date) and the policy's facts."""
 
@@ -84,6 +131,9 @@ class Compiler:
         self.row_facts = row_facts
         self.defaults = {n: f.default for n, f in policy.facts.items() if f.default is not None}
         self.key_facts = {"evaluation_date", "in_zhejiang"} | {n for n, f in policy.facts.items() if f.from_parameter}
+        # While set, per-key constants become columns computed once (`shared`) and named here.
+        self.sharing = False
+        self.shared: dict[tuple[tuple[Any, ...], str], tuple[str, pl.Expr]] = {}
 
     # Per-key constants -------------------------------------------------------------------------
 
@@ -91,7 +141,18 @@ class Compiler:
         """Each row's key's value: a literal when every key has the same one."""
         if not values or all(v == values[0] and type(v) is type(values[0]) for v in values):
             return pl.lit(values[0] if values else None, dtype)
-        return pl.lit(pl.Series(values, dtype=dtype)).gather(pl.col(KEY))
+        gathered = pl.lit(pl.Series(values, dtype=dtype)).gather(pl.col(KEY))
+        if not self.sharing:
+            return gathered
+        memo = (tuple((type(v), v) for v in values), str(dtype))
+        if memo not in self.shared:
+            self.shared[memo] = (f"__const{len(self.shared)}", gathered)
+        return pl.col(self.shared[memo][0])
+
+    def key_only(self, leaf: Cmp) -> bool:
+        """Whether a comparison reads nothing but the key's facts and parameters."""
+        rhs = () if isinstance(leaf.rhs, tuple) else operand_refs(leaf.rhs)
+        return leaf.fact in self.key_facts and all(r.name in self.key_facts for r in rhs if isinstance(r, Fact))
 
     def dtype(self, fact: str) -> pl.DataType:
         return DTYPES[self.policy.facts[fact].type]
@@ -101,7 +162,10 @@ class Compiler:
     def stated(self, fact: str) -> pl.Expr:
         """The fact as the row (or its key) states it; null when unstated."""
         if fact in self.key_facts:
-            return self.const([k.facts.get(fact) for k in self.keys], self.dtype(fact))
+            values = [k.facts.get(fact) for k in self.keys]
+            if self.policy.facts[fact].type == "date":  # dates are compared as days
+                values = [None if v is None else ceil_days(int(v)) for v in values]
+            return self.const(values, self.dtype(fact))
         found = self.row_facts.get(fact)
         return pl.lit(None, self.dtype(fact)) if found is None else pl.col(fact_column(fact))
 
@@ -118,7 +182,10 @@ class Compiler:
     def leaf(self, leaf: Cmp, mode: str) -> pl.Expr:
         lhs = self.fact(leaf.fact, mode)
         if isinstance(leaf.rhs, tuple):
-            return lhs.is_in(list(leaf.rhs))
+            listed = list(leaf.rhs)
+            if self.policy.facts[leaf.fact].type == "date":  # the real dates listed, as days
+                listed = [ceil_days(v) for v in listed if floor_days(v) == ceil_days(v)]
+            return is_one_of(lhs, listed)
         rhs = leaf.rhs
         row_refs = [r.name for r in operand_refs(rhs) if isinstance(r, Fact) and r.name not in self.key_facts]
         lhs_by_key = leaf.fact in self.key_facts
@@ -147,9 +214,13 @@ class Compiler:
         """A fact column against a per-key value; exact integer bounds for a number."""
         numbers = all(v is None or (isinstance(v, (int, Decimal)) and not isinstance(v, bool)) for v in values)
         if self.policy.facts[fact].type in NUMERIC and numbers:
+            date = self.policy.facts[fact].type == "date"
 
             def bound(rounding: str) -> pl.Expr:
                 ints = [None if v is None else int(Decimal(v).to_integral_value(rounding)) for v in values]
+                if date:  # yyyymmdd to days: the first real date on or after, the last on or before
+                    to_days = ceil_days if rounding == ROUND_CEILING else floor_days
+                    ints = [None if v is None else to_days(v) for v in ints]
                 return self.const(ints, pl.Int64())
 
             lo, hi = bound(ROUND_CEILING), bound(ROUND_FLOOR)  # x < c is x < ceil(c); x <= c is x <= floor(c)
@@ -172,8 +243,8 @@ class Compiler:
             x = k.facts.get(leaf.fact)
             months = evaluate_operand(rhs.months, k.facts, k.params)
             lo, hi = (None, None) if x is None or months is None else month_thresholds(int(x), int(months))
-            lows.append(lo)
-            highs.append(hi)
+            lows.append(None if lo is None else ceil_days(lo))  # compared as a >= lo, a < lo: days
+            highs.append(None if hi is None else ceil_days(hi))
         a, lo_e, hi_e = self.fact(rhs.date.name, mode), self.const(lows, pl.Int64()), self.const(highs, pl.Int64())
         op = FLIP[leaf.op]  # add_months(a) OP' x
         return {
@@ -188,6 +259,7 @@ class Compiler:
     def by_row(self, leaf: Cmp, mode: str) -> pl.Expr:
         """Any other comparison: `evaluate_leaf` itself, once per distinct key and facts read."""
         names = [n for n in leaf_facts(leaf) if n not in self.key_facts]
+        dates = {n for n in names if self.policy.facts[n].type == "date"}  # held as days, read as yyyymmdd
         keys = self.keys
 
         def run(batch: pl.Series) -> pl.Series:
@@ -200,7 +272,8 @@ class Compiler:
                     if k is None:
                         seen[memo] = None
                     else:
-                        values = {**keys[k].facts, **{n: v for n, v in row.items() if v is not None}}
+                        stated = {n: to_yyyymmdd(v) if n in dates else v for n, v in row.items() if v is not None}
+                        values = {**keys[k].facts, **stated}
                         seen[memo] = evaluate_leaf(leaf, values, keys[k].params)
                 out.append(seen[memo])
             return pl.Series(out, dtype=pl.Boolean())
@@ -217,16 +290,18 @@ class Compiler:
         parts = [self.condition(item, leaf_column) for item in cond.items]
         return functools.reduce(operator.and_ if isinstance(cond, All) else operator.or_, parts)
 
-    def open_bits(self, cond: Cond, leaf_column: Callable[[Cmp], pl.Expr], bits: dict[str, int], mode: str) -> pl.Expr:
+    def open_bits(
+        self, cond: Cond, leaf_column: Callable[[Cmp], pl.Expr], bits: dict[str, int], unknown: dict[str, pl.Expr]
+    ) -> pl.Expr:
         """`open_facts` as a bit mask over `bits`: the unstated facts of the unknown parts of an
-        unknown condition."""
+        unknown condition (`unknown`: whether each fact is unstated)."""
         result = self.condition(cond, leaf_column)
         if isinstance(cond, Cmp):
-            found = [pl.when(self.fact(n, mode).is_null()).then(pl.lit(bits[n], pl.Int64)) for n in leaf_facts(cond)]
+            found = [pl.when(unknown[n]).then(pl.lit(bits[n], pl.Int64)) for n in leaf_facts(cond)]
             inner = pl.sum_horizontal(found)  # distinct names: the sum is their union
         else:
             assert isinstance(cond, (All, AnyOf))
-            inner = functools.reduce(operator.or_, [self.open_bits(c, leaf_column, bits, mode) for c in cond.items])
+            inner = functools.reduce(operator.or_, [self.open_bits(c, leaf_column, bits, unknown) for c in cond.items])
         return pl.when(result.is_null()).then(inner).otherwise(pl.lit(0, pl.Int64))
 
 

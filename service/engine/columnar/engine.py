@@ -28,12 +28,13 @@ from ...request import resolve_region
 from ..decide import ELIGIBLE, INELIGIBLE, ROUNDING, UNDETERMINED
 from . import schema as s
 from .compile import KEY, UNSTATED, VALUES, Compiler, fact_column, leaf_facts
-from .rows import refusals, row_facts, suspect
+from .rows import ALWAYS_STATED, refusals, row_facts, suspect
 from .tables import KeyTable, in_force, outside_period
 
 OUTCOME_CODES = {INELIGIBLE: 0, UNDETERMINED: 1, ELIGIBLE: 2}
 OUTCOME_NAMES = list(OUTCOME_CODES)
 MASK_BITS = 62  # labels per Int64 bit mask
+WORD = 31  # three-valued columns per Int64 signature word
 ERROR = "__error"
 
 
@@ -85,6 +86,31 @@ def outcome_expr(program: Program, results: dict[str, pl.Expr]) -> pl.Expr:
     )
 
 
+def _chunks(names: list[str]) -> list[list[str]]:
+    return [names[i : i + WORD] for i in range(0, len(names), WORD)]
+
+
+def pack(signature: dict[str, pl.Expr], names: list[str]) -> list[pl.Expr]:
+    """Three-valued columns as two bits each (0 false, 1 true, 2 null) in Int64 words."""
+    words = []
+    for w, chunk in enumerate(_chunks(names)):
+        parts = [
+            pl.when(signature[n].is_null()).then(_int(2 << (2 * i))).when(signature[n]).then(_int(1 << (2 * i)))
+            for i, n in enumerate(chunk)
+        ]
+        words.append(functools.reduce(operator.add, [p.otherwise(_int(0)) for p in parts]).alias(f"__word{w}"))
+    return words
+
+
+def unpack(names: list[str]) -> list[pl.Expr]:
+    exprs = []
+    for w, chunk in enumerate(_chunks(names)):
+        for i, n in enumerate(chunk):
+            code = pl.col(f"__word{w}") // (1 << (2 * i)) % 4
+            exprs.append(pl.when(code == 2).then(None).otherwise(code == 1).alias(n))
+    return exprs
+
+
 def _reads(rule: Rule) -> list[str]:
     """The facts a rule reads (decide._reads): its condition's and its amount's, sorted."""
     refs = set(condition_refs(rule.when))
@@ -92,6 +118,31 @@ def _reads(rule: Rule) -> list[str]:
         if formula is not None:
             refs |= set(operand_refs(formula))
     return sorted(r.name for r in refs if isinstance(r, Fact))
+
+
+class Unknown:
+    """Whether a fact is unknown: with defaults applied (`missing`) or as stated (`unset`). A row
+    fact's answer is a signature column; a key fact's is computed from the key."""
+
+    def __init__(self, compiler: Compiler, signature: dict[str, pl.Expr]):
+        self.compiler = compiler
+        self.signature = signature
+
+    def missing(self, fact: str) -> pl.Expr:
+        if fact in self.compiler.defaults and fact not in self.compiler.key_facts:
+            return pl.lit(False)
+        return self._column(f"__missing.{fact}", fact, self.compiler.fact(fact, VALUES).is_null())
+
+    def unset(self, fact: str) -> pl.Expr:
+        return self._column(f"__unset.{fact}", fact, self.compiler.stated(fact).is_null())
+
+    def _column(self, name: str, fact: str, value: pl.Expr) -> pl.Expr:
+        if fact in self.compiler.key_facts:
+            return value
+        if fact in ALWAYS_STATED:
+            return pl.lit(False)
+        self.signature.setdefault(name, value)
+        return pl.col(name)
 
 
 class Masks:
@@ -158,59 +209,126 @@ class ColumnarDecider:
         return self._decide(self._persons(persons), carried, on)
 
     def _decide(self, frame: pl.DataFrame, carried: pl.DataFrame, on: dt.date) -> pl.DataFrame:
+        """Per row, only what reads the row: its key, refusal, comparisons, rule results and which
+        facts it lacks. Everything after (outcomes, amounts, interactions, the lists) is a function
+        of those, so it is computed once per distinct combination (a few thousand in a million
+        people) and picked up by each row."""
         policy = self.policy
         programs = in_force(policy, on) if outside_period(policy, on) is None else []
         frame = self._errors(frame, on)
-        keys = self.keys.keys
         facts = row_facts(policy, on)
-        compiler = Compiler(policy, keys, facts)
+        compiler = Compiler(policy, self.keys.keys, facts)
         rules = [r for pid in programs for r in policy.programs[pid].rules] + list(policy.referrals)
         read = {n for r in rules for n in _reads(r)}
         frame = frame.with_columns([e.alias(fact_column(n)) for n, e in facts.items() if n in read])
 
-        # Comparisons, once each (and again with unstated facts unknown where a default is read).
+        # Comparisons, once each (and again with unstated facts unknown where a default is read);
+        # those that read only the key's facts are computed per distinct combination below.
         leaf_columns: dict[tuple[Cmp, str], str] = {}
         exprs = []
+        compiler.sharing = True
         for rule in rules:
             modes = (UNSTATED,) if rule.kind == "referral" else (VALUES, UNSTATED)
             for leaf in leaves(rule.when):
                 for mode in modes:
                     mode = mode if compiler.defaultable(leaf_facts(leaf)) else VALUES
-                    if (leaf, mode) not in leaf_columns:
+                    if (leaf, mode) not in leaf_columns and not compiler.key_only(leaf):
                         name = leaf_columns[(leaf, mode)] = f"__leaf{len(leaf_columns)}"
                         exprs.append(compiler.leaf(leaf, mode).alias(name))
+        compiler.sharing = False
+        frame = frame.with_columns([e.alias(name) for name, e in compiler.shared.values()])
         frame = frame.with_columns(exprs)
 
         def leaf_in(mode: str) -> Callable[[Cmp], pl.Expr]:
             def column(leaf: Cmp) -> pl.Expr:
+                if compiler.key_only(leaf):
+                    return compiler.leaf(leaf, mode)
                 return pl.col(leaf_columns.get((leaf, mode)) or leaf_columns[(leaf, VALUES)])
 
             return column
 
+        # What the rest reads of a row, three-valued: the results of the rules that read the row,
+        # which of its facts are unknown, and the comparisons of the referrals (for open facts).
+        signature: dict[str, pl.Expr] = {}
+        unknown = Unknown(compiler, signature)
         results: dict[str, pl.Expr] = {}  # rule id -> its result
         unstated: dict[str, pl.Expr] = {}  # rule id -> its result with unstated facts unknown
-        exprs = []
+
+        def by_row(name: str, rule: Rule, mode: str) -> pl.Expr:
+            result = compiler.condition(rule.when, leaf_in(mode))
+            if all(compiler.key_only(leaf) for leaf in leaves(rule.when)):
+                return result  # a function of the key alone
+            signature[name] = result
+            return pl.col(name)
+
         for rule in rules:
             if rule.kind != "referral":
-                exprs.append(compiler.condition(rule.when, leaf_in(VALUES)).alias(f"__rule.{rule.id}"))
-                results[rule.id] = pl.col(f"__rule.{rule.id}")
+                results[rule.id] = by_row(f"__rule.{rule.id}", rule, VALUES)
+                for leaf in leaves(rule.when):
+                    for n in leaf_facts(leaf):
+                        unknown.missing(n)
+                for f in _reads(rule):
+                    if f in compiler.defaults:
+                        unknown.unset(f)
             if rule.kind == "referral" or compiler.defaultable(_reads(rule)):
-                exprs.append(compiler.condition(rule.when, leaf_in(UNSTATED)).alias(f"__unstated.{rule.id}"))
-                unstated[rule.id] = pl.col(f"__unstated.{rule.id}")
+                unstated[rule.id] = by_row(f"__unstated.{rule.id}", rule, UNSTATED)
             else:
                 unstated[rule.id] = results[rule.id]
-        frame = frame.with_columns(exprs)
+            if rule.kind == "referral":
+                for leaf in leaves(rule.when):
+                    if not compiler.key_only(leaf):
+                        name = leaf_columns.get((leaf, UNSTATED)) or leaf_columns[(leaf, VALUES)]
+                        signature[name] = pl.col(name)
+                    for n in leaf_facts(leaf):
+                        unknown.unset(n)
+        names = list(signature)
+        words = pack(signature, names)
+        rows = frame.select(pl.col(KEY), *words)
+        on_columns = rows.columns
+        distinct = rows.unique().with_row_index("__sig")
+        index = rows.join(distinct, on=on_columns, how="left", maintain_order="left", nulls_equal=True)["__sig"]
+        index = frame.select(pl.when(pl.col(ERROR).is_null()).then(index)).to_series()
+        small = distinct.with_columns(unpack(names))
+        small = self._outcomes(small, programs, compiler, unknown, results, unstated, leaf_in(UNSTATED))
+        return self._output(frame, small, index, carried, on, programs, compiler)
 
+    def _outcomes(
+        self,
+        small: pl.DataFrame,
+        programs: list[str],
+        compiler: Compiler,
+        unknown: Unknown,
+        results: dict[str, pl.Expr],
+        unstated: dict[str, pl.Expr],
+        referral_leaf: Callable[[Cmp], pl.Expr],
+    ) -> pl.DataFrame:
+        """Each distinct combination's decision columns (schema.py), from its rule results."""
         masks = Masks()
         exprs = []
         for pid in programs:
-            exprs += self._program(policy.programs[pid], compiler, results, unstated, masks)
-        exprs += self._referrals(compiler, leaf_in(UNSTATED), unstated, masks)
-        frame = frame.with_columns(exprs)
-        frame = self._interactions(frame, programs, results)
+            exprs += self._program(self.policy.programs[pid], compiler, unknown, results, unstated, masks)
+        exprs += self._referrals(compiler, unknown, referral_leaf, unstated, masks)
+        small = small.with_columns(exprs)
+        small = self._interactions(small, programs, results)
         for pid in programs:
-            frame = frame.with_columns(masks.add(f"__interactions.{pid}", self._interaction_bits(pid)))
-        return self._output(frame, carried, on, programs, compiler, masks)
+            small = small.with_columns(masks.add(f"__interactions.{pid}", self._interaction_bits(pid)))
+        labels = pl.Series(OUTCOME_NAMES, dtype=pl.String())
+        columns: dict[str, pl.Series | pl.Expr] = {}
+        for pid in programs:
+            outcome = pl.col(f"__outcome.{pid}")
+            columns[s.column(pid, s.OUTCOME)] = pl.lit(labels).gather(outcome.cast(pl.UInt32()))
+            columns[s.column(pid, s.AMOUNT)] = pl.col(f"__amount.{pid}")
+            columns[s.column(pid, s.AMOUNT_BEFORE)] = pl.col(f"__before.{pid}")
+            columns[s.column(pid, s.KEPT)] = pl.when(outcome == OUTCOME_CODES[ELIGIBLE]).then(~pl.col(f"__taken.{pid}"))
+            for name, prefix in (
+                (s.INTERACTIONS, "__interactions"),
+                (s.MISSING, "__missing"),
+                (s.ASSUMPTIONS, "__assumptions"),
+            ):
+                columns[s.column(pid, name)] = masks.lists(small, f"{prefix}.{pid}")
+        columns[s.REFERRALS] = masks.lists(small, "__referrals")
+        columns[s.CONDITIONAL_REFERRALS] = self._conditional(small)
+        return small.select([(c if isinstance(c, pl.Expr) else pl.lit(c)).alias(name) for name, c in columns.items()])
 
     # Refusals ----------------------------------------------------------------------------------
 
@@ -246,6 +364,7 @@ class ColumnarDecider:
         self,
         program: Program,
         compiler: Compiler,
+        unknown: Unknown,
         results: dict[str, pl.Expr],
         unstated: dict[str, pl.Expr],
         masks: Masks,
@@ -260,7 +379,7 @@ class ColumnarDecider:
         for rule in program.rules:
             names = list(dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)))
             for name in names:
-                held = undetermined & results[rule.id].is_null() & compiler.fact(name, VALUES).is_null()
+                held = undetermined & results[rule.id].is_null() & unknown.missing(name)
                 missing.append((held, f"{rule.id}:{name}"))
         exprs += masks.add(f"__missing.{pid}", missing)
         # The defaults a rule read that decided it (its result differs with them unknown), listed
@@ -271,12 +390,12 @@ class ColumnarDecider:
             defaulted = [f for f in _reads(rule) if f in compiler.defaults and f not in compiler.key_facts]
             if not defaulted:
                 continue
-            used = _any(compiler.stated(f).is_null() for f in defaulted)
+            used = _any(unknown.unset(f) for f in defaulted)
             assumed = used & results[rule.id].ne_missing(unstated[rule.id])
             assumed_rules.append(assumed)
             for f in defaulted:
                 label = f"{rule.id}:{f}={spelled(self.defaults[f])}"
-                assumed_parts.append((assumed & compiler.stated(f).is_null(), label))
+                assumed_parts.append((assumed & unknown.unset(f), label))
         if assumed_parts:
             changed = (outcome_expr(program, unstated) != outcome) | _any(
                 _is_true(results[r.id]) != _is_true(unstated[r.id]) for r in program.routes
@@ -383,6 +502,7 @@ class ColumnarDecider:
     def _referrals(
         self,
         compiler: Compiler,
+        unknown: Unknown,
         leaf_column: Callable[[Cmp], pl.Expr],
         unstated: dict[str, pl.Expr],
         masks: Masks,
@@ -395,7 +515,8 @@ class ColumnarDecider:
         for i, rule in enumerate(self.policy.referrals):
             names = list(dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)))
             bits = {n: 1 << b for b, n in enumerate(names)}
-            open_mask = compiler.open_bits(rule.when, leaf_column, bits, UNSTATED).alias(f"__open.{i}")
+            unset = {n: unknown.unset(n) for n in names}
+            open_mask = compiler.open_bits(rule.when, leaf_column, bits, unset).alias(f"__open.{i}")
             exprs.append(open_mask)
             parts.append((_is_true(unstated[rule.id]), rule.id))
         exprs += masks.add("__referrals", parts)
@@ -406,12 +527,14 @@ class ColumnarDecider:
     def _output(
         self,
         frame: pl.DataFrame,
+        small: pl.DataFrame,
+        index: pl.Series,
         carried: pl.DataFrame,
         on: dt.date,
         programs: list[str],
         compiler: Compiler,
-        masks: Masks,
     ) -> pl.DataFrame:
+        """Each row's decision: its combination's columns (null for a refused row), its region."""
         keys = compiler.keys
         decided = pl.col(ERROR).is_null()
 
@@ -421,44 +544,22 @@ class ColumnarDecider:
         city = [
             k.region.code[:4] + "00" if k.region.in_zhejiang and k.region.level != "province" else None for k in keys
         ]
-        columns: dict[str, pl.Expr | pl.Series] = {
-            s.AS_OF: pl.lit(on, pl.Date()),
-            s.POLICY_VERSION: pl.lit(self.version, pl.String()),
-            s.REGION: region([k.region.code for k in keys], pl.String()),
-            s.CITY: region(city, pl.String()),
-            s.IN_ZHEJIANG: region([k.region.in_zhejiang for k in keys], pl.Boolean()),
-            s.ERROR: pl.col(ERROR),
-        }
-        labels = pl.Series(OUTCOME_NAMES, dtype=pl.String())
-        for pid in self.programs:
-            if pid not in programs:
-                continue
-            outcome = pl.col(f"__outcome.{pid}")
-            when = pl.when(decided)
-            columns[s.column(pid, s.OUTCOME)] = when.then(pl.lit(labels).gather(outcome.cast(pl.UInt32())))
-            columns[s.column(pid, s.AMOUNT)] = when.then(pl.col(f"__amount.{pid}"))
-            columns[s.column(pid, s.AMOUNT_BEFORE)] = when.then(pl.col(f"__before.{pid}"))
-            columns[s.column(pid, s.KEPT)] = when.then(
-                pl.when(outcome == OUTCOME_CODES[ELIGIBLE]).then(~pl.col(f"__taken.{pid}"))
-            )
-            for name, prefix in (
-                (s.INTERACTIONS, "__interactions"),
-                (s.MISSING, "__missing"),
-                (s.ASSUMPTIONS, "__assumptions"),
-            ):
-                columns[s.column(pid, name)] = when.then(masks.lists(frame, f"{prefix}.{pid}"))
-        columns[s.REFERRALS] = pl.when(decided).then(masks.lists(frame, "__referrals"))
-        columns[s.CONDITIONAL_REFERRALS] = pl.when(decided).then(self._conditional(frame))
+        head = frame.select(
+            pl.lit(on, pl.Date()).alias(s.AS_OF),
+            pl.lit(self.version, pl.String()).alias(s.POLICY_VERSION),
+            region([k.region.code for k in keys], pl.String()).alias(s.REGION),
+            region(city, pl.String()).alias(s.CITY),
+            region([k.region.in_zhejiang for k in keys], pl.Boolean()).alias(s.IN_ZHEJIANG),
+            pl.col(ERROR).alias(s.ERROR),
+        )
+        body = small.select(pl.all().gather(index))
         schema = s.decision_schema(self.programs)
-        out = frame.select(
-            [
-                (columns[c] if isinstance(columns.get(c), pl.Expr) else pl.lit(columns.get(c))).alias(c)
-                if c in columns
-                else pl.lit(None, dtype).alias(c)
-                for c, dtype in schema.items()
-            ]
-        ).cast(dict(schema.items()))
-        return pl.concat([carried, out], how="horizontal") if carried.width else out
+        parts = {**{c: head[c] for c in head.columns}, **{c: body[c] for c in body.columns}}
+        columns = [
+            parts[c].cast(dtype) if c in parts else pl.repeat(None, frame.height, dtype=dtype, eager=True).alias(c)
+            for c, dtype in schema.items()
+        ]
+        return pl.DataFrame([*carried.get_columns(), *columns])
 
     def _conditional(self, frame: pl.DataFrame) -> pl.Series:
         """`rule_id:fact,fact` for each referral whose unknown result only unstated facts decide."""
