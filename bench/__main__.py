@@ -1,6 +1,6 @@
 """Run the benchmarks and print a table of ratios measured side by side in one run.
 
-python -m bench [--seconds 2] [--load-seconds 10] [--only engine,grpc,scale,growth,cache]
+python -m bench [--seconds 2] [--load-seconds 10] [--only engine,grpc,scale,growth,cache,columnar]
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import tempfile
 
-from . import cache_bench, engine_bench, growth, grpc_bench
+from . import cache_bench, columnar_bench, engine_bench, growth, grpc_bench
 from .local import free_port
 from .people import people
 
@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=8.0, help="per gRPC measurement")
     parser.add_argument("--rounds", type=int, default=3, help="turns each gRPC configuration takes")
     parser.add_argument("--evaluations", type=int, default=1_000_000, help="for the memory measurement")
-    parser.add_argument("--only", default="engine,grpc,cache,scale,growth")
+    parser.add_argument("--only", default="engine,grpc,cache,scale,growth,columnar")
     args = parser.parse_args()
     sections = set(args.only.split(","))
     if "engine" in sections:
@@ -181,6 +181,9 @@ def main() -> None:
             print(f"{value:14.2f}  {name}")
     if "cache" in sections:
         cache_bench.print_rows(cache_bench.run(args.load_seconds), args.load_seconds)
+    if "columnar" in sections:
+        # As many persons as the memory measurement's evaluations (1M), a tenth of them compared.
+        columnar_bench.print_rows(columnar_bench.run(args.evaluations, max(args.evaluations // 10, 1000)))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import polars as pl
 
 from ...policy.expressions import AddMonths, All, AnyOf, Cmp, Cond, Fact, evaluate_leaf, evaluate_operand, operand_refs
 from ...policy.policyset import PolicySet
-from .rows import is_one_of
+from .rows import DATED, is_one_of
 from .tables import Key
 
 KEY = "__key"  # the row's index into the run's (region, date) keys; null for a refused row
@@ -149,6 +149,11 @@ class Compiler:
             self.shared[memo] = (f"__const{len(self.shared)}", gathered)
         return pl.col(self.shared[memo][0])
 
+    def fixed(self, leaf: Cmp) -> bool:
+        """Whether a comparison reads neither the key (parameters, its facts) nor the date."""
+        refs = [Fact(leaf.fact)] + ([] if isinstance(leaf.rhs, tuple) else list(operand_refs(leaf.rhs)))
+        return all(isinstance(r, Fact) and r.name not in self.key_facts and r.name not in DATED for r in refs)
+
     def key_only(self, leaf: Cmp) -> bool:
         """Whether a comparison reads nothing but the key's facts and parameters."""
         rhs = () if isinstance(leaf.rhs, tuple) else operand_refs(leaf.rhs)
@@ -192,6 +197,8 @@ class Compiler:
         if not row_refs:
             if lhs_by_key:  # the whole comparison is a function of the key
                 return self.const([evaluate_leaf(leaf, k.facts, k.params) for k in self.keys], pl.Boolean())
+            if not list(operand_refs(rhs)):  # a literal: the same for every key (and with no key)
+                return self.compare(leaf.fact, lhs, leaf.op, [evaluate_operand(rhs, {}, {})])
             values = [evaluate_operand(rhs, k.facts, k.params) for k in self.keys]
             return self.compare(leaf.fact, lhs, leaf.op, values)
         if isinstance(rhs, Fact):

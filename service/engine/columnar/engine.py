@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from ..decide import ELIGIBLE, INELIGIBLE, ROUNDING, UNDETERMINED
 from . import schema as s
 from .compile import KEY, UNSTATED, VALUES, Compiler, fact_column, leaf_facts
 from .rows import ALWAYS_STATED, refusals, row_facts, suspect
-from .tables import KeyTable, in_force, outside_period
+from .tables import Key, KeyTable, in_force, outside_period
 
 OUTCOME_CODES = {INELIGIBLE: 0, UNDETERMINED: 1, ELIGIBLE: 2}
 OUTCOME_NAMES = list(OUTCOME_CODES)
@@ -90,7 +90,7 @@ def _chunks(names: list[str]) -> list[list[str]]:
     return [names[i : i + WORD] for i in range(0, len(names), WORD)]
 
 
-def pack(signature: dict[str, pl.Expr], names: list[str]) -> list[pl.Expr]:
+def pack(signature: dict[str, pl.Expr], names: list[str], prefix: str) -> list[pl.Expr]:
     """Three-valued columns as two bits each (0 false, 1 true, 2 null) in Int64 words."""
     words = []
     for w, chunk in enumerate(_chunks(names)):
@@ -98,15 +98,15 @@ def pack(signature: dict[str, pl.Expr], names: list[str]) -> list[pl.Expr]:
             pl.when(signature[n].is_null()).then(_int(2 << (2 * i))).when(signature[n]).then(_int(1 << (2 * i)))
             for i, n in enumerate(chunk)
         ]
-        words.append(functools.reduce(operator.add, [p.otherwise(_int(0)) for p in parts]).alias(f"__word{w}"))
+        words.append(functools.reduce(operator.add, [p.otherwise(_int(0)) for p in parts]).alias(f"{prefix}{w}"))
     return words
 
 
-def unpack(names: list[str]) -> list[pl.Expr]:
+def unpack(names: list[str], prefix: str) -> list[pl.Expr]:
     exprs = []
     for w, chunk in enumerate(_chunks(names)):
         for i, n in enumerate(chunk):
-            code = pl.col(f"__word{w}") // (1 << (2 * i)) % 4
+            code = pl.col(f"{prefix}{w}") // (1 << (2 * i)) % 4
             exprs.append(pl.when(code == 2).then(None).otherwise(code == 1).alias(n))
     return exprs
 
@@ -182,6 +182,7 @@ class ColumnarDecider:
         self.keys = KeyTable(policy)
         self.defaults = {n: f.default for n, f in policy.facts.items() if f.default is not None}
         self.interactions = [ex.id for ex in policy.exclusions] + [c.id for c in policy.combinations]
+        self._leaf_numbers: dict[Cmp, int] = {}
 
     @classmethod
     def load(cls, policies: Path) -> ColumnarDecider:
@@ -199,98 +200,109 @@ class ColumnarDecider:
         )
 
     def decide_many(self, persons: pl.DataFrame, dates: list[dt.date]) -> pl.DataFrame:
-        """The decision table for each date, one after the other."""
+        """The decision table for each date, one after the other (see `decide_each`)."""
+        return pl.concat(list(self.decide_each(persons, dates)), how="vertical")
+
+    def decide_each(self, persons: pl.DataFrame, dates: Iterable[dt.date]) -> Iterator[pl.DataFrame]:
+        """Each date's decision table in turn (for tables too large to hold for every date at
+        once). What does not depend on the date (most comparisons, which facts are unknown) is
+        computed once for all of them."""
         frame = self._persons(persons)
         carried = persons.select([c for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns])
-        return pl.concat([self._decide(frame, carried, on) for on in dates], how="vertical")
+        fixed: dict[tuple[str, ...], pl.DataFrame] = {}
+        for on in dates:
+            yield self._decide(frame, carried, on, fixed)
 
     def decide(self, persons: pl.DataFrame, on: dt.date) -> pl.DataFrame:
-        carried = persons.select([c for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns])
-        return self._decide(self._persons(persons), carried, on)
+        return next(self.decide_each(persons, [on]))
 
-    def _decide(self, frame: pl.DataFrame, carried: pl.DataFrame, on: dt.date) -> pl.DataFrame:
-        """Per row, only what reads the row: its key, refusal, comparisons, rule results and which
-        facts it lacks. Everything after (outcomes, amounts, interactions, the lists) is a function
-        of those, so it is computed once per distinct combination (a few thousand in a million
-        people) and picked up by each row."""
+    def _decide(
+        self, frame: pl.DataFrame, carried: pl.DataFrame, on: dt.date, fixed: dict[tuple[str, ...], pl.DataFrame]
+    ) -> pl.DataFrame:
+        """Per row, only what reads the row: its key, its refusal, the comparisons and which facts
+        it lacks, packed two bits each. Everything after (rules, outcomes, amounts, interactions,
+        the lists) is a function of those, so it is computed once per distinct combination (a few
+        thousand in a million people) and picked up by each row."""
         policy = self.policy
         programs = in_force(policy, on) if outside_period(policy, on) is None else []
-        frame = self._errors(frame, on)
+        frame, keys = self._errors(frame, on)
         facts = row_facts(policy, on)
-        compiler = Compiler(policy, self.keys.keys, facts)
+        compiler = Compiler(policy, keys, facts)
         rules = [r for pid in programs for r in policy.programs[pid].rules] + list(policy.referrals)
         read = {n for r in rules for n in _reads(r)}
         frame = frame.with_columns([e.alias(fact_column(n)) for n, e in facts.items() if n in read])
 
-        # Comparisons, once each (and again with unstated facts unknown where a default is read);
-        # those that read only the key's facts are computed per distinct combination below.
-        leaf_columns: dict[tuple[Cmp, str], str] = {}
-        exprs = []
+        # Comparisons, once each (and again with unstated facts unknown where a default is read).
+        # Those that read only the key's facts are computed per distinct combination; those that
+        # read neither the key nor the date (`fixed`) once for every date.
+        fixed_part: dict[str, pl.Expr] = {}
+        dated_part: dict[str, pl.Expr] = {}
+        unknown = Unknown(compiler, fixed_part)
         compiler.sharing = True
         for rule in rules:
             modes = (UNSTATED,) if rule.kind == "referral" else (VALUES, UNSTATED)
             for leaf in leaves(rule.when):
+                if compiler.key_only(leaf):
+                    continue
                 for mode in modes:
-                    mode = mode if compiler.defaultable(leaf_facts(leaf)) else VALUES
-                    if (leaf, mode) not in leaf_columns and not compiler.key_only(leaf):
-                        name = leaf_columns[(leaf, mode)] = f"__leaf{len(leaf_columns)}"
-                        exprs.append(compiler.leaf(leaf, mode).alias(name))
+                    name = self._leaf_name(leaf, mode, compiler)
+                    part = fixed_part if compiler.fixed(leaf) else dated_part
+                    if name not in part:
+                        part[name] = compiler.leaf(leaf, mode)
+            if rule.kind != "referral":
+                for n in dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)):
+                    unknown.missing(n)
+                for f in _reads(rule):
+                    if f in compiler.defaults:
+                        unknown.unset(f)
+            else:
+                for n in dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)):
+                    unknown.unset(n)
         compiler.sharing = False
         frame = frame.with_columns([e.alias(name) for name, e in compiler.shared.values()])
-        frame = frame.with_columns(exprs)
+        fixed_names = tuple(fixed_part)
+        if fixed_names not in fixed:
+            fixed[fixed_names] = frame.select(pack(fixed_part, list(fixed_names), "__fixed"))
+        rows = pl.concat(
+            [frame.select(KEY), fixed[fixed_names], frame.select(pack(dated_part, list(dated_part), "__dated"))],
+            how="horizontal",
+        )
+        on_columns = rows.columns
+        distinct = rows.unique().with_row_index("__sig")
+        index = rows.join(distinct, on=on_columns, how="left", maintain_order="left", nulls_equal=True)["__sig"]
+        index = frame.select(pl.when(pl.col(ERROR).is_null()).then(index)).to_series()
+        small = distinct.with_columns(unpack(list(fixed_names), "__fixed") + unpack(list(dated_part), "__dated"))
 
         def leaf_in(mode: str) -> Callable[[Cmp], pl.Expr]:
             def column(leaf: Cmp) -> pl.Expr:
                 if compiler.key_only(leaf):
                     return compiler.leaf(leaf, mode)
-                return pl.col(leaf_columns.get((leaf, mode)) or leaf_columns[(leaf, VALUES)])
+                return pl.col(self._leaf_name(leaf, mode, compiler))
 
             return column
 
-        # What the rest reads of a row, three-valued: the results of the rules that read the row,
-        # which of its facts are unknown, and the comparisons of the referrals (for open facts).
-        signature: dict[str, pl.Expr] = {}
-        unknown = Unknown(compiler, signature)
         results: dict[str, pl.Expr] = {}  # rule id -> its result
         unstated: dict[str, pl.Expr] = {}  # rule id -> its result with unstated facts unknown
-
-        def by_row(name: str, rule: Rule, mode: str) -> pl.Expr:
-            result = compiler.condition(rule.when, leaf_in(mode))
-            if all(compiler.key_only(leaf) for leaf in leaves(rule.when)):
-                return result  # a function of the key alone
-            signature[name] = result
-            return pl.col(name)
-
+        exprs = []
         for rule in rules:
             if rule.kind != "referral":
-                results[rule.id] = by_row(f"__rule.{rule.id}", rule, VALUES)
-                for leaf in leaves(rule.when):
-                    for n in leaf_facts(leaf):
-                        unknown.missing(n)
-                for f in _reads(rule):
-                    if f in compiler.defaults:
-                        unknown.unset(f)
+                exprs.append(compiler.condition(rule.when, leaf_in(VALUES)).alias(f"__rule.{rule.id}"))
+                results[rule.id] = pl.col(f"__rule.{rule.id}")
             if rule.kind == "referral" or compiler.defaultable(_reads(rule)):
-                unstated[rule.id] = by_row(f"__unstated.{rule.id}", rule, UNSTATED)
+                exprs.append(compiler.condition(rule.when, leaf_in(UNSTATED)).alias(f"__unstated.{rule.id}"))
+                unstated[rule.id] = pl.col(f"__unstated.{rule.id}")
             else:
                 unstated[rule.id] = results[rule.id]
-            if rule.kind == "referral":
-                for leaf in leaves(rule.when):
-                    if not compiler.key_only(leaf):
-                        name = leaf_columns.get((leaf, UNSTATED)) or leaf_columns[(leaf, VALUES)]
-                        signature[name] = pl.col(name)
-                    for n in leaf_facts(leaf):
-                        unknown.unset(n)
-        names = list(signature)
-        words = pack(signature, names)
-        rows = frame.select(pl.col(KEY), *words)
-        on_columns = rows.columns
-        distinct = rows.unique().with_row_index("__sig")
-        index = rows.join(distinct, on=on_columns, how="left", maintain_order="left", nulls_equal=True)["__sig"]
-        index = frame.select(pl.when(pl.col(ERROR).is_null()).then(index)).to_series()
-        small = distinct.with_columns(unpack(names))
+        small = small.with_columns(exprs)
         small = self._outcomes(small, programs, compiler, unknown, results, unstated, leaf_in(UNSTATED))
         return self._output(frame, small, index, carried, on, programs, compiler)
+
+    def _leaf_name(self, leaf: Cmp, mode: str, compiler: Compiler) -> str:
+        """A comparison's column: the same name on every date (one for both modes when it reads
+        no fact with a default)."""
+        mode = mode if compiler.defaultable(leaf_facts(leaf)) else VALUES
+        number = self._leaf_numbers.setdefault(leaf, len(self._leaf_numbers))
+        return f"__leaf{number}.{mode}"
 
     def _outcomes(
         self,
@@ -332,15 +344,18 @@ class ColumnarDecider:
 
     # Refusals ----------------------------------------------------------------------------------
 
-    def _errors(self, frame: pl.DataFrame, on: dt.date) -> pl.DataFrame:
-        """Each row's key (its region on the date) and the refusal the service would give it."""
+    def _errors(self, frame: pl.DataFrame, on: dt.date) -> tuple[pl.DataFrame, list[Key]]:
+        """Each row's key (its region on the date, an index into the keys returned) and the
+        refusal the service would give it."""
         policy = self.policy
         codes: dict[str, int] = {}
+        local: dict[int, int] = {}  # the run's key index -> this date's
         for code in frame["region_code"].unique().drop_nulls().to_list():
             bad: list[tuple[str, str]] = []
             region = resolve_region(code, policy, "person.region_code", bad, on)
             if region is not None:
-                codes[code] = self.keys.index(region, on)
+                codes[code] = local.setdefault(self.keys.index(region, on), len(local))
+        keys = [self.keys.keys[i] for i in local]
         key = pl.col("region_code").replace_strict(list(codes), list(codes.values()), default=None)
         frame = frame.with_columns(key.cast(pl.UInt32()).alias(KEY))
         flag = suspect(on, _today(policy)) | pl.col(KEY).is_null()
@@ -351,12 +366,12 @@ class ColumnarDecider:
         out_of_range = outside_period(policy, on)
         frame = frame.with_columns(errors.alias(ERROR))
         if out_of_range is not None:
-            return frame.with_columns(pl.col(ERROR).fill_null(out_of_range))
-        key_errors = [k.error for k in self.keys.keys]
+            return frame.with_columns(pl.col(ERROR).fill_null(out_of_range)), keys
+        key_errors = [k.error for k in keys]
         if any(key_errors):
             by_key = pl.lit(pl.Series(key_errors, dtype=pl.String())).gather(pl.col(KEY))
             frame = frame.with_columns(pl.coalesce(pl.col(ERROR), by_key).alias(ERROR))
-        return frame
+        return frame, keys
 
     # Programs ----------------------------------------------------------------------------------
 

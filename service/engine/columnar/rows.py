@@ -28,6 +28,7 @@ GRADE, CATEGORY = "disability_grade", "disability_category"
 LEVEL, ASSESSED = "capacity_level", "capacity_assessed_on"
 INCOMES = ("household_income_per_head_fen", "own_income_fen")
 EPOCH = dt.date(1970, 1, 1)
+DATED = frozenset({"age_years"})  # the row facts that depend on the evaluation date
 ALWAYS_STATED = frozenset({"has_disability_certificate"})  # to_case sets it for every request
 
 
