@@ -36,6 +36,7 @@ OUTCOME_NAMES = list(OUTCOME_CODES)
 MASK_BITS = 62  # labels per Int64 bit mask
 WORD = 31  # three-valued columns per Int64 signature word
 ERROR = "__error"
+SUSPECT, CODE, FIXED_ID = "__suspect", "__code", "__fixed_id"  # per run: refusal suspects, region code index
 
 
 def _int(value: int) -> pl.Expr:
@@ -207,17 +208,28 @@ class ColumnarDecider:
         """Each date's decision table in turn (for tables too large to hold for every date at
         once). What does not depend on the date (most comparisons, which facts are unknown) is
         computed once for all of them."""
-        frame = self._persons(persons)
+        # One chunk per column: an eager select on a frame of many chunks pays for all of them.
+        frame = self._persons(persons).rechunk()
         carried = persons.select([c for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns])
-        fixed: dict[tuple[str, ...], pl.DataFrame] = {}
+        codes = frame["region_code"].unique().drop_nulls().sort().to_list()
+        frame = frame.with_columns(
+            suspect(_today(self.policy)).alias(SUSPECT),
+            pl.col("region_code").cast(pl.Enum(codes)).to_physical().alias(CODE),
+        )
+        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame]] = {}
         for on in dates:
-            yield self._decide(frame, carried, on, fixed)
+            yield self._decide(frame, carried, on, codes, fixed)
 
     def decide(self, persons: pl.DataFrame, on: dt.date) -> pl.DataFrame:
         return next(self.decide_each(persons, [on]))
 
     def _decide(
-        self, frame: pl.DataFrame, carried: pl.DataFrame, on: dt.date, fixed: dict[tuple[str, ...], pl.DataFrame]
+        self,
+        frame: pl.DataFrame,
+        carried: pl.DataFrame,
+        on: dt.date,
+        codes: list[str],
+        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame]],
     ) -> pl.DataFrame:
         """Per row, only what reads the row: its key, its refusal, the comparisons and which facts
         it lacks, packed two bits each. Everything after (rules, outcomes, amounts, interactions,
@@ -225,7 +237,7 @@ class ColumnarDecider:
         thousand in a million people) and picked up by each row."""
         policy = self.policy
         programs = in_force(policy, on) if outside_period(policy, on) is None else []
-        frame, keys = self._errors(frame, on)
+        frame, keys = self._errors(frame, on, codes)
         facts = row_facts(policy, on)
         compiler = Compiler(policy, keys, facts)
         rules = [r for pid in programs for r in policy.programs[pid].rules] + list(policy.referrals)
@@ -261,17 +273,14 @@ class ColumnarDecider:
         compiler.sharing = False
         frame = frame.with_columns([e.alias(name) for name, e in compiler.shared.values()])
         fixed_names = tuple(fixed_part)
-        if fixed_names not in fixed:
-            fixed[fixed_names] = frame.select(pack(fixed_part, list(fixed_names), "__fixed"))
-        rows = pl.concat(
-            [frame.select(KEY), fixed[fixed_names], frame.select(pack(dated_part, list(dated_part), "__dated"))],
-            how="horizontal",
-        )
-        on_columns = rows.columns
-        distinct = rows.unique().with_row_index("__sig")
-        index = rows.join(distinct, on=on_columns, how="left", maintain_order="left", nulls_equal=True)["__sig"]
-        index = frame.select(pl.when(pl.col(ERROR).is_null()).then(index)).to_series()
-        small = distinct.with_columns(unpack(list(fixed_names), "__fixed") + unpack(list(dated_part), "__dated"))
+        if fixed_names not in fixed:  # each row's combination of them, as a dense id
+            words = frame.select(pack(fixed_part, list(fixed_names), "__fixed"))
+            table = words.unique().with_row_index(FIXED_ID)
+            ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
+            fixed[fixed_names] = (ids, table)
+        ids, table = fixed[fixed_names]
+        small, index = self._signatures(frame, ids, table, keys, dated_part)
+        small = small.with_columns(unpack(list(fixed_names), "__fixed") + unpack(list(dated_part), "__dated"))
 
         def leaf_in(mode: str) -> Callable[[Cmp], pl.Expr]:
             def column(leaf: Cmp) -> pl.Expr:
@@ -296,6 +305,43 @@ class ColumnarDecider:
         small = small.with_columns(exprs)
         small = self._outcomes(small, programs, compiler, unknown, results, unstated, leaf_in(UNSTATED))
         return self._output(frame, small, index, carried, on, programs, compiler)
+
+    @staticmethod
+    def _signatures(
+        frame: pl.DataFrame, ids: pl.Series, table: pl.DataFrame, keys: list[Key], dated: dict[str, pl.Expr]
+    ) -> tuple[pl.DataFrame, pl.Series]:
+        """The distinct (key, fixed part, dated part) of the rows, each row's index among them
+        (null for a refused row). One Int64 per row when the three fit in it (a single-column
+        lookup is several times faster than a join on several)."""
+        names = list(dated)
+        key_bits = len(keys).bit_length()  # len(keys) stands for no key
+        id_bits = max(table.height - 1, 1).bit_length()
+        dated_bits = 2 * len(names)
+        key = pl.col(KEY).fill_null(len(keys)).cast(pl.Int64())
+        if id_bits + key_bits + dated_bits <= 62:
+            word = pack(dated, names, "__dated")[0] if names else _int(0)
+            low = 1 << dated_bits
+            mid = 1 << (key_bits + dated_bits)
+            sig = frame.select((pl.lit(ids).cast(pl.Int64()) * mid + key * low + word).alias("__sig")).to_series()
+            distinct = sig.unique()
+            index = sig.replace_strict(distinct, pl.int_range(len(distinct), dtype=pl.UInt32(), eager=True))
+            small = pl.DataFrame({"__sig": distinct}).select(
+                (pl.col("__sig") // mid).cast(pl.UInt32()).alias(FIXED_ID),
+                (pl.col("__sig") // low % (1 << key_bits)).alias(KEY),
+                (pl.col("__sig") % low).alias("__dated0"),
+            )
+        else:
+            rows = pl.concat(
+                [frame.select(key.alias(KEY)), ids.to_frame(), frame.select(pack(dated, names, "__dated"))],
+                how="horizontal",
+            )
+            small = rows.unique().with_row_index("__index")
+            index = rows.join(small, on=rows.columns, how="left", maintain_order="left")["__index"]
+        small = small.with_columns(
+            pl.when(pl.col(KEY) < len(keys)).then(pl.col(KEY)).cast(pl.UInt32()).alias(KEY)
+        ).join(table, on=FIXED_ID, how="left", maintain_order="left")
+        index = frame.select(pl.when(pl.col(ERROR).is_null()).then(index)).to_series()
+        return small, index
 
     def _leaf_name(self, leaf: Cmp, mode: str, compiler: Compiler) -> str:
         """A comparison's column: the same name on every date (one for both modes when it reads
@@ -344,21 +390,20 @@ class ColumnarDecider:
 
     # Refusals ----------------------------------------------------------------------------------
 
-    def _errors(self, frame: pl.DataFrame, on: dt.date) -> tuple[pl.DataFrame, list[Key]]:
+    def _errors(self, frame: pl.DataFrame, on: dt.date, codes: list[str]) -> tuple[pl.DataFrame, list[Key]]:
         """Each row's key (its region on the date, an index into the keys returned) and the
-        refusal the service would give it."""
+        refusal the service would give it. `codes`: the region codes of the rows (CODE indexes it)."""
         policy = self.policy
-        codes: dict[str, int] = {}
+        mapping: list[int | None] = []
         local: dict[int, int] = {}  # the run's key index -> this date's
-        for code in frame["region_code"].unique().drop_nulls().to_list():
+        for code in codes:
             bad: list[tuple[str, str]] = []
             region = resolve_region(code, policy, "person.region_code", bad, on)
-            if region is not None:
-                codes[code] = local.setdefault(self.keys.index(region, on), len(local))
+            mapping.append(None if region is None else local.setdefault(self.keys.index(region, on), len(local)))
         keys = [self.keys.keys[i] for i in local]
-        key = pl.col("region_code").replace_strict(list(codes), list(codes.values()), default=None)
-        frame = frame.with_columns(key.cast(pl.UInt32()).alias(KEY))
-        flag = suspect(on, _today(policy)) | pl.col(KEY).is_null()
+        key = pl.lit(pl.Series(mapping, dtype=pl.UInt32())).gather(pl.col(CODE))
+        frame = frame.with_columns(key.alias(KEY))
+        flag = pl.col(SUSPECT) | (pl.col("birth_date") > pl.lit(on)).fill_null(False) | pl.col(KEY).is_null()
         flagged = frame.with_row_index("__row").filter(flag)
         errors = pl.repeat(None, frame.height, dtype=pl.String(), eager=True)
         if flagged.height:

@@ -97,11 +97,12 @@ def row_facts(policy: PolicySet, on: dt.date) -> dict[str, pl.Expr]:
     return {name: expr for name, expr in facts.items() if name in policy.facts}
 
 
-def suspect(on: dt.date, now: dt.date) -> pl.Expr:
-    """True for every row the service might refuse (and some it would not)."""
+def suspect(now: dt.date) -> pl.Expr:
+    """True for every row the service might refuse on any date (and some it would not); the date's
+    own test (born after it) and the region's are added per date."""
     born = pl.col("birth_date")
     grade = pl.col(GRADE).cast(pl.Int64)
-    tests = [born.is_null(), born > pl.lit(on), born > pl.lit(now), pl.col("region_code").is_null()]
+    tests = [born.is_null(), born > pl.lit(now), pl.col("region_code").is_null()]
     tests += [pl.col(name) < 0 for name in INCOMES]
     for name, values in ENUMS.items():
         if name != BENEFITS:
@@ -133,12 +134,16 @@ def refusal(row: dict[str, Any], policy: PolicySet, on: dt.date, now: dt.date) -
 def refusals(flagged: pl.DataFrame, policy: PolicySet, on: dt.date) -> pl.Series:
     """The refusal of each flagged row (null where the service takes it), once per distinct row."""
     now = today(policy)
-    found: dict[tuple[Any, ...], str | None] = {}
-    out: list[str | None] = []
     columns = list(PERSON_SCHEMA)
-    for row in flagged.select(columns).iter_rows(named=True):
-        key = tuple(tuple(v) if isinstance(v, list) else v for v in row.values())
-        if key not in found:
-            found[key] = refusal(row, policy, on, now)
-        out.append(found[key])
-    return pl.Series(out, dtype=pl.String())
+    # The benefits list as text, so that the distinct rows are found by polars (a list column
+    # is no join key); \x00 and \x01 are in no benefit's name.
+    listed = pl.col(BENEFITS).list.eval(pl.element().fill_null("\x00")).list.join("\x01")
+    keyed = flagged.select(*[c for c in columns if c != BENEFITS], listed.alias("__benefits"), pl.col(BENEFITS))
+    on_columns = [c for c in keyed.columns if c != BENEFITS]
+    keyed = keyed.with_columns(pl.col(BENEFITS).is_null().alias("__no_benefits"))
+    on_columns.append("__no_benefits")
+    distinct = keyed.unique(subset=on_columns, keep="first", maintain_order=True)
+    texts = [refusal(row, policy, on, now) for row in distinct.select(columns).iter_rows(named=True)]
+    distinct = distinct.select(on_columns).with_columns(pl.Series("__refusal", texts, dtype=pl.String()))
+    joined = keyed.select(on_columns).join(distinct, on=on_columns, how="left", maintain_order="left", nulls_equal=True)
+    return joined["__refusal"]
