@@ -41,19 +41,25 @@ def differing_rows(want: pl.DataFrame, got: pl.DataFrame, persons: pl.DataFrame)
         pairs = list(zip(want[name].to_list(), got[name].to_list(), strict=True))
         rows = [i for i, (a, b) in enumerate(pairs) if a != b]
         for i in rows[:5]:
-            lines.append(f"{name}: online {pairs[i][0]!r}, columnar {pairs[i][1]!r}; person {persons.row(i, named=True)}")
+            lines.append(
+                f"{name}: online {pairs[i][0]!r}, columnar {pairs[i][1]!r}; person {persons.row(i, named=True)}"
+            )
         if len(rows) > 5:
             lines.append(f"{name}: {len(rows) - 5} more rows differ")
     return "\n".join(lines)
 
 
-def assert_same(online: OnlineDecider, columnar: ColumnarDecider, rows: list[dict[str, Any]], on: dt.date) -> None:
+def assert_same(
+    online: OnlineDecider, columnar: ColumnarDecider, rows: list[dict[str, Any]], on: dt.date
+) -> pl.DataFrame:
+    """Both deciders' tables for the rows on the date are equal; returns the columnar one."""
     persons = pl.DataFrame(rows, schema=ROW_SCHEMA, orient="row")
     want, got = online.decide(persons, on), columnar.decide(persons, on)
     try:
         assert_frame_equal(want, got)
     except AssertionError as exc:
         raise AssertionError(f"{on}: {exc}\n{differing_rows(want, got, persons)}") from None
+    return got
 
 
 def by_date(requests: list[Any]) -> dict[dt.date, list[dict[str, Any]]]:
@@ -120,7 +126,13 @@ def test_many_dates_is_each_date(deciders):
 def test_month_thresholds_are_add_months():
     """add_months(a, m) compared with x is a compared with one of two dates, for every a."""
     days = [dt.date(2019, 12, 1) + dt.timedelta(days=i) for i in range(0, 600, 1)]
-    for x in [dt.date(2020, 2, 29), dt.date(2020, 3, 31), dt.date(2020, 4, 30), dt.date(2021, 2, 28), dt.date(2020, 6, 15)]:
+    for x in [
+        dt.date(2020, 2, 29),
+        dt.date(2020, 3, 31),
+        dt.date(2020, 4, 30),
+        dt.date(2021, 2, 28),
+        dt.date(2020, 6, 15),
+    ]:
         xi = x.year * 10000 + x.month * 100 + x.day
         for months in (-13, -1, 0, 1, 6, 12):
             lo, hi = month_thresholds(xi, months)
@@ -221,10 +233,12 @@ def test_a_new_program_runs_on_both(tmp_path: Path):
     interactions.write_text(text.replace("\nreferrals:", EXTRA_COMBINATION + "\nreferrals:", 1), encoding="utf-8")
     online, columnar = OnlineDecider.load(root), ColumnarDecider.load(root)
     assert "home_care_allowance" in columnar.programs
-    people = People(root, online.service, 1200, seed=5)
+    people = People(root, online.service, 900, seed=5)
     outcomes: set[str] = set()
+    interactions: set[str] = set()
     for on, rows in sorted(by_date(list(people)).items()):
-        assert_same(online, columnar, rows, on)
-        got = columnar.decide(pl.DataFrame(rows, schema=ROW_SCHEMA, orient="row"), on)
+        got = assert_same(online, columnar, rows, on)
         outcomes |= set(got["home_care_allowance.outcome"].drop_nulls().to_list())
+        interactions |= set(got["home_care_allowance.interactions"].explode().drop_nulls().to_list())
     assert outcomes == {"ELIGIBLE", "INELIGIBLE", "UNDETERMINED"}
+    assert "interaction.home_care_or_elderly_care_higher" in interactions
