@@ -123,6 +123,37 @@ def test_many_dates_is_each_date(deciders):
     assert_frame_equal(got, pl.concat([online.decide(persons, on) for on in dates]))
 
 
+def test_rows_the_service_refuses_and_tables_without_columns(deciders):
+    """Rows no request could carry or the service refuses (no birth date, unknown region, bad
+    enum value, negative income, a category without a grade, an unknown benefit), columns left
+    out, a weight carried through, an empty table; on dates inside, before and outside the period."""
+    online, columnar = deciders
+    tables = [
+        pl.DataFrame(
+            {"birth_date": [dt.date(1950, 1, 1), None], "region_code": ["330102", "330102"], "weight": [2.0, 1.0]}
+        ),
+        pl.DataFrame(
+            {
+                "reference": ["a", "b", "c", "d", "e"],
+                "birth_date": [dt.date(2010, 1, 1)] * 5,
+                "region_code": ["330102", "33010", None, "110105", "999999"],
+                "household_status": ["dibao", "bogus", None, "dibao", "destitute"],
+                "other_benefits": [["work_injury_nursing_allowance"], ["nope"], [None], [], None],
+                "disability_grade": [0, 5, None, 2, 3],
+                "disability_category": ["physical", None, "mental", None, "intellectual"],
+                "capacity_level": [None, "mild_loss", None, None, None],
+                "household_income_per_head_fen": [-1, 5, None, 0, 100],
+            }
+        ),
+        pl.DataFrame(schema={"birth_date": pl.Date(), "region_code": pl.String()}),
+    ]
+    for persons in tables:
+        for on in (dt.date(2020, 8, 1), dt.date(2015, 6, 1), dt.date(2014, 12, 31)):
+            assert_frame_equal(online.decide(persons, on), columnar.decide(persons, on))
+    assert columnar.decide(tables[0], dt.date(2020, 8, 1))["weight"].to_list() == [2.0, 1.0]
+    assert columnar.decide_many(tables[0], []).height == 0
+
+
 def test_month_thresholds_are_add_months():
     """add_months(a, m) compared with x is a compared with one of two dates, for every a."""
     days = [dt.date(2019, 12, 1) + dt.timedelta(days=i) for i in range(0, 600, 1)]
@@ -235,10 +266,10 @@ def test_a_new_program_runs_on_both(tmp_path: Path):
     assert "home_care_allowance" in columnar.programs
     people = People(root, online.service, 900, seed=5)
     outcomes: set[str] = set()
-    interactions: set[str] = set()
+    applied: set[str] = set()
     for on, rows in sorted(by_date(list(people)).items()):
         got = assert_same(online, columnar, rows, on)
         outcomes |= set(got["home_care_allowance.outcome"].drop_nulls().to_list())
-        interactions |= set(got["home_care_allowance.interactions"].explode().drop_nulls().to_list())
+        applied |= set(got["home_care_allowance.interactions"].explode().drop_nulls().to_list())
     assert outcomes == {"ELIGIBLE", "INELIGIBLE", "UNDETERMINED"}
-    assert "interaction.home_care_or_elderly_care_higher" in interactions
+    assert "interaction.home_care_or_elderly_care_higher" in applied

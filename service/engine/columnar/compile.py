@@ -275,13 +275,11 @@ class Compiler:
             for row in batch.to_list():
                 k = row.pop(KEY)
                 memo = (k, *row.values())
-                if memo not in seen:
-                    if k is None:
-                        seen[memo] = None
-                    else:
-                        stated = {n: to_yyyymmdd(v) if n in dates else v for n, v in row.items() if v is not None}
-                        values = {**keys[k].facts, **stated}
-                        seen[memo] = evaluate_leaf(leaf, values, keys[k].params)
+                if memo not in seen:  # a refused row has no key: its result is never read
+                    stated = {n: to_yyyymmdd(v) if n in dates else v for n, v in row.items() if v is not None}
+                    key = keys[k] if k is not None else None
+                    values = {**(key.facts if key else {}), **stated}
+                    seen[memo] = evaluate_leaf(leaf, values, key.params if key else {})
                 out.append(seen[memo])
             return pl.Series(out, dtype=pl.Boolean())
 

@@ -202,7 +202,11 @@ class ColumnarDecider:
 
     def decide_many(self, persons: pl.DataFrame, dates: list[dt.date]) -> pl.DataFrame:
         """The decision table for each date, one after the other (see `decide_each`)."""
-        return pl.concat(list(self.decide_each(persons, dates)), how="vertical")
+        tables = list(self.decide_each(persons, dates))
+        if not tables:
+            carried = {c: persons.schema[c] for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns}
+            return pl.DataFrame(schema={**carried, **s.decision_schema(self.programs)})
+        return pl.concat(tables, how="vertical")
 
     def decide_each(self, persons: pl.DataFrame, dates: Iterable[dt.date]) -> Iterator[pl.DataFrame]:
         """Each date's decision table in turn (for tables too large to hold for every date at
