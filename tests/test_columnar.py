@@ -23,6 +23,7 @@ from support import POLICIES
 from policycheck.cases import load_cases
 from policycheck.requests import request
 from policycheck.sample import People
+from population.backends import load_decider
 from population.online import OnlineDecider
 from population.persons import from_request
 from service.engine.columnar.compile import month_thresholds
@@ -31,7 +32,7 @@ from service.engine.columnar.schema import PERSON_SCHEMA, REFERENCE
 from service.policy.expressions import add_months
 
 ROW_SCHEMA = {REFERENCE: pl.String(), **PERSON_SCHEMA}
-GENERATED = 2500
+GENERATED = 4000
 
 
 def differing_rows(want: pl.DataFrame, got: pl.DataFrame, persons: pl.DataFrame) -> str:
@@ -152,6 +153,11 @@ def test_rows_the_service_refuses_and_tables_without_columns(deciders):
             assert_frame_equal(online.decide(persons, on), columnar.decide(persons, on))
     assert columnar.decide(tables[0], dt.date(2020, 8, 1))["weight"].to_list() == [2.0, 1.0]
     assert columnar.decide_many(tables[0], []).height == 0
+
+
+def test_the_default_backend_is_columnar():
+    assert isinstance(load_decider(POLICIES), ColumnarDecider)
+    assert isinstance(load_decider(POLICIES, "online"), OnlineDecider)
 
 
 def test_month_thresholds_are_add_months():

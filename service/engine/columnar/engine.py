@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from ...convert import spelled
-from ...policy.expressions import Cmp, Fact, condition_refs, leaves, operand_refs
+from ...policy.expressions import Cmp, Fact, condition_refs, evaluate_operand, leaves, operand_refs
 from ...policy.loader import load_policies
 from ...policy.policyset import PolicySet, Program, Rule
 from ...request import resolve_region
@@ -160,12 +160,13 @@ class Masks:
             for i, chunk in enumerate(chunks)
         ]
 
-    def lists(self, frame: pl.DataFrame, name: str, label: Callable[[list[str]], list[str]] = sorted) -> pl.Series:
+    def lists(self, frame: pl.DataFrame, name: str) -> pl.Series:
+        """Each row's labels, sorted (as the online decider lists them)."""
         found = []
         for i, labels in enumerate(self.labels[name]):
             column = frame[f"{name}#{i}"]
             masks = column.unique().to_list()
-            lists = [label([x for b, x in enumerate(labels) if m >> b & 1]) for m in masks]
+            lists = [sorted(x for b, x in enumerate(labels) if m >> b & 1) for m in masks]
             index = column.replace_strict(masks, list(range(len(masks))), return_dtype=pl.UInt32())
             found.append(pl.Series(lists, dtype=pl.List(pl.String())).gather(index))
         if len(found) == 1:
@@ -284,6 +285,7 @@ class ColumnarDecider:
             fixed[fixed_names] = (ids, table)
         ids, table = fixed[fixed_names]
         small, index = self._signatures(frame, ids, table, keys, dated_part)
+        frame = frame.select(KEY, ERROR)  # the facts and constants are no longer needed: free them
         small = small.with_columns(unpack(list(fixed_names), "__fixed") + unpack(list(dated_part), "__dated"))
 
         def leaf_in(mode: str) -> Callable[[Cmp], pl.Expr]:
@@ -449,14 +451,12 @@ class ColumnarDecider:
         # The defaults a rule read that decided it (its result differs with them unknown), listed
         # when leaving them unknown changes the program's outcome or routes (decide._decide_program).
         assumed_parts: list[tuple[pl.Expr, str]] = []
-        assumed_rules = []
         for rule in program.rules:
             defaulted = [f for f in _reads(rule) if f in compiler.defaults and f not in compiler.key_facts]
             if not defaulted:
                 continue
             used = _any(unknown.unset(f) for f in defaulted)
             assumed = used & results[rule.id].ne_missing(unstated[rule.id])
-            assumed_rules.append(assumed)
             for f in defaulted:
                 label = f"{rule.id}:{f}={spelled(self.defaults[f])}"
                 assumed_parts.append((assumed & unknown.unset(f), label))
@@ -472,8 +472,6 @@ class ColumnarDecider:
         """The highest amount of the routes that hold, times each adjustment that holds, rounded:
         computed exactly in Python for each key, each rank of route amount and each set of
         adjustments, and picked per row by index."""
-        from ...policy.expressions import evaluate_operand
-
         routes, adjustments = program.routes, program.adjustments
         keys = compiler.keys
         sets = 1 << len(adjustments)
@@ -573,7 +571,6 @@ class ColumnarDecider:
     ) -> list[pl.Expr]:
         """A referral holds on stated facts alone; it is conditional when only unstated facts stand
         between the person and it (decide.Engine.evaluate)."""
-        self._referral_labels: list[tuple[str, str]] = []
         parts: list[tuple[pl.Expr, str]] = []
         exprs = []
         for i, rule in enumerate(self.policy.referrals):
