@@ -16,7 +16,7 @@ import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -27,15 +27,16 @@ from ...policy.policyset import PolicySet, Program, Rule
 from ...request import resolve_region
 from ..decide import ELIGIBLE, INELIGIBLE, ROUNDING, UNDETERMINED
 from . import schema as s
-from .compile import KEY, UNSTATED, VALUES, Compiler, fact_column, leaf_facts
+from .compile import DTYPES, KEY, UNSTATED, VALUES, Compiler, fact_column, leaf_facts
 from .rows import ALWAYS_STATED, refusals, row_facts, suspect
 from .tables import Key, KeyTable, in_force, outside_period
 
 OUTCOME_CODES = {INELIGIBLE: 0, UNDETERMINED: 1, ELIGIBLE: 2}
 OUTCOME_NAMES = list(OUTCOME_CODES)
 MASK_BITS = 62  # labels per Int64 bit mask
-WORD = 31  # three-valued columns per Int64 signature word
+WORD_BITS = 62  # signal bits per Int64 signature word
 ERROR = "__error"
+OTHER = "\x00other"  # a coded enum's value that the policy does not list
 SUSPECT, CODE, FIXED_ID = "__suspect", "__code", "__fixed_id"  # per run: refusal suspects, region code index
 
 
@@ -87,28 +88,51 @@ def outcome_expr(program: Program, results: dict[str, pl.Expr]) -> pl.Expr:
     )
 
 
-def _chunks(names: list[str]) -> list[list[str]]:
-    return [names[i : i + WORD] for i in range(0, len(names), WORD)]
+class Signal(NamedTuple):
+    """A column the rows are told apart by: a three-valued Boolean (two bits: 0 false, 1 true,
+    2 null), or an integer code of `bits` bits."""
+
+    expr: pl.Expr
+    bits: int = 2
+    code: bool = False
 
 
-def pack(signature: dict[str, pl.Expr], names: list[str], prefix: str) -> list[pl.Expr]:
-    """Three-valued columns as two bits each (0 false, 1 true, 2 null) in Int64 words."""
-    words = []
-    for w, chunk in enumerate(_chunks(names)):
-        parts = [
-            pl.when(signature[n].is_null()).then(_int(2 << (2 * i))).when(signature[n]).then(_int(1 << (2 * i)))
-            for i, n in enumerate(chunk)
-        ]
-        words.append(functools.reduce(operator.add, [p.otherwise(_int(0)) for p in parts]).alias(f"{prefix}{w}"))
+def _layout(signals: dict[str, Signal]) -> list[list[tuple[str, int]]]:
+    """The signals in Int64 words: each word's (name, bit offset), at most WORD_BITS bits a word."""
+    words: list[list[tuple[str, int]]] = []
+    used = WORD_BITS
+    for name, signal in signals.items():
+        if used + signal.bits > WORD_BITS:
+            words.append([])
+            used = 0
+        words[-1].append((name, used))
+        used += signal.bits
     return words
 
 
-def unpack(names: list[str], prefix: str) -> list[pl.Expr]:
+def pack(signals: dict[str, Signal], prefix: str) -> list[pl.Expr]:
+    """The signals packed into Int64 words `{prefix}0`, `{prefix}1`, ..."""
+    words = []
+    for w, items in enumerate(_layout(signals)):
+        parts = []
+        for name, at in items:
+            e = signals[name].expr
+            if signals[name].code:
+                parts.append(e.cast(pl.Int64()) * (1 << at))
+            else:  # the shift folded into the literals: measured twice as fast as a multiply
+                parts.append(pl.when(e.is_null()).then(_int(2 << at)).when(e).then(_int(1 << at)).otherwise(_int(0)))
+        words.append(functools.reduce(operator.add, parts).alias(f"{prefix}{w}"))
+    return words
+
+
+def unpack(signals: dict[str, Signal], prefix: str) -> list[pl.Expr]:
     exprs = []
-    for w, chunk in enumerate(_chunks(names)):
-        for i, n in enumerate(chunk):
-            code = pl.col(f"{prefix}{w}") // (1 << (2 * i)) % 4
-            exprs.append(pl.when(code == 2).then(None).otherwise(code == 1).alias(n))
+    for w, items in enumerate(_layout(signals)):
+        for name, at in items:
+            code = pl.col(f"{prefix}{w}") // (1 << at) % (1 << signals[name].bits)
+            exprs.append(
+                (code if signals[name].code else pl.when(code == 2).then(None).otherwise(code == 1)).alias(name)
+            )
     return exprs
 
 
@@ -125,9 +149,10 @@ class Unknown:
     """Whether a fact is unknown: with defaults applied (`missing`) or as stated (`unset`). A row
     fact's answer is a signature column; a key fact's is computed from the key."""
 
-    def __init__(self, compiler: Compiler, signature: dict[str, pl.Expr]):
+    def __init__(self, compiler: Compiler, signature: dict[str, Signal], coded: dict[str, list[Any]]):
         self.compiler = compiler
         self.signature = signature
+        self.coded = coded  # facts whose value the signature holds: read from it
 
     def missing(self, fact: str) -> pl.Expr:
         if fact in self.compiler.defaults and fact not in self.compiler.key_facts:
@@ -138,11 +163,11 @@ class Unknown:
         return self._column(f"__unset.{fact}", fact, self.compiler.stated(fact).is_null())
 
     def _column(self, name: str, fact: str, value: pl.Expr) -> pl.Expr:
-        if fact in self.compiler.key_facts:
+        if fact in self.compiler.key_facts or fact in self.coded:
             return value
         if fact in ALWAYS_STATED:
             return pl.lit(False)
-        self.signature.setdefault(name, value)
+        self.signature.setdefault(name, Signal(value))
         return pl.col(name)
 
 
@@ -252,20 +277,21 @@ class ColumnarDecider:
         # Comparisons, once each (and again with unstated facts unknown where a default is read).
         # Those that read only the key's facts are computed per distinct combination; those that
         # read neither the key nor the date (`fixed`) once for every date.
-        fixed_part: dict[str, pl.Expr] = {}
-        dated_part: dict[str, pl.Expr] = {}
-        unknown = Unknown(compiler, fixed_part)
+        fixed_part: dict[str, Signal] = {}
+        dated_part: dict[str, Signal] = {}
+        coded = self._coded(rules, compiler)
+        unknown = Unknown(compiler, fixed_part, coded)
         compiler.sharing = True
         for rule in rules:
             modes = (UNSTATED,) if rule.kind == "referral" else (VALUES, UNSTATED)
             for leaf in leaves(rule.when):
-                if compiler.key_only(leaf):
+                if compiler.key_only(leaf) or leaf.fact in coded:
                     continue
                 for mode in modes:
                     name = self._leaf_name(leaf, mode, compiler)
                     part = fixed_part if compiler.fixed(leaf) else dated_part
                     if name not in part:
-                        part[name] = compiler.leaf(leaf, mode)
+                        part[name] = Signal(compiler.leaf(leaf, mode))
             if rule.kind != "referral":
                 for n in dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)):
                     unknown.missing(n)
@@ -276,21 +302,30 @@ class ColumnarDecider:
                 for n in dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)):
                     unknown.unset(n)
         compiler.sharing = False
+        for fact, values in coded.items():  # the value itself (its index among the fact's values)
+            column = pl.col(fact_column(fact))
+            code: Any = pl.when(column.is_null()).then(_int(0))  # a when-then chain
+            for i, value in enumerate(values, start=1):
+                code = code.when(column == value).then(_int(i))
+            fixed_part[f"__code.{fact}"] = Signal(
+                code.otherwise(_int(len(values) + 1)), (len(values) + 1).bit_length(), True
+            )
         frame = frame.with_columns([e.alias(name) for name, e in compiler.shared.values()])
         fixed_names = tuple(fixed_part)
         if fixed_names not in fixed:  # each row's combination of them, as a dense id
-            words = frame.select(pack(fixed_part, list(fixed_names), "__fixed"))
+            words = frame.select(pack(fixed_part, "__fixed"))
             table = words.unique().with_row_index(FIXED_ID)
             ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
             fixed[fixed_names] = (ids, table)
         ids, table = fixed[fixed_names]
         small, index = self._signatures(frame, ids, table, keys, dated_part)
         frame = frame.select(KEY, ERROR)  # the facts and constants are no longer needed: free them
-        small = small.with_columns(unpack(list(fixed_names), "__fixed") + unpack(list(dated_part), "__dated"))
+        small = small.with_columns(unpack(fixed_part, "__fixed") + unpack(dated_part, "__dated"))
+        small = small.with_columns(self._decoded(coded))
 
         def leaf_in(mode: str) -> Callable[[Cmp], pl.Expr]:
             def column(leaf: Cmp) -> pl.Expr:
-                if compiler.key_only(leaf):
+                if compiler.key_only(leaf) or leaf.fact in coded:
                     return compiler.leaf(leaf, mode)
                 return pl.col(self._leaf_name(leaf, mode, compiler))
 
@@ -312,20 +347,55 @@ class ColumnarDecider:
         small = self._outcomes(small, programs, compiler, unknown, results, unstated, leaf_in(UNSTATED))
         return self._output(frame, small, index, carried, on, programs, compiler)
 
+    def _coded(self, rules: list[Rule], compiler: Compiler) -> dict[str, list[Any]]:
+        """The facts held in the signature by value (an index among their values), their
+        comparisons made once per distinct combination: enums and Booleans a row states that are
+        only ever tested for equality with literals (another value tests as unequal to each)."""
+        policy = self.policy
+        read = {n for r in rules for n in _reads(r)}
+        found = {
+            n: list(f.values or {}) if f.type == "enum" else [True, False]
+            for n, f in policy.facts.items()
+            if f.type in ("enum", "boolean") and n in read and n in compiler.row_facts and n not in compiler.key_facts
+        }
+        for rule in rules:
+            for formula in (rule.amount, rule.multiply):
+                for ref in operand_refs(formula) if formula is not None else ():
+                    found.pop(ref.name, None)
+            for leaf in leaves(rule.when):
+                refs = [] if isinstance(leaf.rhs, tuple) else list(operand_refs(leaf.rhs))
+                for ref in refs:
+                    found.pop(ref.name, None)
+                if refs or leaf.op not in ("eq", "ne", "in"):
+                    found.pop(leaf.fact, None)
+        return found
+
+    def _decoded(self, coded: dict[str, list[Any]]) -> list[pl.Expr]:
+        """The coded facts' values again, where the comparisons read them (another value: OTHER)."""
+        exprs = []
+        for fact, values in coded.items():
+            dtype = DTYPES[self.policy.facts[fact].type]
+            code = pl.col(f"__code.{fact}")
+            value: Any = pl.when(code == 0).then(pl.lit(None, dtype))  # a when-then chain
+            for i, v in enumerate(values, start=1):
+                value = value.when(code == i).then(pl.lit(v, dtype))
+            other = pl.lit(OTHER if dtype == pl.String() else None, dtype)
+            exprs.append(value.otherwise(other).alias(fact_column(fact)))
+        return exprs
+
     @staticmethod
     def _signatures(
-        frame: pl.DataFrame, ids: pl.Series, table: pl.DataFrame, keys: list[Key], dated: dict[str, pl.Expr]
+        frame: pl.DataFrame, ids: pl.Series, table: pl.DataFrame, keys: list[Key], dated: dict[str, Signal]
     ) -> tuple[pl.DataFrame, pl.Series]:
         """The distinct (key, fixed part, dated part) of the rows, each row's index among them
         (null for a refused row). One Int64 per row when the three fit in it (a single-column
         lookup is several times faster than a join on several)."""
-        names = list(dated)
         key_bits = len(keys).bit_length()  # len(keys) stands for no key
         id_bits = max(table.height - 1, 1).bit_length()
-        dated_bits = 2 * len(names)
+        dated_bits = sum(signal.bits for signal in dated.values())
         key = pl.col(KEY).fill_null(len(keys)).cast(pl.Int64())
-        if id_bits + key_bits + dated_bits <= 62:
-            word = pack(dated, names, "__dated")[0] if names else _int(0)
+        if id_bits + key_bits + dated_bits <= WORD_BITS:
+            word = pack(dated, "__dated")[0] if dated else _int(0)
             low = 1 << dated_bits
             mid = 1 << (key_bits + dated_bits)
             sig = frame.select((pl.lit(ids).cast(pl.Int64()) * mid + key * low + word).alias("__sig")).to_series()
@@ -338,7 +408,7 @@ class ColumnarDecider:
             )
         else:
             rows = pl.concat(
-                [frame.select(key.alias(KEY)), ids.to_frame(), frame.select(pack(dated, names, "__dated"))],
+                [frame.select(key.alias(KEY)), ids.to_frame(), frame.select(pack(dated, "__dated"))],
                 how="horizontal",
             )
             small = rows.unique().with_row_index("__index")
