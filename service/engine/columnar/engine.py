@@ -313,9 +313,14 @@ class ColumnarDecider:
         frame = frame.with_columns([e.alias(name) for name, e in compiler.shared.values()])
         fixed_names = tuple(fixed_part)
         if fixed_names not in fixed:  # each row's combination of them, as a dense id
-            words = frame.select(pack(fixed_part, "__fixed"))
+            words = frame.select(
+                pack(fixed_part, "__fixed") or [pl.repeat(0, pl.len(), dtype=pl.Int64()).alias("__none")]
+            )
             table = words.unique().with_row_index(FIXED_ID)
-            ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
+            if words.width == 1:  # one column: a lookup, several times faster than a join
+                ids = words.to_series().replace_strict(table[words.columns[0]], table[FIXED_ID])
+            else:
+                ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
             fixed[fixed_names] = (ids, table)
         ids, table = fixed[fixed_names]
         small, index = self._signatures(frame, ids, table, keys, dated_part)
