@@ -28,7 +28,7 @@ from ...request import resolve_region
 from ..decide import ELIGIBLE, INELIGIBLE, ROUNDING, UNDETERMINED
 from . import schema as s
 from .compile import DTYPES, KEY, UNSTATED, VALUES, Compiler, fact_column, leaf_facts
-from .rows import ALWAYS_STATED, refusals, row_facts, suspect
+from .rows import ALWAYS_STATED, DATED, refusals, row_facts, suspect
 from .tables import Key, KeyTable, in_force, outside_period
 
 OUTCOME_CODES = {INELIGIBLE: 0, UNDETERMINED: 1, ELIGIBLE: 2}
@@ -242,9 +242,12 @@ class ColumnarDecider:
         frame = self._persons(persons).rechunk()
         carried = persons.select([c for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns])
         codes = frame["region_code"].unique().drop_nulls().sort().to_list()
+        read = {n for r in self.policy.rules for n in _reads(r)}
+        undated = {n: e for n, e in row_facts(self.policy, dt.date(2000, 1, 1)).items() if n in read and n not in DATED}
         frame = frame.with_columns(
             suspect(_today(self.policy)).alias(SUSPECT),
             pl.col("region_code").cast(pl.Enum(codes)).to_physical().alias(CODE),
+            *[e.alias(fact_column(n)) for n, e in undated.items()],  # the facts the same on every date
         )
         fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame]] = {}
         for on in dates:
@@ -272,7 +275,7 @@ class ColumnarDecider:
         compiler = Compiler(policy, keys, facts)
         rules = [r for pid in programs for r in policy.programs[pid].rules] + list(policy.referrals)
         read = {n for r in rules for n in _reads(r)}
-        frame = frame.with_columns([e.alias(fact_column(n)) for n, e in facts.items() if n in read])
+        frame = frame.with_columns([e.alias(fact_column(n)) for n, e in facts.items() if n in read and n in DATED])
 
         # Comparisons, once each (and again with unstated facts unknown where a default is read).
         # Those that read only the key's facts are computed per distinct combination; those that
@@ -484,11 +487,20 @@ class ColumnarDecider:
         keys = [self.keys.keys[i] for i in local]
         key = pl.lit(pl.Series(mapping, dtype=pl.UInt32())).gather(pl.col(CODE))
         frame = frame.with_columns(key.alias(KEY))
-        flag = pl.col(SUSPECT) | (pl.col("birth_date") > pl.lit(on)).fill_null(False) | pl.col(KEY).is_null()
-        flagged = frame.with_row_index("__row").filter(flag)
+        # A row suspect on any date, or without a region, goes through the service's checks (each
+        # distinct one once). A row whose only fault is a birth date after this one is refused for
+        # that alone: the service's words for one such row are every such row's.
+        suspect = pl.col(SUSPECT) | pl.col(KEY).is_null()
+        born_after = (pl.col("birth_date") > pl.lit(on)).fill_null(False) & ~suspect
+        rows = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32()).alias("__row"), *s.PERSON_SCHEMA)
+        flagged = rows.filter(frame.select(suspect).to_series())
+        late = rows.select("__row").filter(frame.select(born_after).to_series())["__row"]
         errors = pl.repeat(None, frame.height, dtype=pl.String(), eager=True)
         if flagged.height:
             errors = errors.scatter(flagged["__row"], refusals(flagged, policy, on))
+        if late.len():
+            text = refusals(rows.filter(pl.col("__row") == late[0]), policy, on)[0]
+            errors = errors.scatter(late, pl.repeat(text, late.len(), dtype=pl.String(), eager=True))
         out_of_range = outside_period(policy, on)
         frame = frame.with_columns(errors.alias(ERROR))
         if out_of_range is not None:
