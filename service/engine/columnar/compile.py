@@ -122,6 +122,11 @@ def to_yyyymmdd(days: int) -> int:
 EPOCH = dt.date(1970, 1, 1)
 
 
+def key_facts(policy: PolicySet) -> set[str]:
+    """The facts fixed by the region and the date (decide.Engine.evaluate sets them), not by a row."""
+    return {"evaluation_date", "in_zhejiang"} | {n for n, f in policy.facts.items() if f.from_parameter}
+
+
 class Compiler:
     """Expressions for one run: the row facts, the keys (region, date) and the policy's facts."""
 
@@ -130,7 +135,7 @@ class Compiler:
         self.keys = keys
         self.row_facts = row_facts
         self.defaults = {n: f.default for n, f in policy.facts.items() if f.default is not None}
-        self.key_facts = {"evaluation_date", "in_zhejiang"} | {n for n, f in policy.facts.items() if f.from_parameter}
+        self.key_facts = key_facts(policy)
         # While set, per-key constants become columns computed once (`shared`) and named here.
         self.sharing = False
         self.shared: dict[tuple[tuple[Any, ...], str], tuple[str, pl.Expr]] = {}

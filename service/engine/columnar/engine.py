@@ -27,7 +27,7 @@ from ...policy.policyset import PolicySet, Program, Rule
 from ...request import resolve_region
 from ..decide import ELIGIBLE, INELIGIBLE, ROUNDING, UNDETERMINED
 from . import schema as s
-from .compile import DTYPES, KEY, UNSTATED, VALUES, Compiler, fact_column, leaf_facts
+from .compile import DTYPES, KEY, UNSTATED, VALUES, Compiler, fact_column, key_facts, leaf_facts
 from .rows import ALWAYS_STATED, DATED, refusals, row_facts, suspect
 from .tables import Key, KeyTable, in_force, outside_period
 
@@ -210,6 +210,14 @@ class ColumnarDecider:
         self.defaults = {n: f.default for n, f in policy.facts.items() if f.default is not None}
         self.interactions = [ex.id for ex in policy.exclusions] + [c.id for c in policy.combinations]
         self._leaf_numbers: dict[Cmp, int] = {}
+        # Amounts are computed per region and date (exactly, in Python): one that read a person's
+        # fact would need a per-row formula, which no policy has; refuse it rather than guess.
+        by_key = key_facts(policy)
+        for rule in policy.rules:
+            for formula in (rule.amount, rule.multiply):
+                read = [r.name for r in operand_refs(formula) if isinstance(r, Fact)] if formula is not None else []
+                if any(name not in by_key for name in read):
+                    raise NotImplementedError(f"rule {rule.id}: the columnar backend has no amount that reads {read}")
 
     @classmethod
     def load(cls, policies: Path) -> ColumnarDecider:
