@@ -119,7 +119,10 @@ def test_many_dates_is_each_date(deciders):
     persons = pl.DataFrame(
         [dict(from_request(r), reference=str(i)) for i, r in enumerate(people)], schema=ROW_SCHEMA, orient="row"
     )
+    # Period and standard changes, a date outside the period, and months whose regions read the
+    # same values (their combinations decided once, on the first of them).
     dates = [dt.date(2016, 6, 30), dt.date(2016, 7, 1), dt.date(2020, 7, 1), dt.date(2014, 12, 31)]
+    dates += [dt.date(2018, 1, 31), dt.date(2018, 2, 28), dt.date(2018, 3, 31), dt.date(2016, 6, 30)]
     got = columnar.decide_many(persons, dates)
     assert_frame_equal(got, pl.concat([online.decide(persons, on) for on in dates]))
 
