@@ -1,7 +1,7 @@
 """Run the benchmarks and print a table of ratios measured side by side in one run.
 
 python -m bench [--seconds 2] [--load-seconds 10] [--persons 1000000]
-                [--only engine,grpc,scale,growth,cache,population]
+                [--only engine,grpc,scale,growth,cache,columnar,population]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import tempfile
 
-from . import cache_bench, engine_bench, growth, grpc_bench, population_bench
+from . import cache_bench, columnar_bench, engine_bench, growth, grpc_bench, population_bench
 from .local import free_port
 from .people import people
 
@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="turns each gRPC configuration takes")
     parser.add_argument("--evaluations", type=int, default=1_000_000, help="for the memory measurement")
     parser.add_argument("--persons", type=int, default=1_000_000, help="population job: persons (and 10x streamed)")
-    parser.add_argument("--only", default="engine,grpc,cache,scale,growth,population")
+    parser.add_argument("--only", default="engine,grpc,cache,scale,growth,columnar,population")
     args = parser.parse_args()
     sections = set(args.only.split(","))
     if "engine" in sections:
@@ -183,8 +183,11 @@ def main() -> None:
             print(f"{value:14.2f}  {name}")
     if "cache" in sections:
         cache_bench.print_rows(cache_bench.run(args.load_seconds), args.load_seconds)
+    if "columnar" in sections:
+        # As many persons as the memory measurement's evaluations (1M), a tenth of them compared.
+        columnar_bench.print_rows(columnar_bench.run(args.evaluations, max(args.evaluations // 10, 1000)))
     if "population" in sections:
-        population_bench.print_rows(*population_bench.run(args.persons))
+        population_bench.print_rows(population_bench.run(args.persons))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ files of a million rows (row groups of 100,000).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -33,8 +32,6 @@ from .people import people
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE_ROWS = 1_000_000
-# Without the columnar backend (before it is merged) the online one stands in, over far fewer persons.
-ONLINE_PERSONS = 4_000
 
 
 @dataclass
@@ -44,10 +41,6 @@ class Run:
     seconds: float
     peak_rss_mb: float
     stats: dict[str, Any]
-
-
-def columnar_available() -> bool:
-    return importlib.util.find_spec("service.engine.columnar.engine") is not None
 
 
 def write_persons(directory: Path, count: int, seed: int = 14) -> None:
@@ -80,14 +73,8 @@ def run_job(label: str, persons: int, source: Path, output: Path, backend: str, 
     return Run(label, persons, seconds, usage.ru_maxrss / 1024, json.loads(stats_file.read_text()))
 
 
-def run(persons: int = 1_000_000) -> tuple[list[Run], str]:
-    backend, note, chunk = "columnar", "", []
-    if not columnar_available():
-        backend = "online"
-        persons = min(persons, ONLINE_PERSONS)
-        # Smaller chunks too: the online decider holds a chunk's rows as Python objects.
-        chunk = ["--chunk-size", "1000"]
-        note = f"ONLINE BACKEND STAND-IN (columnar backend not present): {persons:,} persons, not 1 million"
+def run(persons: int = 1_000_000) -> list[Run]:
+    backend = "columnar"
     with tempfile.TemporaryDirectory(prefix="population-bench-") as tmp:
         small, large = Path(tmp) / "small", Path(tmp) / "large"
         write_persons(small, persons)
@@ -95,27 +82,23 @@ def run(persons: int = 1_000_000) -> tuple[list[Run], str]:
         out = Path(tmp) / "out"
         out.mkdir()
         runs = [
-            run_job("one process", persons, small, out / "one.parquet", backend, *chunk),
-            run_job("one process, 10x persons", persons * 10, large, out / "large.parquet", backend, *chunk),
-            run_job(
-                "LocalCluster, 2 workers", persons, small, out / "two.parquet", backend, "--cluster", "local:2", *chunk
-            ),
+            run_job("one process", persons, small, out / "one.parquet", backend),
+            run_job("one process, 10x persons", persons * 10, large, out / "large.parquet", backend),
+            run_job("LocalCluster, 2 workers", persons, small, out / "two.parquet", backend, "--cluster", "local:2"),
         ]
         runs.append(
-            run_job(
-                "LocalCluster, workers write", persons, small, out / "parts", backend, "--cluster", "local:2", *chunk
-            )
+            run_job("LocalCluster, workers write", persons, small, out / "parts", backend, "--cluster", "local:2")
         )
         one = pl.read_parquet(out / "one.parquet")
         for other in (pl.read_parquet(out / "two.parquet"), pl.read_parquet(sorted((out / "parts").glob("*.parquet")))):
             if not one.equals(other):
                 raise RuntimeError("the LocalCluster's output differs from the single process's")
-    return runs, note
+    return runs
 
 
-def print_rows(runs: list[Run], note: str) -> None:
+def print_rows(runs: list[Run]) -> None:
     one, large, two, _ = runs
-    print(f"\n## Population job (subsidy-population run, Parquet in and out, one date){'; ' + note if note else ''}")
+    print("\n## Population job (subsidy-population run, Parquet in and out, one date)")
     print(
         f"{'':28} {'persons':>11} {'s':>7} {'persons/s':>11} {'peak RSS MB':>12} {'read s':>7} {'decide s':>9} "
         f"{'write s':>8} {'cluster s':>10} {'waiting s':>10}"

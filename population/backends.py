@@ -27,6 +27,6 @@ def load_decider(policies: Path, backend: Backend = "columnar") -> Decider:
         from .online import OnlineDecider
 
         return OnlineDecider.load(policies)
-    from service.engine.columnar.engine import ColumnarDecider  # type: ignore[import-not-found]  # lands with issue 14
+    from service.engine.columnar.engine import ColumnarDecider
 
     return ColumnarDecider.load(policies)

@@ -45,5 +45,7 @@ def test_every_benchmark_section_runs_and_prints_its_ratios():
     assert re.search(r"\d+\.\d\dx  ratio: hit \(Redis\) / miss", text), text
     assert len(re.findall(r"^\s+\d+\.\d\d\s+ratio \(target <= ", text, re.M)) == 2, text  # growth, memory
     assert re.search(r"^\s+0\s+\(eligible decisions where plain Python disagrees", text, re.M), text
+    assert re.search(r"^\s+\d[\d,]*x  columnar / online \(target >= 1000x\)", text, re.M), text
+    assert re.search(r"^\s+0  differential: rows that differ \(must be 0\)", text, re.M), text
     assert re.search(r"^peak RSS 10x persons / 1x:\s+\d+\.\d\d  \(target <= 1\.5\)", text, re.M), text
     assert re.search(r"^LocalCluster 2 workers / one process, time:\s+\d+\.\d\d", text, re.M), text

@@ -30,8 +30,8 @@ from population.persons import from_request
 from service import idnumber
 from service.engine.columnar import schema as s
 
-# The backend the job runs with in these tests: the lead switches it to "columnar" at merge.
-BACKEND: Backend = "online"
+# The backend the job runs with in these tests (the online one is tested against it in test_columnar.py).
+BACKEND: Backend = "columnar"
 PG = "postgresql://postgres@127.0.0.1:5432"
 DATES = [dt.date(2020, 6, 30), dt.date(2020, 7, 1)]  # Hangzhou's dibao standard rises on 2020-07-01
 NAMES = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊"]

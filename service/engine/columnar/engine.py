@@ -1,0 +1,743 @@
+"""The columnar decider: a person table and a date in, the decision table (schema.py) out, deciding
+every row exactly as the online engine (decide.Engine, through the service core) decides a request.
+
+The order of work follows decide.Engine.evaluate: the service's refusals of a row (request.to_case),
+a date outside the policy period, a parameter not in force for the row's region and date; then
+every program in force (interactions need them all), its rules three-valued, its outcome, routes,
+amount and missing facts; the defaults it rests on (the rules evaluated again with unstated facts
+unknown); the interactions in the policy's order; the referrals on stated facts alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import operator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import polars as pl
+
+from ...convert import spelled
+from ...policy.expressions import Cmp, Fact, condition_refs, evaluate_operand, leaves, operand_refs
+from ...policy.loader import load_policies
+from ...policy.policyset import PolicySet, Program, Rule
+from ...request import resolve_region
+from ..decide import ELIGIBLE, INELIGIBLE, ROUNDING, UNDETERMINED
+from . import schema as s
+from .compile import DTYPES, KEY, UNSTATED, VALUES, Compiler, fact_column, key_facts, leaf_facts
+from .rows import ALWAYS_STATED, DATED, refusals, row_facts, suspect
+from .tables import Key, KeyTable, in_force, outside_period
+
+OUTCOME_CODES = {INELIGIBLE: 0, UNDETERMINED: 1, ELIGIBLE: 2}
+OUTCOME_NAMES = list(OUTCOME_CODES)
+MASK_BITS = 62  # labels per Int64 bit mask
+WORD_BITS = 62  # signal bits per Int64 signature word
+ERROR = "__error"
+OTHER = "\x00other"  # a coded enum's value that the policy does not list
+SUSPECT, CODE, FIXED_ID = "__suspect", "__code", "__fixed_id"  # per run: refusal suspects, region code index
+
+
+def _int(value: int) -> pl.Expr:
+    return pl.lit(value, pl.Int64())
+
+
+def _is_true(e: pl.Expr) -> pl.Expr:
+    return e.fill_null(False)
+
+
+def _is_false(e: pl.Expr) -> pl.Expr:
+    return e.not_().fill_null(False)
+
+
+def _any(parts: Iterable[pl.Expr]) -> pl.Expr:
+    found = list(parts)
+    return functools.reduce(operator.or_, found) if found else pl.lit(False)
+
+
+def _bits(parts: Sequence[tuple[pl.Expr, int]]) -> pl.Expr:
+    """The sum of the bits whose condition holds (null counts as not holding)."""
+    if not parts:
+        return _int(0)
+    return pl.sum_horizontal([pl.when(_is_true(c)).then(_int(1 << b)).otherwise(_int(0)) for c, b in parts])
+
+
+def outcome_expr(program: Program, results: dict[str, pl.Expr]) -> pl.Expr:
+    """decide.Engine._outcome as an Int8 code (OUTCOME_CODES)."""
+    conditions = [results[r.id] for r in program.conditions]
+    exclusions = [results[r.id] for r in program.exclusions]
+    routes = [results[r.id] for r in program.routes]
+    adjustments = [results[r.id] for r in program.adjustments]
+    no_route = ~_any(_is_true(r) for r in routes)
+    code = {k: pl.lit(v, pl.Int8()) for k, v in OUTCOME_CODES.items()}
+    return (
+        pl.when(_any([*(_is_false(c) for c in conditions), *(_is_true(e) for e in exclusions)]))
+        .then(code[INELIGIBLE])
+        .when(
+            _any([*(c.is_null() for c in conditions), *(e.is_null() for e in exclusions)])
+            | (no_route & _any(r.is_null() for r in routes))
+        )
+        .then(code[UNDETERMINED])
+        .when(no_route)
+        .then(code[INELIGIBLE])
+        .when(_any(a.is_null() for a in adjustments))
+        .then(code[UNDETERMINED])
+        .otherwise(code[ELIGIBLE])
+    )
+
+
+class Signal(NamedTuple):
+    """A column the rows are told apart by: a three-valued Boolean (two bits: 0 false, 1 true,
+    2 null), or an integer code of `bits` bits."""
+
+    expr: pl.Expr
+    bits: int = 2
+    code: bool = False
+
+
+def _layout(signals: dict[str, Signal]) -> list[list[tuple[str, int]]]:
+    """The signals in Int64 words: each word's (name, bit offset), at most WORD_BITS bits a word."""
+    words: list[list[tuple[str, int]]] = []
+    used = WORD_BITS
+    for name, signal in signals.items():
+        if used + signal.bits > WORD_BITS:
+            words.append([])
+            used = 0
+        words[-1].append((name, used))
+        used += signal.bits
+    return words
+
+
+def pack(signals: dict[str, Signal], prefix: str) -> list[pl.Expr]:
+    """The signals packed into Int64 words `{prefix}0`, `{prefix}1`, ..."""
+    words = []
+    for w, items in enumerate(_layout(signals)):
+        parts = []
+        for name, at in items:
+            e = signals[name].expr
+            if signals[name].code:
+                parts.append(e.cast(pl.Int64()) * (1 << at))
+            else:  # the shift folded into the literals: measured twice as fast as a multiply
+                parts.append(pl.when(e.is_null()).then(_int(2 << at)).when(e).then(_int(1 << at)).otherwise(_int(0)))
+        words.append(functools.reduce(operator.add, parts).alias(f"{prefix}{w}"))
+    return words
+
+
+def unpack(signals: dict[str, Signal], prefix: str) -> list[pl.Expr]:
+    exprs = []
+    for w, items in enumerate(_layout(signals)):
+        for name, at in items:
+            code = pl.col(f"{prefix}{w}") // (1 << at) % (1 << signals[name].bits)
+            exprs.append(
+                (code if signals[name].code else pl.when(code == 2).then(None).otherwise(code == 1)).alias(name)
+            )
+    return exprs
+
+
+def _reads(rule: Rule) -> list[str]:
+    """The facts a rule reads (decide._reads): its condition's and its amount's, sorted."""
+    refs = set(condition_refs(rule.when))
+    for formula in (rule.amount, rule.multiply):
+        if formula is not None:
+            refs |= set(operand_refs(formula))
+    return sorted(r.name for r in refs if isinstance(r, Fact))
+
+
+class Unknown:
+    """Whether a fact is unknown: with defaults applied (`missing`) or as stated (`unset`). A row
+    fact's answer is a signature column; a key fact's is computed from the key."""
+
+    def __init__(self, compiler: Compiler, signature: dict[str, Signal], coded: dict[str, list[Any]]):
+        self.compiler = compiler
+        self.signature = signature
+        self.coded = coded  # facts whose value the signature holds: read from it
+
+    def missing(self, fact: str) -> pl.Expr:
+        if fact in self.compiler.defaults and fact not in self.compiler.key_facts:
+            return pl.lit(False)
+        return self._column(f"__missing.{fact}", fact, self.compiler.fact(fact, VALUES).is_null())
+
+    def unset(self, fact: str) -> pl.Expr:
+        return self._column(f"__unset.{fact}", fact, self.compiler.stated(fact).is_null())
+
+    def _column(self, name: str, fact: str, value: pl.Expr) -> pl.Expr:
+        if fact in self.compiler.key_facts or fact in self.coded:
+            return value
+        if fact in ALWAYS_STATED:
+            return pl.lit(False)
+        self.signature.setdefault(name, Signal(value))
+        return pl.col(name)
+
+
+class Masks:
+    """Sets of labels held as Int64 bit masks per row, turned into sorted lists once per distinct mask."""
+
+    def __init__(self) -> None:
+        self.labels: dict[str, list[list[str]]] = {}  # column prefix -> labels of each mask column
+
+    def add(self, name: str, parts: Sequence[tuple[pl.Expr, str]]) -> list[pl.Expr]:
+        chunks = [parts[i : i + MASK_BITS] for i in range(0, len(parts), MASK_BITS)] or [[]]
+        self.labels[name] = [[label for _, label in chunk] for chunk in chunks]
+        return [
+            _bits([(cond, bit) for bit, (cond, _) in enumerate(chunk)]).alias(f"{name}#{i}")
+            for i, chunk in enumerate(chunks)
+        ]
+
+    def lists(self, frame: pl.DataFrame, name: str) -> pl.Series:
+        """Each row's labels, sorted (as the online decider lists them)."""
+        found = []
+        for i, labels in enumerate(self.labels[name]):
+            column = frame[f"{name}#{i}"]
+            masks = column.unique().to_list()
+            lists = [sorted(x for b, x in enumerate(labels) if m >> b & 1) for m in masks]
+            index = column.replace_strict(masks, list(range(len(masks))), return_dtype=pl.UInt32())
+            found.append(pl.Series(lists, dtype=pl.List(pl.String())).gather(index))
+        if len(found) == 1:
+            return found[0]
+        return pl.DataFrame(found).select(pl.concat_list(pl.all()).list.sort()).to_series()
+
+
+class ColumnarDecider:
+    """A policy set compiled for whole tables of people (the `Decider` of population/backends.py)."""
+
+    def __init__(self, policy: PolicySet):
+        self.policy = policy
+        self.version = policy.version
+        self.programs = list(policy.programs)
+        self.keys = KeyTable(policy)
+        self.defaults = {n: f.default for n, f in policy.facts.items() if f.default is not None}
+        self.interactions = [ex.id for ex in policy.exclusions] + [c.id for c in policy.combinations]
+        self._leaf_numbers: dict[Cmp, int] = {}
+        # Amounts are computed per region and date (exactly, in Python): one that read a person's
+        # fact would need a per-row formula, which no policy has; refuse it rather than guess.
+        by_key = key_facts(policy)
+        for rule in policy.rules:
+            for formula in (rule.amount, rule.multiply):
+                read = [r.name for r in operand_refs(formula) if isinstance(r, Fact)] if formula is not None else []
+                if any(name not in by_key for name in read):
+                    raise NotImplementedError(f"rule {rule.id}: the columnar backend has no amount that reads {read}")
+
+    @classmethod
+    def load(cls, policies: Path) -> ColumnarDecider:
+        return cls(load_policies(policies))
+
+    # The table ---------------------------------------------------------------------------------
+
+    def _persons(self, persons: pl.DataFrame) -> pl.DataFrame:
+        """The person columns in the schema's types (a column left out: unstated for every row)."""
+        return persons.select(
+            [
+                pl.col(c).cast(dtype) if c in persons.columns else pl.lit(None, dtype).alias(c)
+                for c, dtype in s.PERSON_SCHEMA.items()
+            ]
+        )
+
+    def decide_many(self, persons: pl.DataFrame, dates: list[dt.date]) -> pl.DataFrame:
+        """The decision table for each date, one after the other (see `decide_each`)."""
+        tables = list(self.decide_each(persons, dates))
+        if not tables:
+            carried = {c: persons.schema[c] for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns}
+            return pl.DataFrame(schema={**carried, **s.decision_schema(self.programs)})
+        return pl.concat(tables, how="vertical")
+
+    def decide_each(self, persons: pl.DataFrame, dates: Iterable[dt.date]) -> Iterator[pl.DataFrame]:
+        """Each date's decision table in turn (for tables too large to hold for every date at
+        once). What does not depend on the date (most comparisons, which facts are unknown) is
+        computed once for all of them."""
+        # One chunk per column: an eager select on a frame of many chunks pays for all of them.
+        frame = self._persons(persons).rechunk()
+        carried = persons.select([c for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns])
+        codes = frame["region_code"].unique().drop_nulls().sort().to_list()
+        read = {n for r in self.policy.rules for n in _reads(r)}
+        undated = {n: e for n, e in row_facts(self.policy, dt.date(2000, 1, 1)).items() if n in read and n not in DATED}
+        frame = frame.with_columns(
+            suspect(_today(self.policy)).alias(SUSPECT),
+            pl.col("region_code").cast(pl.Enum(codes)).to_physical().alias(CODE),
+            *[e.alias(fact_column(n)) for n, e in undated.items()],  # the facts the same on every date
+        )
+        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame]] = {}
+        for on in dates:
+            yield self._decide(frame, carried, on, codes, fixed)
+
+    def decide(self, persons: pl.DataFrame, on: dt.date) -> pl.DataFrame:
+        return next(self.decide_each(persons, [on]))
+
+    def _decide(
+        self,
+        frame: pl.DataFrame,
+        carried: pl.DataFrame,
+        on: dt.date,
+        codes: list[str],
+        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame]],
+    ) -> pl.DataFrame:
+        """Per row, only what reads the row: its key, its refusal, the comparisons and which facts
+        it lacks, packed two bits each. Everything after (rules, outcomes, amounts, interactions,
+        the lists) is a function of those, so it is computed once per distinct combination (a few
+        thousand in a million people) and picked up by each row."""
+        policy = self.policy
+        programs = in_force(policy, on) if outside_period(policy, on) is None else []
+        frame, keys = self._errors(frame, on, codes)
+        facts = row_facts(policy, on)
+        compiler = Compiler(policy, keys, facts)
+        rules = [r for pid in programs for r in policy.programs[pid].rules] + list(policy.referrals)
+        read = {n for r in rules for n in _reads(r)}
+        frame = frame.with_columns([e.alias(fact_column(n)) for n, e in facts.items() if n in read and n in DATED])
+
+        # Comparisons, once each (and again with unstated facts unknown where a default is read).
+        # Those that read only the key's facts are computed per distinct combination; those that
+        # read neither the key nor the date (`fixed`) once for every date.
+        fixed_part: dict[str, Signal] = {}
+        dated_part: dict[str, Signal] = {}
+        coded = self._coded(rules, compiler)
+        unknown = Unknown(compiler, fixed_part, coded)
+        compiler.sharing = True
+        for rule in rules:
+            modes = (UNSTATED,) if rule.kind == "referral" else (VALUES, UNSTATED)
+            for leaf in leaves(rule.when):
+                if compiler.key_only(leaf) or leaf.fact in coded:
+                    continue
+                for mode in modes:
+                    name = self._leaf_name(leaf, mode, compiler)
+                    part = fixed_part if compiler.fixed(leaf) else dated_part
+                    if name not in part:
+                        part[name] = Signal(compiler.leaf(leaf, mode))
+            if rule.kind != "referral":
+                for n in dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)):
+                    unknown.missing(n)
+                for f in _reads(rule):
+                    if f in compiler.defaults:
+                        unknown.unset(f)
+            else:
+                for n in dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)):
+                    unknown.unset(n)
+        compiler.sharing = False
+        for fact, values in coded.items():  # the value itself (its index among the fact's values)
+            column = pl.col(fact_column(fact))
+            code: Any = pl.when(column.is_null()).then(_int(0))  # a when-then chain
+            for i, value in enumerate(values, start=1):
+                code = code.when(column == value).then(_int(i))
+            fixed_part[f"__code.{fact}"] = Signal(
+                code.otherwise(_int(len(values) + 1)), (len(values) + 1).bit_length(), True
+            )
+        frame = frame.with_columns([e.alias(name) for name, e in compiler.shared.values()])
+        fixed_names = tuple(fixed_part)
+        if fixed_names not in fixed:  # each row's combination of them, as a dense id
+            words = frame.select(
+                pack(fixed_part, "__fixed") or [pl.repeat(0, pl.len(), dtype=pl.Int64()).alias("__none")]
+            )
+            table = words.unique().with_row_index(FIXED_ID)
+            if words.width == 1:  # one column: a lookup, several times faster than a join
+                ids = words.to_series().replace_strict(table[words.columns[0]], table[FIXED_ID])
+            else:
+                ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
+            fixed[fixed_names] = (ids, table)
+        ids, table = fixed[fixed_names]
+        small, index = self._signatures(frame, ids, table, keys, dated_part)
+        frame = frame.select(KEY, ERROR)  # the facts and constants are no longer needed: free them
+        small = small.with_columns(unpack(fixed_part, "__fixed") + unpack(dated_part, "__dated"))
+        small = small.with_columns(self._decoded(coded))
+
+        def leaf_in(mode: str) -> Callable[[Cmp], pl.Expr]:
+            def column(leaf: Cmp) -> pl.Expr:
+                if compiler.key_only(leaf) or leaf.fact in coded:
+                    return compiler.leaf(leaf, mode)
+                return pl.col(self._leaf_name(leaf, mode, compiler))
+
+            return column
+
+        results: dict[str, pl.Expr] = {}  # rule id -> its result
+        unstated: dict[str, pl.Expr] = {}  # rule id -> its result with unstated facts unknown
+        exprs = []
+        for rule in rules:
+            if rule.kind != "referral":
+                exprs.append(compiler.condition(rule.when, leaf_in(VALUES)).alias(f"__rule.{rule.id}"))
+                results[rule.id] = pl.col(f"__rule.{rule.id}")
+            if rule.kind == "referral" or compiler.defaultable(_reads(rule)):
+                exprs.append(compiler.condition(rule.when, leaf_in(UNSTATED)).alias(f"__unstated.{rule.id}"))
+                unstated[rule.id] = pl.col(f"__unstated.{rule.id}")
+            else:
+                unstated[rule.id] = results[rule.id]
+        small = small.with_columns(exprs)
+        small = self._outcomes(small, programs, compiler, unknown, results, unstated, leaf_in(UNSTATED))
+        return self._output(frame, small, index, carried, on, programs, compiler)
+
+    def _coded(self, rules: list[Rule], compiler: Compiler) -> dict[str, list[Any]]:
+        """The facts held in the signature by value (an index among their values), their
+        comparisons made once per distinct combination: enums and Booleans a row states that are
+        only ever tested for equality with literals (another value tests as unequal to each)."""
+        policy = self.policy
+        read = {n for r in rules for n in _reads(r)}
+        found = {
+            n: list(f.values or {}) if f.type == "enum" else [True, False]
+            for n, f in policy.facts.items()
+            if f.type in ("enum", "boolean") and n in read and n in compiler.row_facts and n not in compiler.key_facts
+        }
+        for rule in rules:
+            for formula in (rule.amount, rule.multiply):
+                for ref in operand_refs(formula) if formula is not None else ():
+                    found.pop(ref.name, None)
+            for leaf in leaves(rule.when):
+                refs = [] if isinstance(leaf.rhs, tuple) else list(operand_refs(leaf.rhs))
+                for ref in refs:
+                    found.pop(ref.name, None)
+                if refs or leaf.op not in ("eq", "ne", "in"):
+                    found.pop(leaf.fact, None)
+        return found
+
+    def _decoded(self, coded: dict[str, list[Any]]) -> list[pl.Expr]:
+        """The coded facts' values again, where the comparisons read them (another value: OTHER)."""
+        exprs = []
+        for fact, values in coded.items():
+            dtype = DTYPES[self.policy.facts[fact].type]
+            code = pl.col(f"__code.{fact}")
+            value: Any = pl.when(code == 0).then(pl.lit(None, dtype))  # a when-then chain
+            for i, v in enumerate(values, start=1):
+                value = value.when(code == i).then(pl.lit(v, dtype))
+            other = pl.lit(OTHER if dtype == pl.String() else None, dtype)
+            exprs.append(value.otherwise(other).alias(fact_column(fact)))
+        return exprs
+
+    @staticmethod
+    def _signatures(
+        frame: pl.DataFrame, ids: pl.Series, table: pl.DataFrame, keys: list[Key], dated: dict[str, Signal]
+    ) -> tuple[pl.DataFrame, pl.Series]:
+        """The distinct (key, fixed part, dated part) of the rows, each row's index among them
+        (null for a refused row). One Int64 per row when the three fit in it (a single-column
+        lookup is several times faster than a join on several)."""
+        key_bits = len(keys).bit_length()  # len(keys) stands for no key
+        id_bits = max(table.height - 1, 1).bit_length()
+        dated_bits = sum(signal.bits for signal in dated.values())
+        key = pl.col(KEY).fill_null(len(keys)).cast(pl.Int64())
+        if id_bits + key_bits + dated_bits <= WORD_BITS:
+            word = pack(dated, "__dated")[0] if dated else _int(0)
+            low = 1 << dated_bits
+            mid = 1 << (key_bits + dated_bits)
+            sig = frame.select((pl.lit(ids).cast(pl.Int64()) * mid + key * low + word).alias("__sig")).to_series()
+            distinct = sig.unique()
+            index = sig.replace_strict(distinct, pl.int_range(len(distinct), dtype=pl.UInt32(), eager=True))
+            small = pl.DataFrame({"__sig": distinct}).select(
+                (pl.col("__sig") // mid).cast(pl.UInt32()).alias(FIXED_ID),
+                (pl.col("__sig") // low % (1 << key_bits)).alias(KEY),
+                (pl.col("__sig") % low).alias("__dated0"),
+            )
+        else:
+            rows = pl.concat(
+                [frame.select(key.alias(KEY)), ids.to_frame(), frame.select(pack(dated, "__dated"))],
+                how="horizontal",
+            )
+            small = rows.unique().with_row_index("__index")
+            index = rows.join(small, on=rows.columns, how="left", maintain_order="left")["__index"]
+        small = small.with_columns(
+            pl.when(pl.col(KEY) < len(keys)).then(pl.col(KEY)).cast(pl.UInt32()).alias(KEY)
+        ).join(table, on=FIXED_ID, how="left", maintain_order="left")
+        index = frame.select(pl.when(pl.col(ERROR).is_null()).then(index)).to_series()
+        return small, index
+
+    def _leaf_name(self, leaf: Cmp, mode: str, compiler: Compiler) -> str:
+        """A comparison's column: the same name on every date (one for both modes when it reads
+        no fact with a default)."""
+        mode = mode if compiler.defaultable(leaf_facts(leaf)) else VALUES
+        number = self._leaf_numbers.setdefault(leaf, len(self._leaf_numbers))
+        return f"__leaf{number}.{mode}"
+
+    def _outcomes(
+        self,
+        small: pl.DataFrame,
+        programs: list[str],
+        compiler: Compiler,
+        unknown: Unknown,
+        results: dict[str, pl.Expr],
+        unstated: dict[str, pl.Expr],
+        referral_leaf: Callable[[Cmp], pl.Expr],
+    ) -> pl.DataFrame:
+        """Each distinct combination's decision columns (schema.py), from its rule results."""
+        masks = Masks()
+        exprs = []
+        for pid in programs:
+            exprs += self._program(self.policy.programs[pid], compiler, unknown, results, unstated, masks)
+        exprs += self._referrals(compiler, unknown, referral_leaf, unstated, masks)
+        small = small.with_columns(exprs)
+        small = self._interactions(small, programs, results)
+        for pid in programs:
+            small = small.with_columns(masks.add(f"__interactions.{pid}", self._interaction_bits(pid)))
+        labels = pl.Series(OUTCOME_NAMES, dtype=pl.String())
+        columns: dict[str, pl.Series | pl.Expr] = {}
+        for pid in programs:
+            outcome = pl.col(f"__outcome.{pid}")
+            columns[s.column(pid, s.OUTCOME)] = pl.lit(labels).gather(outcome.cast(pl.UInt32()))
+            columns[s.column(pid, s.AMOUNT)] = pl.col(f"__amount.{pid}")
+            columns[s.column(pid, s.AMOUNT_BEFORE)] = pl.col(f"__before.{pid}")
+            columns[s.column(pid, s.KEPT)] = pl.when(outcome == OUTCOME_CODES[ELIGIBLE]).then(~pl.col(f"__taken.{pid}"))
+            for name, prefix in (
+                (s.INTERACTIONS, "__interactions"),
+                (s.MISSING, "__missing"),
+                (s.ASSUMPTIONS, "__assumptions"),
+            ):
+                columns[s.column(pid, name)] = masks.lists(small, f"{prefix}.{pid}")
+        columns[s.REFERRALS] = masks.lists(small, "__referrals")
+        columns[s.CONDITIONAL_REFERRALS] = self._conditional(small)
+        return small.select([(c if isinstance(c, pl.Expr) else pl.lit(c)).alias(name) for name, c in columns.items()])
+
+    # Refusals ----------------------------------------------------------------------------------
+
+    def _errors(self, frame: pl.DataFrame, on: dt.date, codes: list[str]) -> tuple[pl.DataFrame, list[Key]]:
+        """Each row's key (its region on the date, an index into the keys returned) and the
+        refusal the service would give it. `codes`: the region codes of the rows (CODE indexes it)."""
+        policy = self.policy
+        mapping: list[int | None] = []
+        local: dict[int, int] = {}  # the run's key index -> this date's
+        for code in codes:
+            bad: list[tuple[str, str]] = []
+            region = resolve_region(code, policy, "person.region_code", bad, on)
+            mapping.append(None if region is None else local.setdefault(self.keys.index(region, on), len(local)))
+        keys = [self.keys.keys[i] for i in local]
+        key = pl.lit(pl.Series(mapping, dtype=pl.UInt32())).gather(pl.col(CODE))
+        frame = frame.with_columns(key.alias(KEY))
+        # A row suspect on any date, or without a region, goes through the service's checks (each
+        # distinct one once). A row whose only fault is a birth date after this one is refused for
+        # that alone: the service's words for one such row are every such row's.
+        suspect = pl.col(SUSPECT) | pl.col(KEY).is_null()
+        born_after = (pl.col("birth_date") > pl.lit(on)).fill_null(False) & ~suspect
+        rows = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32()).alias("__row"), *s.PERSON_SCHEMA)
+        flagged = rows.filter(frame.select(suspect).to_series())
+        late = rows.select("__row").filter(frame.select(born_after).to_series())["__row"]
+        errors = pl.repeat(None, frame.height, dtype=pl.String(), eager=True)
+        if flagged.height:
+            errors = errors.scatter(flagged["__row"], refusals(flagged, policy, on))
+        if late.len():
+            text = refusals(rows.filter(pl.col("__row") == late[0]), policy, on)[0]
+            errors = errors.scatter(late, pl.repeat(text, late.len(), dtype=pl.String(), eager=True))
+        out_of_range = outside_period(policy, on)
+        frame = frame.with_columns(errors.alias(ERROR))
+        if out_of_range is not None:
+            return frame.with_columns(pl.col(ERROR).fill_null(out_of_range)), keys
+        key_errors = [k.error for k in keys]
+        if any(key_errors):
+            by_key = pl.lit(pl.Series(key_errors, dtype=pl.String())).gather(pl.col(KEY))
+            frame = frame.with_columns(pl.coalesce(pl.col(ERROR), by_key).alias(ERROR))
+        return frame, keys
+
+    # Programs ----------------------------------------------------------------------------------
+
+    def _program(
+        self,
+        program: Program,
+        compiler: Compiler,
+        unknown: Unknown,
+        results: dict[str, pl.Expr],
+        unstated: dict[str, pl.Expr],
+        masks: Masks,
+    ) -> list[pl.Expr]:
+        pid = program.id
+        outcome = outcome_expr(program, results)
+        eligible = outcome == OUTCOME_CODES[ELIGIBLE]
+        exprs = [outcome.alias(f"__outcome.{pid}"), self._amount(program, compiler, results, eligible)]
+        # The facts each unknown rule lacks (decide._explain `absent`), for an undetermined outcome.
+        undetermined = outcome == OUTCOME_CODES[UNDETERMINED]
+        missing = []
+        for rule in program.rules:
+            names = list(dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)))
+            for name in names:
+                held = undetermined & results[rule.id].is_null() & unknown.missing(name)
+                missing.append((held, f"{rule.id}:{name}"))
+        exprs += masks.add(f"__missing.{pid}", missing)
+        # The defaults a rule read that decided it (its result differs with them unknown), listed
+        # when leaving them unknown changes the program's outcome or routes (decide._decide_program).
+        assumed_parts: list[tuple[pl.Expr, str]] = []
+        for rule in program.rules:
+            defaulted = [f for f in _reads(rule) if f in compiler.defaults and f not in compiler.key_facts]
+            if not defaulted:
+                continue
+            used = _any(unknown.unset(f) for f in defaulted)
+            assumed = used & results[rule.id].ne_missing(unstated[rule.id])
+            for f in defaulted:
+                label = f"{rule.id}:{f}={spelled(self.defaults[f])}"
+                assumed_parts.append((assumed & unknown.unset(f), label))
+        if assumed_parts:
+            changed = (outcome_expr(program, unstated) != outcome) | _any(
+                _is_true(results[r.id]) != _is_true(unstated[r.id]) for r in program.routes
+            )
+            assumed_parts = [(held & changed, label) for held, label in assumed_parts]
+        exprs += masks.add(f"__assumptions.{pid}", assumed_parts)
+        return exprs
+
+    def _amount(self, program: Program, compiler: Compiler, results: dict[str, pl.Expr], eligible: pl.Expr) -> pl.Expr:
+        """The highest amount of the routes that hold, times each adjustment that holds, rounded:
+        computed exactly in Python for each key, each rank of route amount and each set of
+        adjustments, and picked per row by index."""
+        routes, adjustments = program.routes, program.adjustments
+        keys = compiler.keys
+        sets = 1 << len(adjustments)
+        width = len(routes) * sets
+        table: list[int | None] = []
+        ranks: list[list[int | None]] = [[] for _ in routes]
+        for k in keys:
+            amounts = [None if r.amount is None else evaluate_operand(r.amount, k.facts, k.params) for r in routes]
+            ordered = sorted({Decimal(a) for a in amounts if a is not None})
+            for i, a in enumerate(amounts):
+                ranks[i].append(None if a is None else ordered.index(Decimal(a)))
+            factors = [
+                None if a.multiply is None else evaluate_operand(a.multiply, k.facts, k.params) for a in adjustments
+            ]
+            for rank in range(len(routes)):
+                for chosen in range(sets):
+                    value: Decimal | None = ordered[rank] if rank < len(ordered) else None
+                    for j, factor in enumerate(factors):
+                        if value is not None and chosen >> j & 1:
+                            value = None if factor is None else value * factor
+                    table.append(None if value is None else ROUNDING[program.rounding](value))
+        best = pl.max_horizontal(
+            [pl.when(_is_true(results[r.id])).then(compiler.const(ranks[i], pl.Int64())) for i, r in enumerate(routes)]
+        )
+        chosen_set = _bits([(results[a.id], j) for j, a in enumerate(adjustments)])
+        index = pl.col(KEY).cast(pl.Int64()) * width + best * sets + chosen_set
+        amount = pl.lit(pl.Series(table, dtype=pl.Int64())).gather(index)
+        return pl.when(eligible).then(amount).otherwise(_int(0)).alias(f"__before.{program.id}")
+
+    # Interactions ------------------------------------------------------------------------------
+
+    def _interactions(self, frame: pl.DataFrame, programs: list[str], results: dict[str, pl.Expr]) -> pl.DataFrame:
+        """decide.Engine._interactions, in the policy's order, over the programs in force."""
+        policy = self.policy
+        code = OUTCOME_CODES[ELIGIBLE]
+        frame = frame.with_columns(
+            [pl.col(f"__before.{p}").alias(f"__amount.{p}") for p in programs]
+            + [pl.lit(False).alias(f"__taken.{p}") for p in programs]
+            + [pl.lit(0, pl.Int64()).alias(f"__inter.{p}") for p in programs]
+        )
+
+        def out(p: str) -> pl.Expr:
+            return pl.col(f"__outcome.{p}")
+
+        def amount(p: str) -> pl.Expr:
+            return pl.col(f"__amount.{p}")
+
+        def mark(p: str, applied: pl.Expr, bit: int) -> pl.Expr:
+            return (pl.col(f"__inter.{p}") | pl.when(applied).then(_int(1 << bit)).otherwise(_int(0))).alias(
+                f"__inter.{p}"
+            )
+
+        for bit, ex in enumerate(policy.exclusions):
+            if ex.program not in programs or ex.excludes not in programs:
+                continue
+            applied = (
+                (out(ex.program) == code) & _any(_is_true(results[r]) for r in ex.routes) & (out(ex.excludes) == code)
+            )
+            frame = frame.with_columns(
+                pl.when(applied)
+                .then(pl.lit(OUTCOME_CODES[INELIGIBLE], pl.Int8()))
+                .otherwise(out(ex.excludes))
+                .alias(f"__outcome.{ex.excludes}"),
+                pl.when(applied).then(_int(0)).otherwise(amount(ex.excludes)).alias(f"__amount.{ex.excludes}"),
+                mark(ex.program, applied, bit),
+                mark(ex.excludes, applied, bit),
+            )
+        for i, combo in enumerate(policy.combinations):
+            bit = len(policy.exclusions) + i
+            first, second = combo.programs
+            if first not in programs or second not in programs:
+                continue
+            applied = (out(first) == code) & (out(second) == code)
+            exprs = [mark(first, applied, bit), mark(second, applied, bit)]
+            if combo.mode == "take_higher":
+                first_kept = amount(first) >= amount(second)  # the first listed on a tie
+                for p, dropped in ((first, applied & ~first_kept), (second, applied & first_kept)):
+                    exprs += [
+                        pl.when(dropped).then(_int(0)).otherwise(amount(p)).alias(f"__amount.{p}"),
+                        (pl.col(f"__taken.{p}") | dropped).alias(f"__taken.{p}"),
+                    ]
+            frame = frame.with_columns(exprs)
+        return frame
+
+    def _interaction_bits(self, pid: str) -> list[tuple[pl.Expr, str]]:
+        return [((pl.col(f"__inter.{pid}") & _int(1 << b)) != 0, name) for b, name in enumerate(self.interactions)]
+
+    # Referrals ---------------------------------------------------------------------------------
+
+    def _referrals(
+        self,
+        compiler: Compiler,
+        unknown: Unknown,
+        leaf_column: Callable[[Cmp], pl.Expr],
+        unstated: dict[str, pl.Expr],
+        masks: Masks,
+    ) -> list[pl.Expr]:
+        """A referral holds on stated facts alone; it is conditional when only unstated facts stand
+        between the person and it (decide.Engine.evaluate)."""
+        parts: list[tuple[pl.Expr, str]] = []
+        exprs = []
+        for i, rule in enumerate(self.policy.referrals):
+            names = list(dict.fromkeys(n for leaf in leaves(rule.when) for n in leaf_facts(leaf)))
+            bits = {n: 1 << b for b, n in enumerate(names)}
+            unset = {n: unknown.unset(n) for n in names}
+            open_mask = compiler.open_bits(rule.when, leaf_column, bits, unset).alias(f"__open.{i}")
+            exprs.append(open_mask)
+            parts.append((_is_true(unstated[rule.id]), rule.id))
+        exprs += masks.add("__referrals", parts)
+        return exprs
+
+    # Output ------------------------------------------------------------------------------------
+
+    def _output(
+        self,
+        frame: pl.DataFrame,
+        small: pl.DataFrame,
+        index: pl.Series,
+        carried: pl.DataFrame,
+        on: dt.date,
+        programs: list[str],
+        compiler: Compiler,
+    ) -> pl.DataFrame:
+        """Each row's decision: its combination's columns (null for a refused row), its region."""
+        keys = compiler.keys
+        decided = pl.col(ERROR).is_null()
+
+        def region(values: list[Any], dtype: pl.DataType) -> pl.Expr:
+            return pl.when(decided).then(compiler.const(values, dtype))
+
+        city = [
+            k.region.code[:4] + "00" if k.region.in_zhejiang and k.region.level != "province" else None for k in keys
+        ]
+        head = frame.select(
+            pl.lit(on, pl.Date()).alias(s.AS_OF),
+            pl.lit(self.version, pl.String()).alias(s.POLICY_VERSION),
+            region([k.region.code for k in keys], pl.String()).alias(s.REGION),
+            region(city, pl.String()).alias(s.CITY),
+            region([k.region.in_zhejiang for k in keys], pl.Boolean()).alias(s.IN_ZHEJIANG),
+            pl.col(ERROR).alias(s.ERROR),
+        )
+        body = small.select(pl.all().gather(index))
+        schema = s.decision_schema(self.programs)
+        parts = {**{c: head[c] for c in head.columns}, **{c: body[c] for c in body.columns}}
+        columns = [
+            parts[c].cast(dtype) if c in parts else pl.repeat(None, frame.height, dtype=dtype, eager=True).alias(c)
+            for c, dtype in schema.items()
+        ]
+        return pl.DataFrame([*carried.get_columns(), *columns])
+
+    def _conditional(self, frame: pl.DataFrame) -> pl.Series:
+        """`rule_id:fact,fact` for each referral whose unknown result only unstated facts decide."""
+        referrals = self.policy.referrals
+        if not referrals:
+            return pl.Series([[]] * frame.height, dtype=pl.List(pl.String()))
+        opens = frame.select([pl.col(f"__open.{i}") for i in range(len(referrals))])
+        combos = opens.unique()
+        names = [list(dict.fromkeys(n for leaf in leaves(r.when) for n in leaf_facts(leaf))) for r in referrals]
+        lists = []
+        for row in combos.iter_rows():
+            found = []
+            for rule, masked, facts in zip(referrals, row, names, strict=True):
+                if masked:
+                    chosen = sorted(f for b, f in enumerate(facts) if masked >> b & 1)
+                    found.append(f"{rule.id}:{','.join(chosen)}")
+            lists.append(sorted(found))
+        table = combos.with_columns(pl.Series("__list", lists, dtype=pl.List(pl.String())))
+        return opens.join(table, on=opens.columns, how="left", maintain_order="left", nulls_equal=True)["__list"]
+
+
+def _today(policy: PolicySet) -> dt.date:
+    from ...request import today
+
+    return today(policy)

@@ -1,0 +1,149 @@
+"""Person rows to facts, and the rows the service would refuse.
+
+The facts are those request.to_case makes of a request (the person table is pb.Person flattened,
+schema.py): the same names, the same unstated facts. A row the service would refuse is found by a
+cheap column test that may flag too many, never too few; each distinct flagged row then goes
+through the service's own code (population.persons.to_request, request.to_case), so the refusal's
+wording is the service's.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import functools
+import operator
+from typing import Any
+
+import polars as pl
+
+from ...api import eligibility_pb2 as pb
+from ...policy.policyset import PolicySet
+from ...request import MAX_DISABILITY_GRADE, MAX_REPEATED, to_case, today
+from .schema import PERSON_SCHEMA
+from .tables import status_text
+
+BENEFITS = "other_benefits"
+GRADE, CATEGORY = "disability_grade", "disability_category"
+LEVEL, ASSESSED = "capacity_level", "capacity_assessed_on"
+INCOMES = ("household_income_per_head_fen", "own_income_fen")
+EPOCH = dt.date(1970, 1, 1)
+DATED = frozenset({"age_years"})  # the row facts that depend on the evaluation date
+ALWAYS_STATED = frozenset({"has_disability_certificate"})  # to_case sets it for every request
+
+
+def _short_names(enum: Any) -> list[str]:
+    prefix = "".join("_" + c if c.isupper() else c for c in enum.name).lstrip("_").upper() + "_"
+    return [str(v.name).removeprefix(prefix).lower() for v in enum.values if v.number != 0]
+
+
+def enum_values() -> dict[str, list[str]]:
+    """The short names each enum column may hold (what persons.to_request can carry)."""
+    fields = pb.Person.DESCRIPTOR.fields_by_name
+    out = {name: _short_names(f.enum_type) for name, f in fields.items() if f.enum_type is not None}
+    out[CATEGORY] = _short_names(pb.Disability.DESCRIPTOR.fields_by_name["category"].enum_type)
+    out[LEVEL] = _short_names(pb.CapacityAssessment.DESCRIPTOR.fields_by_name["level"].enum_type)
+    out[BENEFITS] = out.pop(BENEFITS, _short_names(pb.Benefit.DESCRIPTOR))
+    return out
+
+
+ENUMS = enum_values()
+
+
+def days(date: pl.Expr) -> pl.Expr:
+    """A date column as days since 1970-01-01 (compile.py compares dates as days)."""
+    return date.to_physical().cast(pl.Int64)
+
+
+def is_one_of(column: pl.Expr, values: list[Any]) -> pl.Expr:
+    """`is_in` for a short list, as `==` tests (several times faster on strings); null stays null."""
+    if not values or len(values) > 8:
+        return column.is_in(values)
+    found: pl.Expr = functools.reduce(operator.or_, [column == v for v in values])
+    return found
+
+
+def age_on(born: pl.Expr, on: dt.date) -> pl.Expr:
+    """Completed years on the date (request.age_on: a 29 February birthday is reached on 1 March
+    in common years), by a binary search among the last birth dates of each age."""
+    last_born = []  # ascending: the last birth date of each age from the oldest possible to 0
+    for age in range(on.year - 1, -1, -1):
+        year = on.year - age
+        day = min(on.day, calendar.monthrange(year, on.month)[1])  # (y, 2, 29) is reached after 28 Feb
+        last_born.append((dt.date(year, on.month, day) - EPOCH).days)
+    table = pl.Series(last_born, dtype=pl.Int64())
+    return len(last_born) - 1 - pl.lit(table).search_sorted(days(born), side="left").cast(pl.Int64)
+
+
+def row_facts(policy: PolicySet, on: dt.date) -> dict[str, pl.Expr]:
+    """Each fact a row states, as to_case states it (null: not stated). Facts fixed by region and
+    date are not here (tables.Key); a fact no request carries is never stated."""
+    grade = pl.col(GRADE).cast(pl.Int64)
+    certificate = grade.is_not_null() & (grade != 0)
+    facts: dict[str, pl.Expr] = {
+        "age_years": age_on(pl.col("birth_date"), on),
+        "has_disability_certificate": certificate,
+        GRADE: pl.when(certificate).then(grade),
+        CATEGORY: pl.when(certificate).then(pl.col(CATEGORY)),
+        ASSESSED: days(pl.col(ASSESSED)),
+    }
+    for name in INCOMES:
+        facts[name.removesuffix("_fen")] = pl.col(name).cast(pl.Int64)
+    for benefit in ENUMS[BENEFITS]:
+        facts[benefit] = pl.when(pl.col(BENEFITS).list.contains(benefit)).then(pl.lit(True))
+    for name in PERSON_SCHEMA:
+        if name not in facts and name not in (GRADE, "birth_date", "region_code", BENEFITS, *INCOMES):
+            facts[name] = pl.col(name)
+    return {name: expr for name, expr in facts.items() if name in policy.facts}
+
+
+def suspect(now: dt.date) -> pl.Expr:
+    """True for every row the service might refuse on any date (and some it would not); the date's
+    own test (born after it) and the region's are added per date."""
+    born = pl.col("birth_date")
+    grade = pl.col(GRADE).cast(pl.Int64)
+    tests = [born.is_null(), born > pl.lit(now), pl.col("region_code").is_null()]
+    tests += [pl.col(name) < 0 for name in INCOMES]
+    for name, values in ENUMS.items():
+        if name != BENEFITS:
+            tests.append(pl.col(name).is_not_null() & ~is_one_of(pl.col(name), values))
+    tests += [
+        grade.is_not_null() & (grade != 0) & ((grade < 1) | (grade > MAX_DISABILITY_GRADE)),
+        (grade.is_null() | (grade == 0)) & pl.col(CATEGORY).is_not_null(),
+        pl.col(LEVEL).is_null() != pl.col(ASSESSED).is_null(),
+        pl.col(BENEFITS).list.len() > MAX_REPEATED,
+        # an entry no request can carry (a null entry too)
+        pl.col(BENEFITS).list.eval(pl.element().is_in(ENUMS[BENEFITS]).fill_null(False).not_()).list.any(),
+    ]
+    return pl.any_horizontal([t.fill_null(False) for t in tests])
+
+
+def refusal(row: dict[str, Any], policy: PolicySet, on: dt.date, now: dt.date) -> str | None:
+    """The service's refusal of a row's request on a date (None: it takes it), in its words."""
+    from population.persons import UnrepresentableRow, to_request  # the row <-> request contract
+
+    try:
+        to_case(to_request(row, on), policy, now)
+    except UnrepresentableRow as exc:
+        return f"INVALID_ARGUMENT: {exc}"
+    except Exception as exc:  # every refusal, as population.online words it
+        return status_text(exc)
+    return None
+
+
+def refusals(flagged: pl.DataFrame, policy: PolicySet, on: dt.date) -> pl.Series:
+    """The refusal of each flagged row (null where the service takes it), once per distinct row."""
+    now = today(policy)
+    columns = list(PERSON_SCHEMA)
+    # The benefits list as text, so that the distinct rows are found by polars (a list column
+    # is no join key); \x00 and \x01 are in no benefit's name.
+    listed = pl.col(BENEFITS).list.eval(pl.element().fill_null("\x00")).list.join("\x01")
+    keyed = flagged.select(*[c for c in columns if c != BENEFITS], listed.alias("__benefits"), pl.col(BENEFITS))
+    on_columns = [c for c in keyed.columns if c != BENEFITS]
+    keyed = keyed.with_columns(pl.col(BENEFITS).is_null().alias("__no_benefits"))
+    on_columns.append("__no_benefits")
+    distinct = keyed.unique(subset=on_columns, keep="first", maintain_order=True)
+    texts = [refusal(row, policy, on, now) for row in distinct.select(columns).iter_rows(named=True)]
+    distinct = distinct.select(on_columns).with_columns(pl.Series("__refusal", texts, dtype=pl.String()))
+    joined = keyed.select(on_columns).join(distinct, on=on_columns, how="left", maintain_order="left", nulls_equal=True)
+    return joined["__refusal"]
