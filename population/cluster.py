@@ -29,7 +29,7 @@ from service.engine.columnar import schema as s
 
 from .backends import Backend
 from .io import JobError, ParquetDirectorySink, ParquetPiece, ParquetSource, Sink, Source, person_table
-from .job import Stats, decide_batch, decide_each_date, empty_batch
+from .job import Stats, decide_batch, decide_each_date, decider_for, empty_batch
 
 _LOCAL = re.compile(r"^local:(\d+)$")
 
@@ -225,3 +225,26 @@ def _submit(
         stats.read += time.perf_counter() - started
         [data] = client.scatter([persons])
         yield client.submit(decide_persons, data, dates, policies, backend, pure=False), batch.num_rows
+
+
+class ClusterDecider:
+    """The Decider protocol (population.backends) on a Dask cluster, for the planning commands:
+    decide() splits the persons into chunks that the workers decide with decide_persons (the policy
+    set loaded once per worker process) and puts the results together in order. Workers must read
+    `policies` at the same path (on a remote cluster, a shared file system)."""
+
+    def __init__(self, client: Any, policies: str | Path, backend: Backend, chunk_size: int = 100_000):
+        here = decider_for(policies, backend)  # checks the policies load, and gives their version
+        self.version, self.programs = here.version, here.programs
+        self.client, self.backend, self.chunk_size = client, backend, chunk_size
+        self.policies = str(Path(policies).resolve())
+
+    def decide(self, persons: pl.DataFrame, on: dt.date) -> pl.DataFrame:
+        if not persons.height:
+            return decider_for(self.policies, self.backend).decide(persons, on)
+        chunks = [persons.slice(i, self.chunk_size).to_arrow() for i in range(0, persons.height, self.chunk_size)]
+        futures = self.client.map(
+            decide_persons, chunks, dates=[on], policies=self.policies, backend=self.backend, pure=False
+        )
+        frames = [pl.from_arrow(done.table) for done in self.client.gather(futures)]
+        return pl.concat([f for f in frames if isinstance(f, pl.DataFrame)])

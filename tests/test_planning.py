@@ -480,3 +480,31 @@ def test_yuan_text_is_exact_for_losses_too() -> None:
     assert [yuan_text(f) for f in (0, 5, -5, 34500, -640, -123456789)] == [
         "0.00", "0.05", "-0.05", "345.00", "-6.40", "-1,234,567.89"
     ]  # fmt: skip
+
+
+def test_cluster_runs_give_the_same_tables(tmp_path: Path) -> None:
+    """--cluster local:2: a real LocalCluster's workers decide, and every table equals the one
+    decided in this process (report and compare, an overlay's proposed set included)."""
+    persons = people(ON)
+    persons.write_parquet(tmp_path / "persons.parquet")
+    totals_for([2020, 2021], {"330100": 9_000, "330200": 11_000}).write_parquet(tmp_path / "totals.parquet")
+    given = ["--persons", str(tmp_path / "persons.parquet"), "--totals", str(tmp_path / "totals.parquet")]
+    overlay = OVERLAYS / "hangzhou_dibao_1150.yaml"
+    cli = CliRunner()
+    for where, extra in (("here", []), ("cluster", ["--cluster", "local:2"])):
+        done = cli.invoke(
+            planning_app, ["report", "--as-of", "2020-12-31", "--out", str(tmp_path / where), *given, *extra]
+        )
+        assert done.exit_code == 0, done.output
+        compared = ["compare", "--overlay", str(overlay), "--out", str(tmp_path / f"{where}-c"), *given, *extra]
+        done = cli.invoke(planning_app, compared)
+        assert done.exit_code == 0, done.output
+    for name in ("indicators", "coverage", "plan"):
+        assert pl.read_parquet(tmp_path / "cluster" / f"{name}.parquet").equals(
+            pl.read_parquet(tmp_path / "here" / f"{name}.parquet")
+        ), name
+    for name in ("summary", "distribution", "changes"):
+        here = pl.read_parquet(tmp_path / "here-c" / f"{name}.parquet")
+        assert here.height > 0 and pl.read_parquet(tmp_path / "cluster-c" / f"{name}.parquet").equals(here), name
+    done = cli.invoke(planning_app, ["report", "--out", str(tmp_path / "x"), *given, "--cluster", "nowhere"])
+    assert done.exit_code == 2 and "local:N" in done.output

@@ -38,7 +38,9 @@ Scale = Annotated[float, typer.Option(help="share of the province to generate (1
 Seed = Annotated[int, typer.Option(help="seed of the synthetic population")]
 PersonsOpt = Annotated[Path | None, typer.Option(help="a person table (Parquet) instead of the synthetic one")]
 TotalsOpt = Annotated[Path | None, typer.Option(help="the population's totals (Parquet) with --persons")]
-Cluster = Annotated[str | None, typer.Option(help="Dask scheduler address, as in the population runs")]
+Cluster = Annotated[
+    str | None, typer.Option(help="decide on Dask, as in the population runs: local:N or tcp://HOST:PORT")
+]
 OverlayOpt = Annotated[Path | None, typer.Option(help="a proposed change: overlay YAML file or directory")]
 
 
@@ -87,11 +89,21 @@ def _usage_errors() -> Iterator[None]:
         raise typer.BadParameter(str(exc)) from None
 
 
-def _check_cluster(cluster: str | None) -> None:
-    if cluster:
-        # The distributed run belongs to the population job (population/cli.py); until it is wired
-        # here, refuse rather than silently run locally.
-        raise typer.BadParameter("--cluster: not wired to the population job yet; run without it")
+@contextlib.contextmanager
+def _cluster(spec: str | None) -> Iterator[Any]:
+    """A Dask client for --cluster (as in the population runs), or None to decide in this process."""
+    if not spec:
+        yield None
+        return
+    from population.cluster import check_cluster, connect
+    from population.io import JobError
+
+    try:
+        check_cluster(spec)
+        with connect(spec) as client:
+            yield client
+    except JobError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _labels(policies: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -186,14 +198,13 @@ def report_command(
     cluster: Cluster = None,
 ) -> None:
     """Recipients and cost per program, city and year, and the plan's indicators against the model."""
-    _check_cluster(cluster)
     dates = _dates(years, as_of)
     plan = report.load_plan()
     extra = sorted({runs.year_end(f.year) for f in plan} - set(dates)) if plan_years else []
     population = Population(scale, seed, persons, totals)
-    with tempfile.TemporaryDirectory(prefix="planning-") as work:
+    with tempfile.TemporaryDirectory(prefix="planning-") as work, _cluster(cluster) as client:
         with _usage_errors():
-            decider = runs.decider(policies, overlay, Path(work))
+            decider = runs.decider(policies, overlay, Path(work), client=client)
         tables, summaries = [], []
         for on in sorted([*dates, *extra]):  # one date's decisions at a time: only their aggregates are kept
             decisions = decider.decide(population.persons(on), on)
@@ -260,15 +271,17 @@ def _sides(
     on: str | None,
     work: Path,
     backend: Backend | None = None,
+    client: Any = None,
 ) -> tuple[Decider, dt.date, Decider, dt.date]:
     if overlay is not None and (from_date or to_date):
         raise typer.BadParameter("give --overlay, or --from-date and --to-date, not both")
     if overlay is not None:
         day = dt.date.fromisoformat(on) if on else first_date(load_overlay(overlay))
-        return runs.decider(policies, backend=backend), day, runs.decider(policies, overlay, work, backend), day
+        base = runs.decider(policies, backend=backend, client=client)
+        return base, day, runs.decider(policies, overlay, work, backend, client), day
     if not (from_date and to_date):
         raise typer.BadParameter("give --overlay FILE, or --from-date and --to-date")
-    base = runs.decider(policies, backend=backend)
+    base = runs.decider(policies, backend=backend, client=client)
     return base, dt.date.fromisoformat(from_date), base, dt.date.fromisoformat(to_date)
 
 
@@ -288,11 +301,12 @@ def compare_command(
     cluster: Cluster = None,
 ) -> None:
     """Who newly qualifies, who loses, who gains or loses how much, and what it costs."""
-    _check_cluster(cluster)
     population = Population(scale, seed, persons, totals)
-    with tempfile.TemporaryDirectory(prefix="planning-") as work:
+    with tempfile.TemporaryDirectory(prefix="planning-") as work, _cluster(cluster) as client:
         with _usage_errors():
-            before, day_before, after, day_after = _sides(policies, overlay, from_date, to_date, on, Path(work))
+            before, day_before, after, day_after = _sides(
+                policies, overlay, from_date, to_date, on, Path(work), client=client
+            )
         people = population.persons(day_after)  # the same people on both sides
         decisions_before = compare.slim(before.decide(people, day_before), before.programs)
         decisions_after = compare.slim(after.decide(people, day_after), after.programs)

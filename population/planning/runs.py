@@ -6,6 +6,7 @@ import datetime as dt
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -21,15 +22,24 @@ PersonsFor = Callable[[dt.date], pl.DataFrame]
 
 
 def decider(
-    policies: Path, overlay: Path | None = None, workdir: Path | None = None, backend: Backend | None = None
+    policies: Path,
+    overlay: Path | None = None,
+    workdir: Path | None = None,
+    backend: Backend | None = None,
+    client: Any = None,
 ) -> Decider:
     """The decider of `policies`, or of `policies` with `overlay` applied (written out as a policy
-    directory with the overlay in it, so any backend loads it; its version hashes the overlay in)."""
-    if overlay is None:
-        return load_decider(policies, backend or BACKEND)
-    load_policies(policies, overlay)  # a bad overlay is refused naming its own file, not the copy
-    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="proposed-policies-"))
-    return load_decider(materialize(policies, overlay, root / "policies"), backend or BACKEND)
+    directory with the overlay in it, so any backend loads it; its version hashes the overlay in).
+    With a Dask `client`, the cluster's workers decide (population.cluster.ClusterDecider)."""
+    if overlay is not None:
+        load_policies(policies, overlay)  # a bad overlay is refused naming its own file, not the copy
+        root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="proposed-policies-"))
+        policies = materialize(policies, overlay, root / "policies")
+    if client is not None:
+        from population.cluster import ClusterDecider
+
+        return ClusterDecider(client, policies, backend or BACKEND)
+    return load_decider(policies, backend or BACKEND)
 
 
 def decide_dates(decider: Decider, persons_for: PersonsFor, dates: Iterable[dt.date]) -> pl.DataFrame:
