@@ -490,20 +490,28 @@ class _Schema:
 
 
 @dataclass
-class ParquetFileSink:
+class _FileSink:
+    """One output file, written under a temporary name and renamed over `path` by commit()."""
+
     path: Path
     force: bool
     temporary: Path = field(init=False)
-    writer: pq.ParquetWriter | None = None
+    writer: Any = None  # the format's writer, opened with the first table's schema
     shape: _Schema = field(default_factory=_Schema)
 
     def __post_init__(self) -> None:
         self.temporary = _temporary(self.path)
 
+    def prepare(self, table: pa.Table) -> pa.Table:
+        return self.shape.fit(table)
+
+    def open(self, schema: pa.Schema) -> Any:
+        raise NotImplementedError
+
     def write(self, table: pa.Table) -> None:
-        table = self.shape.fit(table)
+        table = self.prepare(table)
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.temporary, table.schema)
+            self.writer = self.open(table.schema)
         self.writer.write_table(table)
 
     def commit(self) -> None:
@@ -516,6 +524,11 @@ class ParquetFileSink:
             with contextlib.suppress(Exception):
                 self.writer.close()
         self.temporary.unlink(missing_ok=True)
+
+
+class ParquetFileSink(_FileSink):
+    def open(self, schema: pa.Schema) -> pq.ParquetWriter:
+        return pq.ParquetWriter(self.temporary, schema)
 
 
 @dataclass
@@ -570,33 +583,12 @@ def csv_ready(table: pa.Table) -> pa.Table:
     return table
 
 
-@dataclass
-class CsvSink:
-    path: Path
-    force: bool
-    temporary: Path = field(init=False)
-    writer: pacsv.CSVWriter | None = None
-    shape: _Schema = field(default_factory=_Schema)
+class CsvSink(_FileSink):
+    def prepare(self, table: pa.Table) -> pa.Table:
+        return csv_ready(self.shape.fit(table))
 
-    def __post_init__(self) -> None:
-        self.temporary = _temporary(self.path)
-
-    def write(self, table: pa.Table) -> None:
-        table = csv_ready(self.shape.fit(table))
-        if self.writer is None:
-            self.writer = pacsv.CSVWriter(self.temporary, table.schema)
-        self.writer.write_table(table)
-
-    def commit(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        _replace(self.temporary, self.path, self.force)
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            with contextlib.suppress(Exception):
-                self.writer.close()
-        self.temporary.unlink(missing_ok=True)
+    def open(self, schema: pa.Schema) -> pacsv.CSVWriter:
+        return pacsv.CSVWriter(self.temporary, schema)
 
 
 def _split_table(name: str) -> tuple[str, str]:
