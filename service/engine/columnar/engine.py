@@ -257,7 +257,7 @@ class ColumnarDecider:
             pl.col("region_code").cast(pl.Enum(codes)).to_physical().alias(CODE),
             *[e.alias(fact_column(n)) for n, e in undated.items()],  # the facts the same on every date
         )
-        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame]] = {}
+        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame, pl.Series]] = {}
         for on in dates:
             yield self._decide(frame, carried, on, codes, fixed)
 
@@ -270,7 +270,7 @@ class ColumnarDecider:
         carried: pl.DataFrame,
         on: dt.date,
         codes: list[str],
-        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame]],
+        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame, pl.Series]],
     ) -> pl.DataFrame:
         """Per row, only what reads the row: its key, its refusal, the comparisons and which facts
         it lacks, packed two bits each. Everything after (rules, outcomes, amounts, interactions,
@@ -278,7 +278,7 @@ class ColumnarDecider:
         thousand in a million people) and picked up by each row."""
         policy = self.policy
         programs = in_force(policy, on) if outside_period(policy, on) is None else []
-        frame, keys = self._errors(frame, on, codes)
+        frame, keys, mapping = self._errors(frame, on, codes)
         facts = row_facts(policy, on)
         compiler = Compiler(policy, keys, facts)
         rules = [r for pid in programs for r in policy.programs[pid].rules] + list(policy.referrals)
@@ -332,9 +332,12 @@ class ColumnarDecider:
                 ids = words.to_series().replace_strict(table[words.columns[0]], table[FIXED_ID])
             else:
                 ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
-            fixed[fixed_names] = (ids, table)
-        ids, table = fixed[fixed_names]
-        small, index = self._signatures(frame, ids, table, keys, dated_part)
+            # With the region code, what tells the rows apart on every date: one number per row.
+            code = frame[CODE].fill_null(len(codes)).cast(pl.Int64())
+            base = ids.cast(pl.Int64()) * (1 << len(codes).bit_length()) + code
+            fixed[fixed_names] = (ids, table, base)
+        ids, table, base = fixed[fixed_names]
+        small, index = self._signatures(frame, ids, table, keys, dated_part, base, mapping)
         frame = frame.select(KEY, ERROR)  # the facts and constants are no longer needed: free them
         small = small.with_columns(unpack(fixed_part, "__fixed") + unpack(dated_part, "__dated"))
         small = small.with_columns(self._decoded(coded))
@@ -399,27 +402,34 @@ class ColumnarDecider:
             exprs.append(value.otherwise(other).alias(fact_column(fact)))
         return exprs
 
-    @staticmethod
     def _signatures(
-        frame: pl.DataFrame, ids: pl.Series, table: pl.DataFrame, keys: list[Key], dated: dict[str, Signal]
+        self,
+        frame: pl.DataFrame,
+        ids: pl.Series,
+        table: pl.DataFrame,
+        keys: list[Key],
+        dated: dict[str, Signal],
+        base: pl.Series,
+        mapping: pl.Series,
     ) -> tuple[pl.DataFrame, pl.Series]:
         """The distinct (key, fixed part, dated part) of the rows, each row's index among them
         (null for a refused row). One Int64 per row when the three fit in it (a single-column
-        lookup is several times faster than a join on several)."""
-        key_bits = len(keys).bit_length()  # len(keys) stands for no key
+        lookup is several times faster than a join on several): the fixed id and the region
+        code (which gives the key) are the same on every date, so they are one number per run
+        (`base`; `mapping`: each region code's key, the last for no code)."""
         id_bits = max(table.height - 1, 1).bit_length()
+        code_bits = (len(mapping) - 1).bit_length()  # the mapping's last entry stands for no region code
         dated_bits = sum(signal.bits for signal in dated.values())
         key = pl.col(KEY).fill_null(len(keys)).cast(pl.Int64())
-        if id_bits + key_bits + dated_bits <= WORD_BITS:
+        if id_bits + code_bits + dated_bits <= WORD_BITS:
             word = pack(dated, "__dated")[0] if dated else _int(0)
             low = 1 << dated_bits
-            mid = 1 << (key_bits + dated_bits)
-            sig = frame.select((pl.lit(ids).cast(pl.Int64()) * mid + key * low + word).alias("__sig")).to_series()
+            sig = frame.select((pl.lit(base) * low + word).alias("__sig")).to_series()
             distinct = sig.unique()
             index = sig.replace_strict(distinct, pl.int_range(len(distinct), dtype=pl.UInt32(), eager=True))
             small = pl.DataFrame({"__sig": distinct}).select(
-                (pl.col("__sig") // mid).cast(pl.UInt32()).alias(FIXED_ID),
-                (pl.col("__sig") // low % (1 << key_bits)).alias(KEY),
+                (pl.col("__sig") // low // (1 << code_bits)).cast(pl.UInt32()).alias(FIXED_ID),
+                pl.lit(mapping).gather(pl.col("__sig") // low % (1 << code_bits)).alias(KEY),
                 (pl.col("__sig") % low).alias("__dated0"),
             )
         else:
@@ -429,9 +439,8 @@ class ColumnarDecider:
             )
             small = rows.unique().with_row_index("__index")
             index = rows.join(small, on=rows.columns, how="left", maintain_order="left")["__index"]
-        small = small.with_columns(
-            pl.when(pl.col(KEY) < len(keys)).then(pl.col(KEY)).cast(pl.UInt32()).alias(KEY)
-        ).join(table, on=FIXED_ID, how="left", maintain_order="left")
+            small = small.with_columns(pl.when(pl.col(KEY) < len(keys)).then(pl.col(KEY)).cast(pl.UInt32()).alias(KEY))
+        small = small.join(table, on=FIXED_ID, how="left", maintain_order="left")
         index = frame.select(pl.when(pl.col(ERROR).is_null()).then(index)).to_series()
         return small, index
 
@@ -454,6 +463,16 @@ class ColumnarDecider:
     ) -> pl.DataFrame:
         """Each distinct combination's decision columns (schema.py), from its rule results."""
         masks = Masks()
+        # The outcomes first, as columns: the lists below read them many times, and an outcome's
+        # expression inlined in each would cost far more to plan than to run on a few thousand rows.
+        first = []
+        for pid in programs:
+            program = self.policy.programs[pid]
+            first += [
+                outcome_expr(program, results).alias(f"__outcome.{pid}"),
+                outcome_expr(program, unstated).alias(f"__outcome_unstated.{pid}"),
+            ]
+        small = small.with_columns(first)
         exprs = []
         for pid in programs:
             exprs += self._program(self.policy.programs[pid], compiler, unknown, results, unstated, masks)
@@ -482,9 +501,10 @@ class ColumnarDecider:
 
     # Refusals ----------------------------------------------------------------------------------
 
-    def _errors(self, frame: pl.DataFrame, on: dt.date, codes: list[str]) -> tuple[pl.DataFrame, list[Key]]:
+    def _errors(self, frame: pl.DataFrame, on: dt.date, codes: list[str]) -> tuple[pl.DataFrame, list[Key], pl.Series]:
         """Each row's key (its region on the date, an index into the keys returned) and the
-        refusal the service would give it. `codes`: the region codes of the rows (CODE indexes it)."""
+        refusal the service would give it. `codes`: the region codes of the rows (CODE indexes it).
+        Also each code's key (the last entry: no code)."""
         policy = self.policy
         mapping: list[int | None] = []
         local: dict[int, int] = {}  # the run's key index -> this date's
@@ -493,6 +513,7 @@ class ColumnarDecider:
             region = resolve_region(code, policy, "person.region_code", bad, on)
             mapping.append(None if region is None else local.setdefault(self.keys.index(region, on), len(local)))
         keys = [self.keys.keys[i] for i in local]
+        by_code = pl.Series([*mapping, None], dtype=pl.UInt32())
         key = pl.lit(pl.Series(mapping, dtype=pl.UInt32())).gather(pl.col(CODE))
         frame = frame.with_columns(key.alias(KEY))
         # A row suspect on any date, or without a region, goes through the service's checks (each
@@ -512,12 +533,12 @@ class ColumnarDecider:
         out_of_range = outside_period(policy, on)
         frame = frame.with_columns(errors.alias(ERROR))
         if out_of_range is not None:
-            return frame.with_columns(pl.col(ERROR).fill_null(out_of_range)), keys
+            return frame.with_columns(pl.col(ERROR).fill_null(out_of_range)), keys, by_code
         key_errors = [k.error for k in keys]
         if any(key_errors):
             by_key = pl.lit(pl.Series(key_errors, dtype=pl.String())).gather(pl.col(KEY))
             frame = frame.with_columns(pl.coalesce(pl.col(ERROR), by_key).alias(ERROR))
-        return frame, keys
+        return frame, keys, by_code
 
     # Programs ----------------------------------------------------------------------------------
 
@@ -531,9 +552,9 @@ class ColumnarDecider:
         masks: Masks,
     ) -> list[pl.Expr]:
         pid = program.id
-        outcome = outcome_expr(program, results)
+        outcome = pl.col(f"__outcome.{pid}")
         eligible = outcome == OUTCOME_CODES[ELIGIBLE]
-        exprs = [outcome.alias(f"__outcome.{pid}"), self._amount(program, compiler, results, eligible)]
+        exprs = [self._amount(program, compiler, results, eligible)]
         # The facts each unknown rule lacks (decide._explain `absent`), for an undetermined outcome.
         undetermined = outcome == OUTCOME_CODES[UNDETERMINED]
         missing = []
@@ -556,7 +577,7 @@ class ColumnarDecider:
                 label = f"{rule.id}:{f}={spelled(self.defaults[f])}"
                 assumed_parts.append((assumed & unknown.unset(f), label))
         if assumed_parts:
-            changed = (outcome_expr(program, unstated) != outcome) | _any(
+            changed = (pl.col(f"__outcome_unstated.{pid}") != outcome) | _any(
                 _is_true(results[r.id]) != _is_true(unstated[r.id]) for r in program.routes
             )
             assumed_parts = [(held & changed, label) for held, label in assumed_parts]
