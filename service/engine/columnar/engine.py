@@ -497,6 +497,7 @@ class ColumnarDecider:
                 columns[s.column(pid, name)] = masks.lists(small, f"{prefix}.{pid}")
         columns[s.REFERRALS] = masks.lists(small, "__referrals")
         columns[s.CONDITIONAL_REFERRALS] = self._conditional(small)
+        columns[KEY] = pl.col(KEY)
         return small.select([(c if isinstance(c, pl.Expr) else pl.lit(c)).alias(name) for name, c in columns.items()])
 
     # Refusals ----------------------------------------------------------------------------------
@@ -711,31 +712,34 @@ class ColumnarDecider:
         programs: list[str],
         compiler: Compiler,
     ) -> pl.DataFrame:
-        """Each row's decision: its combination's columns (null for a refused row), its region."""
+        """Each row's decision: its combination's columns (null for a refused row), its region.
+        The region's columns are its combination's too (the key is part of it), so every column
+        but the date, the version and the refusal is one gather."""
         keys = compiler.keys
-        decided = pl.col(ERROR).is_null()
-
-        def region(values: list[Any], dtype: pl.DataType) -> pl.Expr:
-            return pl.when(decided).then(compiler.const(values, dtype))
-
         city = [
             k.region.code[:4] + "00" if k.region.in_zhejiang and k.region.level != "province" else None for k in keys
         ]
-        head = frame.select(
-            pl.lit(on, pl.Date()).alias(s.AS_OF),
-            pl.lit(self.version, pl.String()).alias(s.POLICY_VERSION),
-            region([k.region.code for k in keys], pl.String()).alias(s.REGION),
-            region(city, pl.String()).alias(s.CITY),
-            region([k.region.in_zhejiang for k in keys], pl.Boolean()).alias(s.IN_ZHEJIANG),
-            pl.col(ERROR).alias(s.ERROR),
+        small = small.select(
+            compiler.const([k.region.code for k in keys], pl.String()).alias(s.REGION),
+            compiler.const(city, pl.String()).alias(s.CITY),
+            compiler.const([k.region.in_zhejiang for k in keys], pl.Boolean()).alias(s.IN_ZHEJIANG),
+            pl.exclude(KEY),
         )
-        body = small.select(pl.all().gather(index))
         schema = s.decision_schema(self.programs)
-        parts = {**{c: head[c] for c in head.columns}, **{c: body[c] for c in body.columns}}
-        columns = [
-            parts[c].cast(dtype) if c in parts else pl.repeat(None, frame.height, dtype=dtype, eager=True).alias(c)
-            for c, dtype in schema.items()
-        ]
+        head = {
+            s.AS_OF: pl.lit(on, pl.Date()),
+            s.POLICY_VERSION: pl.lit(self.version, pl.String()),
+            s.ERROR: pl.col(ERROR),
+        }
+        body = small.select(pl.all().gather(index))
+        frame = frame.select(*[e.alias(c) for c, e in head.items()])
+        columns = []
+        for c, dtype in schema.items():
+            part = frame[c] if c in head else body[c] if c in body.columns else None
+            if part is None:
+                columns.append(pl.repeat(None, frame.height, dtype=dtype, eager=True).alias(c))
+            else:
+                columns.append(part if part.dtype == dtype else part.cast(dtype))
         return pl.DataFrame([*carried.get_columns(), *columns])
 
     def _conditional(self, frame: pl.DataFrame) -> pl.Series:
