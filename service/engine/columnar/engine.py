@@ -28,7 +28,7 @@ from ...request import resolve_region
 from ..decide import ELIGIBLE, INELIGIBLE, ROUNDING, UNDETERMINED
 from . import schema as s
 from .compile import DTYPES, KEY, UNSTATED, VALUES, Compiler, fact_column, key_facts, leaf_facts
-from .rows import ALWAYS_STATED, DATED, refusals, row_facts, suspect
+from .rows import ALWAYS_STATED, DATED, born, refusals, row_facts, suspect
 from .tables import Key, KeyTable, in_force, outside_period
 
 OUTCOME_CODES = {INELIGIBLE: 0, UNDETERMINED: 1, ELIGIBLE: 2}
@@ -255,6 +255,7 @@ class ColumnarDecider:
         frame = frame.with_columns(
             suspect(_today(self.policy)).alias(SUSPECT),
             pl.col("region_code").cast(pl.Enum(codes)).to_physical().alias(CODE),
+            *born(),
             *[e.alias(fact_column(n)) for n, e in undated.items()],  # the facts the same on every date
         )
         fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame, pl.Series]] = {}
