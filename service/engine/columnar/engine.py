@@ -28,7 +28,7 @@ from ...request import resolve_region
 from ..decide import ELIGIBLE, INELIGIBLE, ROUNDING, UNDETERMINED
 from . import schema as s
 from .compile import DTYPES, KEY, UNSTATED, VALUES, Compiler, fact_column, key_facts, leaf_facts
-from .rows import ALWAYS_STATED, DATED, born, refusals, row_facts, suspect
+from .rows import ALWAYS_STATED, DATED, born, distinct_rows, refusals, row_facts, suspect, texts
 from .tables import Key, KeyTable, in_force, outside_period
 
 OUTCOME_CODES = {INELIGIBLE: 0, UNDETERMINED: 1, ELIGIBLE: 2}
@@ -37,9 +37,14 @@ MASK_BITS = 62  # labels per Int64 bit mask
 WORD_BITS = 62  # signal bits per Int64 signature word
 ERROR = "__error"
 OTHER = "\x00other"  # a coded enum's value that the policy does not list
+# The rows the service's own checks see on a date (suspect, or no region on it): their numbers,
+# the distinct person rows among them and each one's index among those; per run, by the codes
+# that have no region on the date.
+Flagged = dict[tuple[int, ...], tuple[pl.Series, list[dict[str, Any]], pl.Series]]
 SUSPECT, CODE, FIXED_ID = "__suspect", "__code", "__fixed_id"  # per run: refusal suspects, region code index
 
 
+@functools.cache  # built thousands of times a date otherwise; an expression is immutable
 def _int(value: int) -> pl.Expr:
     return pl.lit(value, pl.Int64())
 
@@ -259,8 +264,9 @@ class ColumnarDecider:
             *[e.alias(fact_column(n)) for n, e in undated.items()],  # the facts the same on every date
         )
         fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame, pl.Series]] = {}
+        flagged: Flagged = {}
         for on in dates:
-            yield self._decide(frame, carried, on, codes, fixed)
+            yield self._decide(frame, carried, on, codes, fixed, flagged)
 
     def decide(self, persons: pl.DataFrame, on: dt.date) -> pl.DataFrame:
         return next(self.decide_each(persons, [on]))
@@ -272,6 +278,7 @@ class ColumnarDecider:
         on: dt.date,
         codes: list[str],
         fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame, pl.Series]],
+        flagged: Flagged,
     ) -> pl.DataFrame:
         """Per row, only what reads the row: its key, its refusal, the comparisons and which facts
         it lacks, packed two bits each. Everything after (rules, outcomes, amounts, interactions,
@@ -279,7 +286,7 @@ class ColumnarDecider:
         thousand in a million people) and picked up by each row."""
         policy = self.policy
         programs = in_force(policy, on) if outside_period(policy, on) is None else []
-        frame, keys, mapping = self._errors(frame, on, codes)
+        frame, keys, mapping = self._errors(frame, on, codes, flagged)
         facts = row_facts(policy, on)
         compiler = Compiler(policy, keys, facts)
         rules = [r for pid in programs for r in policy.programs[pid].rules] + list(policy.referrals)
@@ -503,7 +510,9 @@ class ColumnarDecider:
 
     # Refusals ----------------------------------------------------------------------------------
 
-    def _errors(self, frame: pl.DataFrame, on: dt.date, codes: list[str]) -> tuple[pl.DataFrame, list[Key], pl.Series]:
+    def _errors(
+        self, frame: pl.DataFrame, on: dt.date, codes: list[str], flagged: Flagged
+    ) -> tuple[pl.DataFrame, list[Key], pl.Series]:
         """Each row's key (its region on the date, an index into the keys returned) and the
         refusal the service would give it. `codes`: the region codes of the rows (CODE indexes it).
         Also each code's key (the last entry: no code)."""
@@ -524,11 +533,15 @@ class ColumnarDecider:
         suspect = pl.col(SUSPECT) | pl.col(KEY).is_null()
         born_after = (pl.col("birth_date") > pl.lit(on)).fill_null(False) & ~suspect
         rows = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32()).alias("__row"), *s.PERSON_SCHEMA)
-        flagged = rows.filter(frame.select(suspect).to_series())
+        unresolved = tuple(i for i, k in enumerate(mapping) if k is None)
+        if unresolved not in flagged:
+            found = rows.filter(frame.select(suspect).to_series())
+            flagged[unresolved] = (found["__row"], *distinct_rows(found))
+        numbers, distinct, index = flagged[unresolved]
         late = rows.select("__row").filter(frame.select(born_after).to_series())["__row"]
         errors = pl.repeat(None, frame.height, dtype=pl.String(), eager=True)
-        if flagged.height:
-            errors = errors.scatter(flagged["__row"], refusals(flagged, policy, on))
+        if numbers.len():
+            errors = errors.scatter(numbers, texts(distinct, policy, on).gather(index))
         if late.len():
             text = refusals(rows.filter(pl.col("__row") == late[0]), policy, on)[0]
             errors = errors.scatter(late, pl.repeat(text, late.len(), dtype=pl.String(), eager=True))

@@ -136,7 +136,19 @@ def refusal(row: dict[str, Any], policy: PolicySet, on: dt.date, now: dt.date) -
 
 def refusals(flagged: pl.DataFrame, policy: PolicySet, on: dt.date) -> pl.Series:
     """The refusal of each flagged row (null where the service takes it), once per distinct row."""
+    rows, index = distinct_rows(flagged)
+    return texts(rows, policy, on).gather(index)
+
+
+def texts(rows: list[dict[str, Any]], policy: PolicySet, on: dt.date) -> pl.Series:
+    """The refusal of each row (null where the service takes it)."""
     now = today(policy)
+    return pl.Series([refusal(row, policy, on, now) for row in rows], dtype=pl.String())
+
+
+def distinct_rows(flagged: pl.DataFrame) -> tuple[list[dict[str, Any]], pl.Series]:
+    """The distinct person rows among the flagged ones, and each flagged row's index among them
+    (the same on every date: a run finds them once and asks the service about them per date)."""
     columns = list(PERSON_SCHEMA)
     # The benefits list as text, so that the distinct rows are found by polars (a list column
     # is no join key); \x00 and \x01 are in no benefit's name.
@@ -145,8 +157,8 @@ def refusals(flagged: pl.DataFrame, policy: PolicySet, on: dt.date) -> pl.Series
     on_columns = [c for c in keyed.columns if c != BENEFITS]
     keyed = keyed.with_columns(pl.col(BENEFITS).is_null().alias("__no_benefits"))
     on_columns.append("__no_benefits")
-    distinct = keyed.unique(subset=on_columns, keep="first", maintain_order=True)
-    texts = [refusal(row, policy, on, now) for row in distinct.select(columns).iter_rows(named=True)]
-    distinct = distinct.select(on_columns).with_columns(pl.Series("__refusal", texts, dtype=pl.String()))
-    joined = keyed.select(on_columns).join(distinct, on=on_columns, how="left", maintain_order="left", nulls_equal=True)
-    return joined["__refusal"]
+    distinct = keyed.unique(subset=on_columns, keep="first", maintain_order=True).with_row_index("__distinct")
+    rows = list(distinct.select(columns).iter_rows(named=True))
+    table = distinct.select(*on_columns, "__distinct")
+    joined = keyed.select(on_columns).join(table, on=on_columns, how="left", maintain_order="left", nulls_equal=True)
+    return rows, joined["__distinct"]
