@@ -119,14 +119,19 @@ def pack(signals: dict[str, Signal], prefix: str) -> list[pl.Expr]:
     """The signals packed into Int64 words `{prefix}0`, `{prefix}1`, ..."""
     words = []
     for w, items in enumerate(_layout(signals)):
+        name, at = items[-1]
+        # A word that fits in 32 bits is summed in them (half the memory to pass over).
+        dtype = pl.UInt32() if at + signals[name].bits <= 32 else pl.Int64()
         parts = []
         for name, at in items:
             e = signals[name].expr
             if signals[name].code:
-                parts.append(e.cast(pl.Int64()) * (1 << at))
-            else:  # the shift folded into the literals: measured twice as fast as a multiply
+                parts.append(e.cast(dtype) * pl.lit(1 << at, dtype))
+            elif dtype == pl.UInt32():  # 0, 1 or (null) 2, shifted: measured faster than a when-then chain
+                parts.append(e.cast(dtype).fill_null(2) * pl.lit(1 << at, dtype))
+            else:  # the shift folded into the literals: measured twice as fast as a multiply in Int64
                 parts.append(pl.when(e.is_null()).then(_int(2 << at)).when(e).then(_int(1 << at)).otherwise(_int(0)))
-        words.append(functools.reduce(operator.add, parts).alias(f"{prefix}{w}"))
+        words.append(functools.reduce(operator.add, parts).cast(pl.Int64()).alias(f"{prefix}{w}"))
     return words
 
 

@@ -67,8 +67,8 @@ def born() -> list[pl.Expr]:
     the age on any date is then two integer operations (`age_on`)."""
     birth = pl.col("birth_date")
     return [
-        birth.dt.year().cast(pl.Int64).alias(BORN_YEAR),
-        (birth.dt.month().cast(pl.Int64) * 100 + birth.dt.day().cast(pl.Int64)).alias(BORN_DAY),
+        birth.dt.year().cast(pl.Int32).alias(BORN_YEAR),
+        (birth.dt.month().cast(pl.Int32) * 100 + birth.dt.day().cast(pl.Int32)).alias(BORN_DAY),
     ]
 
 
