@@ -28,7 +28,7 @@ from ...request import resolve_region
 from ..decide import ELIGIBLE, INELIGIBLE, ROUNDING, UNDETERMINED
 from . import schema as s
 from .compile import DTYPES, KEY, UNSTATED, VALUES, Compiler, fact_column, key_facts, leaf_facts
-from .rows import ALWAYS_STATED, DATED, refusals, row_facts, suspect
+from .rows import ALWAYS_STATED, DATED, born, distinct_rows, refusals, row_facts, suspect, texts
 from .tables import Key, KeyTable, in_force, outside_period
 
 OUTCOME_CODES = {INELIGIBLE: 0, UNDETERMINED: 1, ELIGIBLE: 2}
@@ -37,9 +37,14 @@ MASK_BITS = 62  # labels per Int64 bit mask
 WORD_BITS = 62  # signal bits per Int64 signature word
 ERROR = "__error"
 OTHER = "\x00other"  # a coded enum's value that the policy does not list
+# The rows the service's own checks see on a date (suspect, or no region on it): their numbers,
+# the distinct person rows among them and each one's index among those; per run, by the codes
+# that have no region on the date.
+Flagged = dict[tuple[int, ...], tuple[pl.Series, list[dict[str, Any]], pl.Series]]
 SUSPECT, CODE, FIXED_ID = "__suspect", "__code", "__fixed_id"  # per run: refusal suspects, region code index
 
 
+@functools.cache  # built thousands of times a date otherwise; an expression is immutable
 def _int(value: int) -> pl.Expr:
     return pl.lit(value, pl.Int64())
 
@@ -114,14 +119,19 @@ def pack(signals: dict[str, Signal], prefix: str) -> list[pl.Expr]:
     """The signals packed into Int64 words `{prefix}0`, `{prefix}1`, ..."""
     words = []
     for w, items in enumerate(_layout(signals)):
+        name, at = items[-1]
+        # A word that fits in 32 bits is summed in them (half the memory to pass over).
+        dtype = pl.UInt32() if at + signals[name].bits <= 32 else pl.Int64()
         parts = []
         for name, at in items:
             e = signals[name].expr
             if signals[name].code:
-                parts.append(e.cast(pl.Int64()) * (1 << at))
-            else:  # the shift folded into the literals: measured twice as fast as a multiply
+                parts.append(e.cast(dtype) * pl.lit(1 << at, dtype))
+            elif dtype == pl.UInt32():  # 0, 1 or (null) 2, shifted: measured faster than a when-then chain
+                parts.append(e.cast(dtype).fill_null(2) * pl.lit(1 << at, dtype))
+            else:  # the shift folded into the literals: measured twice as fast as a multiply in Int64
                 parts.append(pl.when(e.is_null()).then(_int(2 << at)).when(e).then(_int(1 << at)).otherwise(_int(0)))
-        words.append(functools.reduce(operator.add, parts).alias(f"{prefix}{w}"))
+        words.append(functools.reduce(operator.add, parts).cast(pl.Int64()).alias(f"{prefix}{w}"))
     return words
 
 
@@ -210,6 +220,8 @@ class ColumnarDecider:
         self.defaults = {n: f.default for n, f in policy.facts.items() if f.default is not None}
         self.interactions = [ex.id for ex in policy.exclusions] + [c.id for c in policy.combinations]
         self._leaf_numbers: dict[Cmp, int] = {}
+        # (program, the values its amounts read) -> the key's rows of `_amount`'s tables
+        self._amounts: dict[tuple[str, tuple[Any, ...]], tuple[list[int | None], list[int | None]]] = {}
         # Amounts are computed per region and date (exactly, in Python): one that read a person's
         # fact would need a per-row formula, which no policy has; refuse it rather than guess.
         by_key = key_facts(policy)
@@ -255,11 +267,13 @@ class ColumnarDecider:
         frame = frame.with_columns(
             suspect(_today(self.policy)).alias(SUSPECT),
             pl.col("region_code").cast(pl.Enum(codes)).to_physical().alias(CODE),
+            *born(),
             *[e.alias(fact_column(n)) for n, e in undated.items()],  # the facts the same on every date
         )
-        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame]] = {}
+        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame, pl.Series]] = {}
+        flagged: Flagged = {}
         for on in dates:
-            yield self._decide(frame, carried, on, codes, fixed)
+            yield self._decide(frame, carried, on, codes, fixed, flagged)
 
     def decide(self, persons: pl.DataFrame, on: dt.date) -> pl.DataFrame:
         return next(self.decide_each(persons, [on]))
@@ -270,7 +284,8 @@ class ColumnarDecider:
         carried: pl.DataFrame,
         on: dt.date,
         codes: list[str],
-        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame]],
+        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame, pl.Series]],
+        flagged: Flagged,
     ) -> pl.DataFrame:
         """Per row, only what reads the row: its key, its refusal, the comparisons and which facts
         it lacks, packed two bits each. Everything after (rules, outcomes, amounts, interactions,
@@ -278,7 +293,7 @@ class ColumnarDecider:
         thousand in a million people) and picked up by each row."""
         policy = self.policy
         programs = in_force(policy, on) if outside_period(policy, on) is None else []
-        frame, keys = self._errors(frame, on, codes)
+        frame, keys, mapping = self._errors(frame, on, codes, flagged)
         facts = row_facts(policy, on)
         compiler = Compiler(policy, keys, facts)
         rules = [r for pid in programs for r in policy.programs[pid].rules] + list(policy.referrals)
@@ -332,9 +347,12 @@ class ColumnarDecider:
                 ids = words.to_series().replace_strict(table[words.columns[0]], table[FIXED_ID])
             else:
                 ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
-            fixed[fixed_names] = (ids, table)
-        ids, table = fixed[fixed_names]
-        small, index = self._signatures(frame, ids, table, keys, dated_part)
+            # With the region code, what tells the rows apart on every date: one number per row.
+            code = frame[CODE].fill_null(len(codes)).cast(pl.Int64())
+            base = ids.cast(pl.Int64()) * (1 << len(codes).bit_length()) + code
+            fixed[fixed_names] = (ids, table, base)
+        ids, table, base = fixed[fixed_names]
+        small, index = self._signatures(frame, ids, table, keys, dated_part, base, mapping)
         frame = frame.select(KEY, ERROR)  # the facts and constants are no longer needed: free them
         small = small.with_columns(unpack(fixed_part, "__fixed") + unpack(dated_part, "__dated"))
         small = small.with_columns(self._decoded(coded))
@@ -399,27 +417,34 @@ class ColumnarDecider:
             exprs.append(value.otherwise(other).alias(fact_column(fact)))
         return exprs
 
-    @staticmethod
     def _signatures(
-        frame: pl.DataFrame, ids: pl.Series, table: pl.DataFrame, keys: list[Key], dated: dict[str, Signal]
+        self,
+        frame: pl.DataFrame,
+        ids: pl.Series,
+        table: pl.DataFrame,
+        keys: list[Key],
+        dated: dict[str, Signal],
+        base: pl.Series,
+        mapping: pl.Series,
     ) -> tuple[pl.DataFrame, pl.Series]:
         """The distinct (key, fixed part, dated part) of the rows, each row's index among them
         (null for a refused row). One Int64 per row when the three fit in it (a single-column
-        lookup is several times faster than a join on several)."""
-        key_bits = len(keys).bit_length()  # len(keys) stands for no key
+        lookup is several times faster than a join on several): the fixed id and the region
+        code (which gives the key) are the same on every date, so they are one number per run
+        (`base`; `mapping`: each region code's key, the last for no code)."""
         id_bits = max(table.height - 1, 1).bit_length()
+        code_bits = (len(mapping) - 1).bit_length()  # the mapping's last entry stands for no region code
         dated_bits = sum(signal.bits for signal in dated.values())
         key = pl.col(KEY).fill_null(len(keys)).cast(pl.Int64())
-        if id_bits + key_bits + dated_bits <= WORD_BITS:
+        if id_bits + code_bits + dated_bits <= WORD_BITS:
             word = pack(dated, "__dated")[0] if dated else _int(0)
             low = 1 << dated_bits
-            mid = 1 << (key_bits + dated_bits)
-            sig = frame.select((pl.lit(ids).cast(pl.Int64()) * mid + key * low + word).alias("__sig")).to_series()
+            sig = frame.select((pl.lit(base) * low + word).alias("__sig")).to_series()
             distinct = sig.unique()
             index = sig.replace_strict(distinct, pl.int_range(len(distinct), dtype=pl.UInt32(), eager=True))
             small = pl.DataFrame({"__sig": distinct}).select(
-                (pl.col("__sig") // mid).cast(pl.UInt32()).alias(FIXED_ID),
-                (pl.col("__sig") // low % (1 << key_bits)).alias(KEY),
+                (pl.col("__sig") // low // (1 << code_bits)).cast(pl.UInt32()).alias(FIXED_ID),
+                pl.lit(mapping).gather(pl.col("__sig") // low % (1 << code_bits)).alias(KEY),
                 (pl.col("__sig") % low).alias("__dated0"),
             )
         else:
@@ -429,9 +454,8 @@ class ColumnarDecider:
             )
             small = rows.unique().with_row_index("__index")
             index = rows.join(small, on=rows.columns, how="left", maintain_order="left")["__index"]
-        small = small.with_columns(
-            pl.when(pl.col(KEY) < len(keys)).then(pl.col(KEY)).cast(pl.UInt32()).alias(KEY)
-        ).join(table, on=FIXED_ID, how="left", maintain_order="left")
+            small = small.with_columns(pl.when(pl.col(KEY) < len(keys)).then(pl.col(KEY)).cast(pl.UInt32()).alias(KEY))
+        small = small.join(table, on=FIXED_ID, how="left", maintain_order="left")
         index = frame.select(pl.when(pl.col(ERROR).is_null()).then(index)).to_series()
         return small, index
 
@@ -454,6 +478,16 @@ class ColumnarDecider:
     ) -> pl.DataFrame:
         """Each distinct combination's decision columns (schema.py), from its rule results."""
         masks = Masks()
+        # The outcomes first, as columns: the lists below read them many times, and an outcome's
+        # expression inlined in each would cost far more to plan than to run on a few thousand rows.
+        first = []
+        for pid in programs:
+            program = self.policy.programs[pid]
+            first += [
+                outcome_expr(program, results).alias(f"__outcome.{pid}"),
+                outcome_expr(program, unstated).alias(f"__outcome_unstated.{pid}"),
+            ]
+        small = small.with_columns(first)
         exprs = []
         for pid in programs:
             exprs += self._program(self.policy.programs[pid], compiler, unknown, results, unstated, masks)
@@ -478,13 +512,17 @@ class ColumnarDecider:
                 columns[s.column(pid, name)] = masks.lists(small, f"{prefix}.{pid}")
         columns[s.REFERRALS] = masks.lists(small, "__referrals")
         columns[s.CONDITIONAL_REFERRALS] = self._conditional(small)
+        columns[KEY] = pl.col(KEY)
         return small.select([(c if isinstance(c, pl.Expr) else pl.lit(c)).alias(name) for name, c in columns.items()])
 
     # Refusals ----------------------------------------------------------------------------------
 
-    def _errors(self, frame: pl.DataFrame, on: dt.date, codes: list[str]) -> tuple[pl.DataFrame, list[Key]]:
+    def _errors(
+        self, frame: pl.DataFrame, on: dt.date, codes: list[str], flagged: Flagged
+    ) -> tuple[pl.DataFrame, list[Key], pl.Series]:
         """Each row's key (its region on the date, an index into the keys returned) and the
-        refusal the service would give it. `codes`: the region codes of the rows (CODE indexes it)."""
+        refusal the service would give it. `codes`: the region codes of the rows (CODE indexes it).
+        Also each code's key (the last entry: no code)."""
         policy = self.policy
         mapping: list[int | None] = []
         local: dict[int, int] = {}  # the run's key index -> this date's
@@ -493,6 +531,7 @@ class ColumnarDecider:
             region = resolve_region(code, policy, "person.region_code", bad, on)
             mapping.append(None if region is None else local.setdefault(self.keys.index(region, on), len(local)))
         keys = [self.keys.keys[i] for i in local]
+        by_code = pl.Series([*mapping, None], dtype=pl.UInt32())
         key = pl.lit(pl.Series(mapping, dtype=pl.UInt32())).gather(pl.col(CODE))
         frame = frame.with_columns(key.alias(KEY))
         # A row suspect on any date, or without a region, goes through the service's checks (each
@@ -501,23 +540,27 @@ class ColumnarDecider:
         suspect = pl.col(SUSPECT) | pl.col(KEY).is_null()
         born_after = (pl.col("birth_date") > pl.lit(on)).fill_null(False) & ~suspect
         rows = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32()).alias("__row"), *s.PERSON_SCHEMA)
-        flagged = rows.filter(frame.select(suspect).to_series())
+        unresolved = tuple(i for i, k in enumerate(mapping) if k is None)
+        if unresolved not in flagged:
+            found = rows.filter(frame.select(suspect).to_series())
+            flagged[unresolved] = (found["__row"], *distinct_rows(found))
+        numbers, distinct, index = flagged[unresolved]
         late = rows.select("__row").filter(frame.select(born_after).to_series())["__row"]
         errors = pl.repeat(None, frame.height, dtype=pl.String(), eager=True)
-        if flagged.height:
-            errors = errors.scatter(flagged["__row"], refusals(flagged, policy, on))
+        if numbers.len():
+            errors = errors.scatter(numbers, texts(distinct, policy, on).gather(index))
         if late.len():
             text = refusals(rows.filter(pl.col("__row") == late[0]), policy, on)[0]
             errors = errors.scatter(late, pl.repeat(text, late.len(), dtype=pl.String(), eager=True))
         out_of_range = outside_period(policy, on)
         frame = frame.with_columns(errors.alias(ERROR))
         if out_of_range is not None:
-            return frame.with_columns(pl.col(ERROR).fill_null(out_of_range)), keys
+            return frame.with_columns(pl.col(ERROR).fill_null(out_of_range)), keys, by_code
         key_errors = [k.error for k in keys]
         if any(key_errors):
             by_key = pl.lit(pl.Series(key_errors, dtype=pl.String())).gather(pl.col(KEY))
             frame = frame.with_columns(pl.coalesce(pl.col(ERROR), by_key).alias(ERROR))
-        return frame, keys
+        return frame, keys, by_code
 
     # Programs ----------------------------------------------------------------------------------
 
@@ -531,9 +574,9 @@ class ColumnarDecider:
         masks: Masks,
     ) -> list[pl.Expr]:
         pid = program.id
-        outcome = outcome_expr(program, results)
+        outcome = pl.col(f"__outcome.{pid}")
         eligible = outcome == OUTCOME_CODES[ELIGIBLE]
-        exprs = [outcome.alias(f"__outcome.{pid}"), self._amount(program, compiler, results, eligible)]
+        exprs = [self._amount(program, compiler, results, eligible)]
         # The facts each unknown rule lacks (decide._explain `absent`), for an undetermined outcome.
         undetermined = outcome == OUTCOME_CODES[UNDETERMINED]
         missing = []
@@ -556,7 +599,7 @@ class ColumnarDecider:
                 label = f"{rule.id}:{f}={spelled(self.defaults[f])}"
                 assumed_parts.append((assumed & unknown.unset(f), label))
         if assumed_parts:
-            changed = (outcome_expr(program, unstated) != outcome) | _any(
+            changed = (pl.col(f"__outcome_unstated.{pid}") != outcome) | _any(
                 _is_true(results[r.id]) != _is_true(unstated[r.id]) for r in program.routes
             )
             assumed_parts = [(held & changed, label) for held, label in assumed_parts]
@@ -573,21 +616,17 @@ class ColumnarDecider:
         width = len(routes) * sets
         table: list[int | None] = []
         ranks: list[list[int | None]] = [[] for _ in routes]
+        formulas = [r.amount for r in routes] + [a.multiply for a in adjustments]
+        refs = sorted({ref for f in formulas if f is not None for ref in operand_refs(f)}, key=repr)
         for k in keys:
-            amounts = [None if r.amount is None else evaluate_operand(r.amount, k.facts, k.params) for r in routes]
-            ordered = sorted({Decimal(a) for a in amounts if a is not None})
-            for i, a in enumerate(amounts):
-                ranks[i].append(None if a is None else ordered.index(Decimal(a)))
-            factors = [
-                None if a.multiply is None else evaluate_operand(a.multiply, k.facts, k.params) for a in adjustments
-            ]
-            for rank in range(len(routes)):
-                for chosen in range(sets):
-                    value: Decimal | None = ordered[rank] if rank < len(ordered) else None
-                    for j, factor in enumerate(factors):
-                        if value is not None and chosen >> j & 1:
-                            value = None if factor is None else value * factor
-                    table.append(None if value is None else ROUNDING[program.rounding](value))
+            # Most keys of a date read the same values as a key of an earlier date: computed once.
+            read = tuple(k.facts.get(r.name) if isinstance(r, Fact) else k.params.get(r.name) for r in refs)
+            memo = self._amounts.get((program.id, read))
+            if memo is None:
+                memo = self._amounts[(program.id, read)] = self._amount_rows(program, k)
+            for i, rank in enumerate(memo[0]):
+                ranks[i].append(rank)
+            table += memo[1]
         best = pl.max_horizontal(
             [pl.when(_is_true(results[r.id])).then(compiler.const(ranks[i], pl.Int64())) for i, r in enumerate(routes)]
         )
@@ -595,6 +634,25 @@ class ColumnarDecider:
         index = pl.col(KEY).cast(pl.Int64()) * width + best * sets + chosen_set
         amount = pl.lit(pl.Series(table, dtype=pl.Int64())).gather(index)
         return pl.when(eligible).then(amount).otherwise(_int(0)).alias(f"__before.{program.id}")
+
+    @staticmethod
+    def _amount_rows(program: Program, k: Key) -> tuple[list[int | None], list[int | None]]:
+        """For one key: each route amount's rank among the distinct ones, and the amount of each
+        rank and set of adjustments (`_amount`'s table)."""
+        routes, adjustments = program.routes, program.adjustments
+        amounts = [None if r.amount is None else evaluate_operand(r.amount, k.facts, k.params) for r in routes]
+        ordered = sorted({Decimal(a) for a in amounts if a is not None})
+        ranks = [None if a is None else ordered.index(Decimal(a)) for a in amounts]
+        factors = [None if a.multiply is None else evaluate_operand(a.multiply, k.facts, k.params) for a in adjustments]
+        table: list[int | None] = []
+        for rank in range(len(routes)):
+            for chosen in range(1 << len(adjustments)):
+                value: Decimal | None = ordered[rank] if rank < len(ordered) else None
+                for j, factor in enumerate(factors):
+                    if value is not None and chosen >> j & 1:
+                        value = None if factor is None else value * factor
+                table.append(None if value is None else ROUNDING[program.rounding](value))
+        return ranks, table
 
     # Interactions ------------------------------------------------------------------------------
 
@@ -690,31 +748,37 @@ class ColumnarDecider:
         programs: list[str],
         compiler: Compiler,
     ) -> pl.DataFrame:
-        """Each row's decision: its combination's columns (null for a refused row), its region."""
+        """Each row's decision: its combination's columns (null for a refused row), its region.
+        The region's columns are its combination's too (the key is part of it), so every column
+        but the date, the version and the refusal is one gather."""
         keys = compiler.keys
-        decided = pl.col(ERROR).is_null()
-
-        def region(values: list[Any], dtype: pl.DataType) -> pl.Expr:
-            return pl.when(decided).then(compiler.const(values, dtype))
-
         city = [
             k.region.code[:4] + "00" if k.region.in_zhejiang and k.region.level != "province" else None for k in keys
         ]
-        head = frame.select(
-            pl.lit(on, pl.Date()).alias(s.AS_OF),
-            pl.lit(self.version, pl.String()).alias(s.POLICY_VERSION),
-            region([k.region.code for k in keys], pl.String()).alias(s.REGION),
-            region(city, pl.String()).alias(s.CITY),
-            region([k.region.in_zhejiang for k in keys], pl.Boolean()).alias(s.IN_ZHEJIANG),
-            pl.col(ERROR).alias(s.ERROR),
+        small = small.select(
+            compiler.const([k.region.code for k in keys], pl.String()).alias(s.REGION),
+            compiler.const(city, pl.String()).alias(s.CITY),
+            compiler.const([k.region.in_zhejiang for k in keys], pl.Boolean()).alias(s.IN_ZHEJIANG),
+            pl.exclude(KEY),
         )
-        body = small.select(pl.all().gather(index))
         schema = s.decision_schema(self.programs)
-        parts = {**{c: head[c] for c in head.columns}, **{c: body[c] for c in body.columns}}
-        columns = [
-            parts[c].cast(dtype) if c in parts else pl.repeat(None, frame.height, dtype=dtype, eager=True).alias(c)
-            for c, dtype in schema.items()
-        ]
+        head = {
+            s.AS_OF: pl.lit(on, pl.Date()),
+            s.POLICY_VERSION: pl.lit(self.version, pl.String()),
+            s.ERROR: pl.col(ERROR),
+        }
+        # A refused row picks an all-null row added at the end: a gather by an index without
+        # nulls is measured faster than one with them.
+        small = pl.concat([small, small.clear(1)]).rechunk()
+        body = small.select(pl.all().gather(index.fill_null(small.height - 1)))
+        frame = frame.select(*[e.alias(c) for c, e in head.items()])
+        columns = []
+        for c, dtype in schema.items():
+            part = frame[c] if c in head else body[c] if c in body.columns else None
+            if part is None:
+                columns.append(pl.repeat(None, frame.height, dtype=dtype, eager=True).alias(c))
+            else:
+                columns.append(part if part.dtype == dtype else part.cast(dtype))
         return pl.DataFrame([*carried.get_columns(), *columns])
 
     def _conditional(self, frame: pl.DataFrame) -> pl.Series:

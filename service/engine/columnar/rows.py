@@ -9,7 +9,6 @@ wording is the service's.
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import functools
 import operator
@@ -27,8 +26,8 @@ BENEFITS = "other_benefits"
 GRADE, CATEGORY = "disability_grade", "disability_category"
 LEVEL, ASSESSED = "capacity_level", "capacity_assessed_on"
 INCOMES = ("household_income_per_head_fen", "own_income_fen")
-EPOCH = dt.date(1970, 1, 1)
-DATED = frozenset({"age_years"})  # the row facts that depend on the evaluation date
+DATED = frozenset({"age_years"})
+BORN_YEAR, BORN_DAY = "__born_year", "__born_day"  # see `born`  # the row facts that depend on the evaluation date
 ALWAYS_STATED = frozenset({"has_disability_certificate"})  # to_case sets it for every request
 
 
@@ -63,16 +62,20 @@ def is_one_of(column: pl.Expr, values: list[Any]) -> pl.Expr:
     return found
 
 
-def age_on(born: pl.Expr, on: dt.date) -> pl.Expr:
-    """Completed years on the date (request.age_on: a 29 February birthday is reached on 1 March
-    in common years), by a binary search among the last birth dates of each age."""
-    last_born = []  # ascending: the last birth date of each age from the oldest possible to 0
-    for age in range(on.year - 1, -1, -1):
-        year = on.year - age
-        day = min(on.day, calendar.monthrange(year, on.month)[1])  # (y, 2, 29) is reached after 28 Feb
-        last_born.append((dt.date(year, on.month, day) - EPOCH).days)
-    table = pl.Series(last_born, dtype=pl.Int64())
-    return len(last_born) - 1 - pl.lit(table).search_sorted(days(born), side="left").cast(pl.Int64)
+def born() -> list[pl.Expr]:
+    """The birth date's year and month * 100 + day (columns BORN_YEAR, BORN_DAY), once per run:
+    the age on any date is then two integer operations (`age_on`)."""
+    birth = pl.col("birth_date")
+    return [
+        birth.dt.year().cast(pl.Int32).alias(BORN_YEAR),
+        (birth.dt.month().cast(pl.Int32) * 100 + birth.dt.day().cast(pl.Int32)).alias(BORN_DAY),
+    ]
+
+
+def age_on(on: dt.date) -> pl.Expr:
+    """Completed years on the date, as request.age_on computes them (a 29 February birthday is
+    reached on 1 March in common years), from the columns `born` makes."""
+    return pl.lit(on.year, pl.Int64) - pl.col(BORN_YEAR) - (pl.col(BORN_DAY) > on.month * 100 + on.day).cast(pl.Int64)
 
 
 def row_facts(policy: PolicySet, on: dt.date) -> dict[str, pl.Expr]:
@@ -81,7 +84,7 @@ def row_facts(policy: PolicySet, on: dt.date) -> dict[str, pl.Expr]:
     grade = pl.col(GRADE).cast(pl.Int64)
     certificate = grade.is_not_null() & (grade != 0)
     facts: dict[str, pl.Expr] = {
-        "age_years": age_on(pl.col("birth_date"), on),
+        "age_years": age_on(on),
         "has_disability_certificate": certificate,
         GRADE: pl.when(certificate).then(grade),
         CATEGORY: pl.when(certificate).then(pl.col(CATEGORY)),
@@ -133,7 +136,19 @@ def refusal(row: dict[str, Any], policy: PolicySet, on: dt.date, now: dt.date) -
 
 def refusals(flagged: pl.DataFrame, policy: PolicySet, on: dt.date) -> pl.Series:
     """The refusal of each flagged row (null where the service takes it), once per distinct row."""
+    rows, index = distinct_rows(flagged)
+    return texts(rows, policy, on).gather(index)
+
+
+def texts(rows: list[dict[str, Any]], policy: PolicySet, on: dt.date) -> pl.Series:
+    """The refusal of each row (null where the service takes it)."""
     now = today(policy)
+    return pl.Series([refusal(row, policy, on, now) for row in rows], dtype=pl.String())
+
+
+def distinct_rows(flagged: pl.DataFrame) -> tuple[list[dict[str, Any]], pl.Series]:
+    """The distinct person rows among the flagged ones, and each flagged row's index among them
+    (the same on every date: a run finds them once and asks the service about them per date)."""
     columns = list(PERSON_SCHEMA)
     # The benefits list as text, so that the distinct rows are found by polars (a list column
     # is no join key); \x00 and \x01 are in no benefit's name.
@@ -142,8 +157,8 @@ def refusals(flagged: pl.DataFrame, policy: PolicySet, on: dt.date) -> pl.Series
     on_columns = [c for c in keyed.columns if c != BENEFITS]
     keyed = keyed.with_columns(pl.col(BENEFITS).is_null().alias("__no_benefits"))
     on_columns.append("__no_benefits")
-    distinct = keyed.unique(subset=on_columns, keep="first", maintain_order=True)
-    texts = [refusal(row, policy, on, now) for row in distinct.select(columns).iter_rows(named=True)]
-    distinct = distinct.select(on_columns).with_columns(pl.Series("__refusal", texts, dtype=pl.String()))
-    joined = keyed.select(on_columns).join(distinct, on=on_columns, how="left", maintain_order="left", nulls_equal=True)
-    return joined["__refusal"]
+    distinct = keyed.unique(subset=on_columns, keep="first", maintain_order=True).with_row_index("__distinct")
+    rows = list(distinct.select(columns).iter_rows(named=True))
+    table = distinct.select(*on_columns, "__distinct")
+    joined = keyed.select(on_columns).join(table, on=on_columns, how="left", maintain_order="left", nulls_equal=True)
+    return rows, joined["__distinct"]
