@@ -25,8 +25,8 @@ import polars as pl
 
 from policycheck.sample import People
 from population.online import OnlineDecider
-from population.persons import from_request
 from service.engine.columnar.engine import ColumnarDecider
+from service.engine.columnar.persons import from_request
 from service.engine.columnar.schema import PERSON_SCHEMA, REFERENCE
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"

@@ -25,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from population.persons import from_request
+from service.engine.columnar.persons import from_request
 from service.engine.columnar.schema import PERSON_SCHEMA
 
 from .people import people

@@ -17,23 +17,13 @@ from service.api import eligibility_pb2 as pb
 from service.cache import LocalCache
 from service.decisions import DecisionService, PolicyHolder
 from service.engine.columnar import schema as s
-from service.errors import to_status
-
-from .persons import UnrepresentableRow, to_request
+from service.engine.columnar.persons import error_text, to_request
 
 OUTCOMES = {
     pb.OUTCOME_ELIGIBLE: "ELIGIBLE",
     pb.OUTCOME_INELIGIBLE: "INELIGIBLE",
     pb.OUTCOME_UNDETERMINED: "UNDETERMINED",
 }
-
-
-def error_text(exc: Exception) -> str:
-    """A refusal as the decision table's `error` column holds it: the status code, then each field's
-    problem (or the message when no field is named)."""
-    code, message, violations = to_status(exc)
-    detail = "; ".join(f"{field}: {problem}" for field, problem in violations) if violations else message
-    return f"{code.name}: {detail}"
 
 
 class OnlineDecider:
@@ -59,9 +49,6 @@ class OnlineDecider:
         out.update({s.AS_OF: on, s.POLICY_VERSION: self.version})
         try:
             reply = self.service.evaluate(to_request(row, on))
-        except UnrepresentableRow as exc:
-            out[s.ERROR] = f"INVALID_ARGUMENT: {exc}"
-            return out
         except Exception as exc:  # a refusal is a decision table row too: every status, as text
             out[s.ERROR] = error_text(exc)
             return out

@@ -26,9 +26,9 @@ from support import POLICIES, ROOT
 from bench.people import people
 from population.backends import Backend, load_decider
 from population.cli import main
-from population.persons import from_request
 from service import idnumber
 from service.engine.columnar import schema as s
+from service.engine.columnar.persons import from_request
 
 # The backend the job runs with in these tests (the online one is tested against it in test_columnar.py).
 BACKEND: Backend = "columnar"

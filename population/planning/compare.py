@@ -21,9 +21,9 @@ from rich.text import Text
 
 from clients.render import render_decision
 from population.online import OnlineDecider
-from population.persons import to_request
 from service.api import eligibility_pb2 as pb
 from service.engine.columnar import schema as s
+from service.engine.columnar.persons import to_request
 
 from .report import PROGRAM, PROVINCE, _with_province
 

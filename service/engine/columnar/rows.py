@@ -3,7 +3,7 @@
 The facts are those request.to_case makes of a request (the person table is pb.Person flattened,
 schema.py): the same names, the same unstated facts. A row the service would refuse is found by a
 cheap column test that may flag too many, never too few; each distinct flagged row then goes
-through the service's own code (population.persons.to_request, request.to_case), so the refusal's
+through the service's own code (persons.to_request, request.to_case), so the refusal's
 wording is the service's.
 """
 
@@ -19,8 +19,8 @@ import polars as pl
 from ...api import eligibility_pb2 as pb
 from ...policy.policyset import PolicySet
 from ...request import MAX_DISABILITY_GRADE, MAX_REPEATED, to_case, today
+from .persons import error_text, to_request
 from .schema import PERSON_SCHEMA
-from .tables import status_text
 
 BENEFITS = "other_benefits"
 GRADE, CATEGORY = "disability_grade", "disability_category"
@@ -123,14 +123,10 @@ def suspect(now: dt.date) -> pl.Expr:
 
 def refusal(row: dict[str, Any], policy: PolicySet, on: dt.date, now: dt.date) -> str | None:
     """The service's refusal of a row's request on a date (None: it takes it), in its words."""
-    from population.persons import UnrepresentableRow, to_request  # the row <-> request contract
-
     try:
         to_case(to_request(row, on), policy, now)
-    except UnrepresentableRow as exc:
-        return f"INVALID_ARGUMENT: {exc}"
-    except Exception as exc:  # every refusal, as population.online words it
-        return status_text(exc)
+    except Exception as exc:  # every refusal, in the words both backends use
+        return error_text(exc)
     return None
 
 

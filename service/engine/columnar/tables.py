@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ...errors import to_status
 from ...policy.expressions import date_to_yyyymmdd
 from ...policy.loader import rule_parameters
 from ...policy.model import Period
 from ...policy.policyset import ParameterNotInForce, PolicySet, ResolvedRegion
 from ..decide import OutsidePolicyPeriod
+from .persons import error_text
 
 
 def in_force(policy: PolicySet, on: dt.date) -> list[str]:
@@ -35,16 +35,9 @@ def outside_period(policy: PolicySet, on: dt.date) -> str | None:
     period = policy.manifest.period
     if period.effective_from <= on <= period.effective_until:
         return None
-    return status_text(
+    return error_text(
         OutsidePolicyPeriod(f"{on} is outside the policy period {period.effective_from} to {period.effective_until}")
     )
-
-
-def status_text(exc: Exception) -> str:
-    """A refusal as the decision table's `error` column holds it (population.online.error_text)."""
-    code, message, violations = to_status(exc)
-    detail = "; ".join(f"{field}: {problem}" for field, problem in violations) if violations else message
-    return f"{code.name}: {detail}"
 
 
 @dataclass(frozen=True)
@@ -93,7 +86,7 @@ class KeyTable:
             for pid in in_force(self.policy, on):
                 missing = [name for name in self._program_params[pid] if name not in params]
                 if missing:
-                    error = status_text(
+                    error = error_text(
                         ParameterNotInForce(
                             f"parameter {missing[0]} has no value in force for region {region.code} on {on}"
                         )

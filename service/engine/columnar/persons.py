@@ -12,9 +12,10 @@ from typing import Any, cast
 
 from google.protobuf.descriptor import EnumDescriptor
 
-from service import idnumber
-from service.api import eligibility_pb2 as pb
-from service.engine.columnar.schema import PERSON_SCHEMA
+from ... import idnumber
+from ...api import eligibility_pb2 as pb
+from ...errors import to_status
+from .schema import PERSON_SCHEMA
 
 # Fields of pb.Person held as plain values in a row (the others are nested or repeated below).
 _SCALARS = (
@@ -32,6 +33,16 @@ _BENEFIT = "BENEFIT_"
 
 class UnrepresentableRow(ValueError):
     """A row value that no request can carry (an enum value the service does not know)."""
+
+
+def error_text(exc: Exception) -> str:
+    """A refusal as the decision table's `error` column holds it, the same from both backends: the
+    status code the service would send, then each field's problem (or the message, if none)."""
+    if isinstance(exc, UnrepresentableRow):
+        return f"INVALID_ARGUMENT: {exc}"
+    code, message, violations = to_status(exc)
+    detail = "; ".join(f"{field}: {problem}" for field, problem in violations) if violations else message
+    return f"{code.name}: {detail}"
 
 
 def invalid_value(field: str, value: object) -> str:
