@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ from typing import Any
 
 import polars as pl
 
+from bench.peak import measured
 from policycheck.sample import People
 from population.online import OnlineDecider
 from service.engine.columnar.engine import ColumnarDecider
@@ -68,8 +67,7 @@ def child_run(path: str) -> None:
     start = time.perf_counter()
     out = decider.decide(persons, ON)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "rows": out.height, "peak_mib": peak}))
+    print(json.dumps({"seconds": seconds, "rows": out.height}))  # the peak: bench.peak, outside
 
 
 def differential(online: OnlineDecider, columnar: ColumnarDecider, size: int) -> tuple[int, int, int]:
@@ -112,14 +110,14 @@ def run(persons: int = 1_000_000, diff_persons: int = 100_000) -> list[tuple[str
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "persons.parquet")
         table.write_parquet(path)
-        out = subprocess.run(
+        out, peak = measured(
             [sys.executable, "-m", "bench.columnar_bench", "--child", path],
             capture_output=True,
             text=True,
             check=True,
             cwd=Path(__file__).resolve().parent.parent,
         )
-        child = json.loads(out.stdout.strip().splitlines()[-1])
+        child = {**json.loads(out.stdout.strip().splitlines()[-1]), "peak_mib": peak}
     rows.append(
         (
             f"{child['peak_mib']:,.0f} MiB",

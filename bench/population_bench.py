@@ -14,7 +14,6 @@ files of a million rows (row groups of 100,000).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import polars as pl
 from service.engine.columnar.persons import from_request
 from service.engine.columnar.schema import PERSON_SCHEMA
 
+from .peak import measured
 from .people import people
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,15 +62,11 @@ def run_job(label: str, persons: int, source: Path, output: Path, backend: str, 
         "--stats", str(stats_file), *extra,
     ]  # fmt: skip
     started = time.perf_counter()
-    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert child.stderr is not None
-    err = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS (KiB on Linux)
-    child.returncode = os.waitstatus_to_exitcode(status)
+    done, peak = measured(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seconds = time.perf_counter() - started
-    if child.returncode != 0:
-        raise RuntimeError(f"{label}: exit {child.returncode}: {err.decode()[-2000:]}")
-    return Run(label, persons, seconds, usage.ru_maxrss / 1024, json.loads(stats_file.read_text()))
+    if done.returncode != 0:
+        raise RuntimeError(f"{label}: exit {done.returncode}: {done.stderr.decode()[-2000:]}")
+    return Run(label, persons, seconds, peak, json.loads(stats_file.read_text()))
 
 
 def run(persons: int = 1_000_000) -> list[Run]:
