@@ -10,6 +10,7 @@ COPY pyproject.toml README.md ./
 COPY proto ./proto
 COPY service ./service
 COPY clients ./clients
+COPY population ./population
 COPY policies ./policies
 # The same install as the README's set-up (make), without the test extras.
 RUN python -m venv /opt/venv \

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 
 from support import ROOT
 
@@ -38,6 +39,11 @@ def test_dockerfile_installs_as_the_readme_does():
     assert re.search(r"pip install .*--no-cache-dir \.", docker)
     assert 'CMD ["python", "-m", "service"]' in docker
     assert "USER " in docker and "HEALTHCHECK" in docker
+    # Every package `pip install .` builds must be in the image's build context.
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dirs = {setuptools.get("package-dir", {}).get(p, p.replace(".", "/")).split("/")[0] for p in setuptools["packages"]}
+    for top in dirs:
+        assert f"COPY {top} ./{top}" in docker, top
     readme = (ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
     ci = (ROOT / ".ci/run").read_text()
