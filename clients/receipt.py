@@ -33,8 +33,8 @@ WORDS = {
     },
 }
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
-# A fresh profile and nothing in the background: the browser only lays out one local file.
-CHROMIUM_FLAGS = (
+# A fresh profile and nothing in the background: the browser only lays out local files.
+HEADLESS_FLAGS = (
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -42,8 +42,8 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--no-pdf-header-footer",
 )
+CHROMIUM_FLAGS = (*HEADLESS_FLAGS, "--no-pdf-header-footer")
 
 STYLE = """
 @page { size: A4; margin: 16mm 14mm; }

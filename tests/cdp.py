@@ -13,14 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clients.receipt import HEADLESS_FLAGS
+
 FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *HEADLESS_FLAGS,  # as the caseworker's receipt prints
     # Every host name fails to resolve: a request that slipped through would fail, and be seen.
     "--host-resolver-rules=MAP * ~NOTFOUND",
 ]
