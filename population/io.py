@@ -532,40 +532,30 @@ class ParquetFileSink(_FileSink):
 
 
 @dataclass
-class ParquetDirectorySink:
+class ParquetDirectorySink(_FileSink):
     """Part files of about PART_ROWS rows, numbered in order: read in name order, the rows are in
     run order. (On a cluster each task writes its own part into `temporary`.)"""
 
-    path: Path
-    force: bool
-    temporary: Path = field(init=False)
     parts: int = 0
     rows: int = 0
-    writer: pq.ParquetWriter | None = None
-    shape: _Schema = field(default_factory=_Schema)
 
     def __post_init__(self) -> None:
-        self.temporary = _temporary(self.path)
+        super().__post_init__()
         self.temporary.mkdir()
 
     def part(self, index: int) -> Path:
         return self.temporary / f"part-{index:06d}.parquet"
 
+    def open(self, schema: pa.Schema) -> pq.ParquetWriter:
+        self.parts += 1
+        return pq.ParquetWriter(self.part(self.parts - 1), schema)
+
     def write(self, table: pa.Table) -> None:
-        table = self.shape.fit(table)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.part(self.parts), table.schema)
-            self.parts += 1
-        self.writer.write_table(table)
+        super().write(table)
         self.rows += table.num_rows
         if self.rows >= PART_ROWS:
             self.writer.close()
             self.writer, self.rows = None, 0
-
-    def commit(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        _replace(self.temporary, self.path, self.force)
 
     def abort(self) -> None:
         if self.writer is not None:
