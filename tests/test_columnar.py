@@ -26,6 +26,7 @@ from policycheck.sample import People
 from population.backends import load_decider
 from population.online import OnlineDecider
 from service.engine.columnar.compile import month_thresholds
+from service.engine.columnar import engine
 from service.engine.columnar.engine import ColumnarDecider
 from service.engine.columnar.persons import from_request
 from service.engine.columnar.schema import PERSON_SCHEMA, REFERENCE
@@ -113,7 +114,7 @@ def test_generated_people(deciders):
         assert_same(online, columnar, rows, on)
 
 
-def test_many_dates_is_each_date(deciders):
+def test_many_dates_is_each_date(deciders, monkeypatch):
     online, columnar = deciders
     people = People(POLICIES, online.service, 300, seed=3)
     persons = pl.DataFrame(
@@ -123,8 +124,11 @@ def test_many_dates_is_each_date(deciders):
     # same values (their combinations decided once, on the first of them).
     dates = [dt.date(2016, 6, 30), dt.date(2016, 7, 1), dt.date(2020, 7, 1), dt.date(2014, 12, 31)]
     dates += [dt.date(2018, 1, 31), dt.date(2018, 2, 28), dt.date(2018, 3, 31), dt.date(2016, 6, 30)]
-    got = columnar.decide_many(persons, dates)
-    assert_frame_equal(got, pl.concat([online.decide(persons, on) for on in dates]))
+    want = pl.concat([online.decide(persons, on) for on in dates])
+    assert_frame_equal(columnar.decide_many(persons, dates), want)
+    # Dates decided together in batches of at most two (of as many person-dates as that).
+    monkeypatch.setattr(engine, "BATCH_CELLS", 2 * persons.height)
+    assert_frame_equal(columnar.decide_many(persons, dates), want)
 
 
 def test_rows_the_service_refuses_and_tables_without_columns(deciders):
@@ -151,9 +155,13 @@ def test_rows_the_service_refuses_and_tables_without_columns(deciders):
         ),
         pl.DataFrame(schema={"birth_date": pl.Date(), "region_code": pl.String()}),
     ]
+    dates = [dt.date(2020, 8, 1), dt.date(2015, 6, 1), dt.date(2014, 12, 31), dt.date(2009, 12, 31)]
     for persons in tables:
-        for on in (dt.date(2020, 8, 1), dt.date(2015, 6, 1), dt.date(2014, 12, 31)):
+        for on in dates:
             assert_frame_equal(online.decide(persons, on), columnar.decide(persons, on))
+        # together: the same (a birth date after some of the dates, a date outside the period)
+        want = pl.concat([online.decide(persons, on) for on in dates])
+        assert_frame_equal(columnar.decide_many(persons, dates), want)
     assert columnar.decide(tables[0], dt.date(2020, 8, 1))["weight"].to_list() == [2.0, 1.0]
     assert columnar.decide_many(tables[0], []).height == 0
 

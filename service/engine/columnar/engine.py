@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,11 +43,31 @@ OTHER = "\x00other"  # a coded enum's value that the policy does not list
 # that have no region on the date.
 Flagged = dict[tuple[int, ...], tuple[pl.Series, list[dict[str, Any]], pl.Series]]
 SUSPECT, CODE, FIXED_ID = "__suspect", "__code", "__fixed_id"  # per run: refusal suspects, region code index
+BASE = "__base"  # per run: each row's fixed id and region code, one number
+# Person-dates decided together (the distinct combinations of all their dates decided at once):
+# each holds its row index (4 bytes) until its date's table is made.
+BATCH_CELLS = 1 << 24
+Refused = list[tuple[pl.Series, pl.Series]]  # row numbers and the service's words (null: taken)
 
 
 @functools.cache  # built thousands of times a date otherwise; an expression is immutable
 def _int(value: int) -> pl.Expr:
     return pl.lit(value, pl.Int64())
+
+
+Layers = list[list[pl.Expr]]  # column definitions, each list reading the person table and those before it
+
+
+def streamed(frame: pl.DataFrame, layers: Layers, exprs: Sequence[pl.Expr]) -> pl.DataFrame:
+    """`exprs` over the rows with the `layers`' columns defined, run by the streaming engine: the
+    rows pass in cache-sized pieces, each defined column made only if read and only for the
+    piece, instead of each part becoming a whole column in memory first (measured two to three
+    times faster here). The result comes in pieces: eager work on it pays per piece."""
+    lazy = frame.lazy()
+    for layer in layers:
+        if layer:
+            lazy = lazy.with_columns(layer)
+    return lazy.select(exprs).collect(engine="streaming")
 
 
 def _is_true(e: pl.Expr) -> pl.Expr:
@@ -155,6 +176,21 @@ def _reads(rule: Rule) -> list[str]:
     return sorted(r.name for r in refs if isinstance(r, Fact))
 
 
+@dataclass
+class Run:
+    """One table of people over its dates: the person columns (with SUSPECT and CODE), the layers
+    that define the facts, the carried columns, the region codes CODE indexes, and what is kept
+    from date to date (`fixed`: each row's fixed-part id; `flagged`: the rows the service's
+    checks see, per set of codes without a region)."""
+
+    frame: pl.DataFrame
+    layers: Layers
+    carried: pl.DataFrame
+    codes: list[str]
+    fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame, pl.Series]] = field(default_factory=dict)
+    flagged: Flagged = field(default_factory=dict)
+
+
 class Unknown:
     """Whether a fact is unknown: with defaults applied (`missing`) or as stated (`unset`). A row
     fact's answer is a signature column; a key fact's is computed from the key."""
@@ -258,47 +294,61 @@ class ColumnarDecider:
         """Each date's decision table in turn (for tables too large to hold for every date at
         once). What does not depend on the date (most comparisons, which facts are unknown) is
         computed once for all of them."""
-        # One chunk per column: an eager select on a frame of many chunks pays for all of them.
+        # One chunk per column: eager work on a frame of many chunks pays for each of them.
         frame = self._persons(persons).rechunk()
         carried = persons.select([c for c in (s.REFERENCE, s.WEIGHT) if c in persons.columns])
         codes = frame["region_code"].unique().drop_nulls().sort().to_list()
         read = {n for r in self.policy.rules for n in _reads(r)}
         undated = {n: e for n, e in row_facts(self.policy, dt.date(2000, 1, 1)).items() if n in read and n not in DATED}
-        frame = frame.with_columns(
+        flags = [
             suspect(_today(self.policy)).alias(SUSPECT),
             pl.col("region_code").cast(pl.Enum(codes)).to_physical().alias(CODE),
-            *born(),
-            *[e.alias(fact_column(n)) for n, e in undated.items()],  # the facts the same on every date
-        )
-        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame, pl.Series]] = {}
-        flagged: Flagged = {}
+        ]
+        frame = frame.with_columns(streamed(frame, [], flags).rechunk())  # two narrow columns: cheap to join up
+        # The facts: never whole columns, made piece by piece in each pass that reads them.
+        layers = [born(), [e.alias(fact_column(n)) for n, e in undated.items()]]
+        run = Run(frame, layers, carried, codes)
+        batch: list[dt.date] = []
         for on in dates:
-            yield self._decide(frame, carried, on, codes, fixed, flagged)
+            full = (len(batch) + 1) * max(frame.height, 1) > BATCH_CELLS
+            if batch and (full or self._in_force(on) != self._in_force(batch[0])):
+                yield from self._decide_dates(run, batch)
+                batch = []
+            batch.append(on)
+        if batch:
+            yield from self._decide_dates(run, batch)
 
     def decide(self, persons: pl.DataFrame, on: dt.date) -> pl.DataFrame:
         return next(self.decide_each(persons, [on]))
 
-    def _decide(
-        self,
-        frame: pl.DataFrame,
-        carried: pl.DataFrame,
-        on: dt.date,
-        codes: list[str],
-        fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame, pl.Series]],
-        flagged: Flagged,
-    ) -> pl.DataFrame:
-        """Per row, only what reads the row: its key, its refusal, the comparisons and which facts
-        it lacks, packed two bits each. Everything after (rules, outcomes, amounts, interactions,
-        the lists) is a function of those, so it is computed once per distinct combination (a few
-        thousand in a million people) and picked up by each row."""
+    def _in_force(self, on: dt.date) -> tuple[str, ...] | None:
+        """The programs in force on the date (None: the date is outside the policy period)."""
+        return tuple(in_force(self.policy, on)) if outside_period(self.policy, on) is None else None
+
+    def _decide_dates(self, run: Run, dates: list[dt.date]) -> Iterator[pl.DataFrame]:
+        """Dates with the same programs in force, decided together. Per row and date, only what
+        reads the row: its key, its refusal, the comparisons and which facts it lacks, packed
+        two bits each. Everything after (rules, outcomes, amounts, interactions, the lists) is a
+        function of those, so it is computed once per distinct combination (a few thousand in a
+        million people, the key telling the dates apart) for all the dates at once, and picked up
+        by each row."""
         policy = self.policy
-        programs = in_force(policy, on) if outside_period(policy, on) is None else []
-        frame, keys, mapping = self._errors(frame, on, codes, flagged)
-        facts = row_facts(policy, on)
+        frame = run.frame
+        in_force_ = self._in_force(dates[0])
+        if in_force_ is None:  # outside the policy period: every row refused, nothing decided
+            for on in dates:
+                refused = self._errors(run, on, {})[1]
+                yield self._table(run, None, None, on, refused, outside_period(policy, on))
+            return
+        programs = list(in_force_)
+        local: dict[int, int] = {}  # the run's key index -> the batch's
+        found = [self._errors(run, on, local) for on in dates]
+        keys = [self.keys.keys[i] for i in local]
+        facts = row_facts(policy, dates[0])  # which facts rows state (the same names on every date)
         compiler = Compiler(policy, keys, facts)
         rules = [r for pid in programs for r in policy.programs[pid].rules] + list(policy.referrals)
         read = {n for r in rules for n in _reads(r)}
-        frame = frame.with_columns([e.alias(fact_column(n)) for n, e in facts.items() if n in read and n in DATED])
+        dated_facts = sorted(n for n in facts if n in read and n in DATED)
 
         # Comparisons, once each (and again with unstated facts unknown where a default is read).
         # Those that read only the key's facts are computed per distinct combination; those that
@@ -336,11 +386,17 @@ class ColumnarDecider:
             fixed_part[f"__code.{fact}"] = Signal(
                 code.otherwise(_int(len(values) + 1)), (len(values) + 1).bit_length(), True
             )
-        frame = frame.with_columns([e.alias(name) for name, e in compiler.shared.values()])
+        shared = [e.alias(name) for name, e in compiler.shared.values()]
+
+        def layers(on: dt.date) -> Layers:
+            return [*run.layers, [row_facts(policy, on)[n].alias(fact_column(n)) for n in dated_facts], shared]
+
         fixed_names = tuple(fixed_part)
-        if fixed_names not in fixed:  # each row's combination of them, as a dense id
-            words = frame.select(
-                pack(fixed_part, "__fixed") or [pl.repeat(0, pl.len(), dtype=pl.Int64()).alias("__none")]
+        if fixed_names not in run.fixed:  # each row's combination of them, as a dense id
+            words = streamed(
+                frame.with_columns(found[0][0]),
+                layers(dates[0]),
+                pack(fixed_part, "__fixed") or [pl.repeat(0, pl.len(), dtype=pl.Int64()).alias("__none")],
             )
             table = words.unique().with_row_index(FIXED_ID)
             if words.width == 1:  # one column: a lookup, several times faster than a join
@@ -348,12 +404,19 @@ class ColumnarDecider:
             else:
                 ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
             # With the region code, what tells the rows apart on every date: one number per row.
-            code = frame[CODE].fill_null(len(codes)).cast(pl.Int64())
-            base = ids.cast(pl.Int64()) * (1 << len(codes).bit_length()) + code
-            fixed[fixed_names] = (ids, table, base)
-        ids, table, base = fixed[fixed_names]
-        small, index = self._signatures(frame, ids, table, keys, dated_part, base, mapping)
-        frame = frame.select(KEY, ERROR)  # the facts and constants are no longer needed: free them
+            code = frame[CODE].fill_null(len(run.codes)).cast(pl.Int64())
+            base = (ids.cast(pl.Int64()) * (1 << len(run.codes).bit_length()) + code).rechunk()
+            run.fixed[fixed_names] = (ids, table, base)
+        ids, table, base = run.fixed[fixed_names]
+        smalls, indexes = [], []
+        offset = 0
+        for on, (key, _, mapping) in zip(dates, found, strict=True):
+            rows = frame.with_columns(key, base.alias(BASE))
+            small, index = self._signatures(rows, layers(on), ids, table, keys, dated_part, mapping)
+            smalls.append(small)
+            indexes.append(index + offset)
+            offset += small.height
+        small = pl.concat(smalls).rechunk() if len(smalls) > 1 else smalls[0]
         small = small.with_columns(unpack(fixed_part, "__fixed") + unpack(dated_part, "__dated"))
         small = small.with_columns(self._decoded(coded))
 
@@ -379,7 +442,9 @@ class ColumnarDecider:
                 unstated[rule.id] = results[rule.id]
         small = small.with_columns(exprs)
         small = self._outcomes(small, programs, compiler, unknown, results, unstated, leaf_in(UNSTATED))
-        return self._output(frame, small, index, carried, on, programs, compiler)
+        source = self._source(small, compiler)
+        for on, index, (_, refused, _) in zip(dates, indexes, found, strict=True):
+            yield self._table(run, source, index, on, refused, None)
 
     def _coded(self, rules: list[Rule], compiler: Compiler) -> dict[str, list[Any]]:
         """The facts held in the signature by value (an index among their values), their
@@ -420,18 +485,19 @@ class ColumnarDecider:
     def _signatures(
         self,
         frame: pl.DataFrame,
+        layers: Layers,
         ids: pl.Series,
         table: pl.DataFrame,
         keys: list[Key],
         dated: dict[str, Signal],
-        base: pl.Series,
         mapping: pl.Series,
     ) -> tuple[pl.DataFrame, pl.Series]:
         """The distinct (key, fixed part, dated part) of the rows, each row's index among them
-        (null for a refused row). One Int64 per row when the three fit in it (a single-column
-        lookup is several times faster than a join on several): the fixed id and the region
+        (a refused row's too: the refusal decides what it shows). One Int64 per row when the
+        three fit in it (a single-column lookup is several times faster than a join on
+        several): the fixed id and the region
         code (which gives the key) are the same on every date, so they are one number per run
-        (`base`; `mapping`: each region code's key, the last for no code)."""
+        (the column BASE; `mapping`: each region code's key, the last for no code)."""
         id_bits = max(table.height - 1, 1).bit_length()
         code_bits = (len(mapping) - 1).bit_length()  # the mapping's last entry stands for no region code
         dated_bits = sum(signal.bits for signal in dated.values())
@@ -439,7 +505,7 @@ class ColumnarDecider:
         if id_bits + code_bits + dated_bits <= WORD_BITS:
             word = pack(dated, "__dated")[0] if dated else _int(0)
             low = 1 << dated_bits
-            sig = frame.select((pl.lit(base) * low + word).alias("__sig")).to_series()
+            sig = streamed(frame, layers, [(pl.col(BASE) * low + word).alias("__sig")]).to_series()
             distinct = sig.unique()
             index = sig.replace_strict(distinct, pl.int_range(len(distinct), dtype=pl.UInt32(), eager=True))
             small = pl.DataFrame({"__sig": distinct}).select(
@@ -449,14 +515,17 @@ class ColumnarDecider:
             )
         else:
             rows = pl.concat(
-                [frame.select(key.alias(KEY)), ids.to_frame(), frame.select(pack(dated, "__dated"))],
+                [
+                    frame.select(key.alias(KEY)),
+                    ids.to_frame(),
+                    streamed(frame, layers, pack(dated, "__dated")).rechunk(),
+                ],
                 how="horizontal",
             )
             small = rows.unique().with_row_index("__index")
             index = rows.join(small, on=rows.columns, how="left", maintain_order="left")["__index"]
             small = small.with_columns(pl.when(pl.col(KEY) < len(keys)).then(pl.col(KEY)).cast(pl.UInt32()).alias(KEY))
         small = small.join(table, on=FIXED_ID, how="left", maintain_order="left")
-        index = frame.select(pl.when(pl.col(ERROR).is_null()).then(index)).to_series()
         return small, index
 
     def _leaf_name(self, leaf: Cmp, mode: str, compiler: Compiler) -> str:
@@ -517,50 +586,36 @@ class ColumnarDecider:
 
     # Refusals ----------------------------------------------------------------------------------
 
-    def _errors(
-        self, frame: pl.DataFrame, on: dt.date, codes: list[str], flagged: Flagged
-    ) -> tuple[pl.DataFrame, list[Key], pl.Series]:
-        """Each row's key (its region on the date, an index into the keys returned) and the
-        refusal the service would give it. `codes`: the region codes of the rows (CODE indexes it).
-        Also each code's key (the last entry: no code)."""
-        policy = self.policy
+    def _errors(self, run: Run, on: dt.date, local: dict[int, int]) -> tuple[pl.Series, Refused, pl.Series]:
+        """Each row's key on the date (KEY: its region on the date, an index into the batch's keys,
+        `local` numbering the run's), the rows the service's own checks refuse on the date with
+        its words (null where it takes the row), and each region code's key (the last entry: no
+        code). A refusal of the key itself (a parameter not in force) is the key's (`_source`)."""
+        policy, frame = self.policy, run.frame
         mapping: list[int | None] = []
-        local: dict[int, int] = {}  # the run's key index -> this date's
-        for code in codes:
+        for code in run.codes:
             bad: list[tuple[str, str]] = []
             region = resolve_region(code, policy, "person.region_code", bad, on)
             mapping.append(None if region is None else local.setdefault(self.keys.index(region, on), len(local)))
-        keys = [self.keys.keys[i] for i in local]
         by_code = pl.Series([*mapping, None], dtype=pl.UInt32())
-        key = pl.lit(pl.Series(mapping, dtype=pl.UInt32())).gather(pl.col(CODE))
-        frame = frame.with_columns(key.alias(KEY))
+        key = frame.select(pl.lit(pl.Series(mapping, dtype=pl.UInt32())).gather(pl.col(CODE)).alias(KEY)).to_series()
         # A row suspect on any date, or without a region, goes through the service's checks (each
         # distinct one once). A row whose only fault is a birth date after this one is refused for
         # that alone: the service's words for one such row are every such row's.
-        suspect = pl.col(SUSPECT) | pl.col(KEY).is_null()
-        born_after = (pl.col("birth_date") > pl.lit(on)).fill_null(False) & ~suspect
-        rows = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32()).alias("__row"), *s.PERSON_SCHEMA)
         unresolved = tuple(i for i, k in enumerate(mapping) if k is None)
-        if unresolved not in flagged:
-            found = rows.filter(frame.select(suspect).to_series())
-            flagged[unresolved] = (found["__row"], *distinct_rows(found))
-        numbers, distinct, index = flagged[unresolved]
-        late = rows.select("__row").filter(frame.select(born_after).to_series())["__row"]
-        errors = pl.repeat(None, frame.height, dtype=pl.String(), eager=True)
+        suspect = pl.col(SUSPECT) | pl.col(CODE).is_null() | pl.col(CODE).is_in(unresolved)
+        if unresolved not in run.flagged:
+            found = frame.select(suspect).to_series().arg_true()
+            run.flagged[unresolved] = (found, *distinct_rows(frame.select(list(s.PERSON_SCHEMA))[found]))
+        numbers, distinct, index = run.flagged[unresolved]
+        refused: Refused = []
         if numbers.len():
-            errors = errors.scatter(numbers, texts(distinct, policy, on).gather(index))
+            refused.append((numbers, texts(distinct, policy, on).gather(index)))
+        late = frame.select((pl.col("birth_date") > pl.lit(on)).fill_null(False) & ~suspect).to_series().arg_true()
         if late.len():
-            text = refusals(rows.filter(pl.col("__row") == late[0]), policy, on)[0]
-            errors = errors.scatter(late, pl.repeat(text, late.len(), dtype=pl.String(), eager=True))
-        out_of_range = outside_period(policy, on)
-        frame = frame.with_columns(errors.alias(ERROR))
-        if out_of_range is not None:
-            return frame.with_columns(pl.col(ERROR).fill_null(out_of_range)), keys, by_code
-        key_errors = [k.error for k in keys]
-        if any(key_errors):
-            by_key = pl.lit(pl.Series(key_errors, dtype=pl.String())).gather(pl.col(KEY))
-            frame = frame.with_columns(pl.coalesce(pl.col(ERROR), by_key).alias(ERROR))
-        return frame, keys, by_code
+            text = refusals(frame.select(list(s.PERSON_SCHEMA))[late[:1]], policy, on)[0]
+            refused.append((late, pl.repeat(text, late.len(), dtype=pl.String(), eager=True)))
+        return key, refused, by_code
 
     # Programs ----------------------------------------------------------------------------------
 
@@ -738,19 +793,11 @@ class ColumnarDecider:
 
     # Output ------------------------------------------------------------------------------------
 
-    def _output(
-        self,
-        frame: pl.DataFrame,
-        small: pl.DataFrame,
-        index: pl.Series,
-        carried: pl.DataFrame,
-        on: dt.date,
-        programs: list[str],
-        compiler: Compiler,
-    ) -> pl.DataFrame:
-        """Each row's decision: its combination's columns (null for a refused row), its region.
-        The region's columns are its combination's too (the key is part of it), so every column
-        but the date, the version and the refusal is one gather."""
+    def _source(self, small: pl.DataFrame, compiler: Compiler) -> pl.DataFrame:
+        """The decision columns of each combination, with its region's (the key is part of it)
+        and its key's refusal (ERROR), so that every column of a row but the date, the version
+        and its own refusal is one gather; and an all-null row at the end for a refused row (a
+        gather by an index without nulls is measured faster than one with them)."""
         keys = compiler.keys
         city = [
             k.region.code[:4] + "00" if k.region.in_zhejiang and k.region.level != "province" else None for k in keys
@@ -760,26 +807,48 @@ class ColumnarDecider:
             compiler.const(city, pl.String()).alias(s.CITY),
             compiler.const([k.region.in_zhejiang for k in keys], pl.Boolean()).alias(s.IN_ZHEJIANG),
             pl.exclude(KEY),
+            compiler.const([k.error for k in keys], pl.String()).alias(ERROR),
         )
-        schema = s.decision_schema(self.programs)
-        head = {
-            s.AS_OF: pl.lit(on, pl.Date()),
-            s.POLICY_VERSION: pl.lit(self.version, pl.String()),
-            s.ERROR: pl.col(ERROR),
+        if any(k.error for k in keys):  # a key refused: nothing of its combinations is shown
+            refused = pl.col(ERROR).is_not_null()
+            small = small.with_columns(pl.when(~refused).then(pl.col(c)).alias(c) for c in small.columns if c != ERROR)
+        return pl.concat([small, small.clear(1)]).rechunk()
+
+    def _table(
+        self,
+        run: Run,
+        source: pl.DataFrame | None,
+        index: pl.Series | None,
+        on: dt.date,
+        refused: Refused,
+        refusal: str | None,
+    ) -> pl.DataFrame:
+        """Each row's decision on the date: its combination's columns (`source` by `index`), or
+        null and its refusal (its own, `refused`; its key's; or the date's, `refusal`)."""
+        height = run.frame.height
+        errors = pl.repeat(None, height, dtype=pl.String(), eager=True)
+        for rows, words in refused:
+            errors = errors.scatter(rows, words)
+        columns: dict[str, pl.Series] = {
+            s.AS_OF: pl.repeat(on, height, dtype=pl.Date(), eager=True),
+            s.POLICY_VERSION: pl.repeat(self.version, height, dtype=pl.String(), eager=True),
         }
-        # A refused row picks an all-null row added at the end: a gather by an index without
-        # nulls is measured faster than one with them.
-        small = pl.concat([small, small.clear(1)]).rechunk()
-        body = small.select(pl.all().gather(index.fill_null(small.height - 1)))
-        frame = frame.select(*[e.alias(c) for c, e in head.items()])
-        columns = []
-        for c, dtype in schema.items():
-            part = frame[c] if c in head else body[c] if c in body.columns else None
+        if source is None or index is None:
+            columns[s.ERROR] = errors.fill_null(refusal) if refusal is not None else errors
+        else:
+            if errors.null_count() < height:
+                index = pl.select(pl.when(errors.is_null()).then(index)).to_series()
+            body = source.select(pl.all().gather(index.fill_null(source.height - 1)))
+            columns[s.ERROR] = errors if body[ERROR].null_count() == height else errors.fill_null(body[ERROR])
+            columns.update({c: body[c] for c in body.columns if c != ERROR})
+        out = []
+        for c, dtype in s.decision_schema(self.programs).items():
+            part = columns.get(c)
             if part is None:
-                columns.append(pl.repeat(None, frame.height, dtype=dtype, eager=True).alias(c))
+                out.append(pl.repeat(None, height, dtype=dtype, eager=True).alias(c))
             else:
-                columns.append(part if part.dtype == dtype else part.cast(dtype))
-        return pl.DataFrame([*carried.get_columns(), *columns])
+                out.append((part if part.dtype == dtype else part.cast(dtype)).alias(c))
+        return pl.DataFrame([*run.carried.get_columns(), *out])
 
     def _conditional(self, frame: pl.DataFrame) -> pl.Series:
         """`rule_id:fact,fact` for each referral whose unknown result only unstated facts decide."""
