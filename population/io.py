@@ -162,15 +162,24 @@ def _cast_expr(name: str, source: pl.DataType, target: pl.DataType) -> pl.Expr |
     return None
 
 
-def _cast_column(df: pl.DataFrame, name: str, target: pl.DataType, reference: str) -> pl.Series:
+def _cast_columns(df: pl.DataFrame, targets: dict[str, pl.DataType], reference: str) -> dict[str, pl.Series]:
+    """The columns in their target types (all in one select: polars casts them side by side)."""
+    exprs = []
+    for name, target in targets.items():
+        expr = _cast_expr(name, df.schema[name], target)
+        if expr is None:
+            raise JobError(f"column {name} has type {df.schema[name]}; it must be {_label(target)}")
+        exprs.append(expr.alias(name))
+    out = df.select(exprs)
+    return {name: _checked(df, name, out[name], target, reference) for name, target in targets.items()}
+
+
+def _checked(df: pl.DataFrame, name: str, out: pl.Series, target: pl.DataType, reference: str) -> pl.Series:
+    """`out`, the column `name` cast; a value that did not cast is an error (blank text is null)."""
     source = df.schema[name]
-    expr = _cast_expr(name, source, target)
-    if expr is None:
-        raise JobError(f"column {name} has type {source}; it must be {_label(target)}")
-    out = df.select(expr.alias(name)).to_series()
-    bad = df[name].is_not_null() & out.is_null()
-    if isinstance(target, pl.List | pl.String) or source == pl.Null():
+    if isinstance(target, pl.List | pl.String) or source in (pl.Null(), target):
         return out
+    bad = df[name].is_not_null() & out.is_null()
     if bad.any():
         # Blank text is null, not bad: only a value that does not parse is.
         if isinstance(source, pl.String | pl.Categorical | pl.Enum):
@@ -209,13 +218,14 @@ def person_table(batch: pa.RecordBatch | pa.Table, reference: str) -> pl.DataFra
     check_columns(df.columns, reference, "the input")
     check_not_id_numbers(df[reference], reference)
     columns: dict[str, pl.Series] = {s.REFERENCE: df[reference]}
+    targets = {n: t for n, t in s.PERSON_SCHEMA.items() if n in df.columns}
     if s.WEIGHT in df.columns and reference != s.WEIGHT:
-        columns[s.WEIGHT] = _cast_column(df, s.WEIGHT, pl.Int64(), reference)
+        targets = {s.WEIGHT: pl.Int64(), **targets}
+    cast = _cast_columns(df, targets, reference)
+    if s.WEIGHT in cast:
+        columns[s.WEIGHT] = cast[s.WEIGHT]
     for name, dtype in s.PERSON_SCHEMA.items():
-        if name in df.columns:
-            columns[name] = _cast_column(df, name, dtype, reference)
-        else:
-            columns[name] = pl.repeat(None, df.height, dtype=dtype, eager=True)
+        columns[name] = cast[name] if name in cast else pl.repeat(None, df.height, dtype=dtype, eager=True)
     if ID_NUMBER in df.columns:
         ids = df[ID_NUMBER].cast(pl.String)
         need = columns["birth_date"].is_null() & ids.is_not_null()
@@ -566,6 +576,7 @@ class ParquetDirectorySink(_FileSink):
 
 def csv_ready(table: pa.Table) -> pa.Table:
     """List columns as ;-joined text (empty for an empty or null list)."""
+    table = plain(table)  # Arrow's join takes no string views
     for i, f in enumerate(table.schema):
         if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
             joined = pc.binary_join(table.column(i), pa.scalar(LIST_SEPARATOR, f.type.value_type))

@@ -88,9 +88,9 @@ def decide_each_date(
 def _arrow(decided: pl.DataFrame, reference: str) -> pa.Table:
     if reference != s.REFERENCE:
         decided = decided.rename({s.REFERENCE: reference})
-    # Polars' large string and list types, as they are: casting them to the 32-bit offset ones
-    # costs a third of the decision time (io.plain does it for a consumer that needs them).
-    return decided.to_arrow(compat_level=pl.CompatLevel.oldest())
+    # Polars' own string and list types, as they are (string views): casting them to the older
+    # offset ones costs a third of the decision time (io.plain does it for a consumer that needs them).
+    return decided.to_arrow(compat_level=pl.CompatLevel.newest())
 
 
 def policy_period(policies: str | Path) -> tuple[dt.date, dt.date]:
