@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import polars as pl
 
 from ...convert import spelled
@@ -43,7 +44,7 @@ OTHER = "\x00other"  # a coded enum's value that the policy does not list
 # that have no region on the date.
 Flagged = dict[tuple[int, ...], tuple[pl.Series, list[dict[str, Any]], pl.Series]]
 SUSPECT, CODE, FIXED_ID = "__suspect", "__code", "__fixed_id"  # per run: refusal suspects, region code index
-BASE = "__base"  # per run: each row's fixed id and region code, one number
+DIRECT = 1 << 22  # `dense` addresses values below this directly (a table of this many flags)
 # Person-dates decided together (the distinct combinations of all their dates decided at once):
 # each holds its row index (4 bytes) until its date's table is made.
 BATCH_CELLS = 1 << 24
@@ -68,6 +69,21 @@ def streamed(frame: pl.DataFrame, layers: Layers, exprs: Sequence[pl.Expr]) -> p
         if layer:
             lazy = lazy.with_columns(layer)
     return lazy.select(exprs).collect(engine="streaming")
+
+
+def dense(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values (sorted) and each value's index among them, for values in [0, bound):
+    by direct addressing when the bound is small (a few passes over the values, measured several
+    times faster than hashing them), else by sorting."""
+    if bound > DIRECT:
+        distinct, inverse = np.unique(values, return_inverse=True)
+        return distinct, inverse.astype(np.uint32)
+    present = np.zeros(bound, dtype=np.bool_)
+    present[values] = True
+    distinct = np.flatnonzero(present)
+    where = np.empty(bound, dtype=np.uint32)  # read only where a value is
+    where[distinct] = np.arange(len(distinct), dtype=np.uint32)
+    return distinct, where[values]
 
 
 def _is_true(e: pl.Expr) -> pl.Expr:
@@ -176,6 +192,17 @@ def _reads(rule: Rule) -> list[str]:
     return sorted(r.name for r in refs if isinstance(r, Fact))
 
 
+class Fixed(NamedTuple):
+    """The fixed part (what reads neither the key nor the date) of a run's rows: each row's id
+    (`ids`) among the distinct packed words (`table`, with FIXED_ID), and with its region code
+    the distinct values (`bases`: id << code bits | code) and each row's index among them."""
+
+    ids: pl.Series
+    table: pl.DataFrame
+    bases: np.ndarray
+    base: np.ndarray
+
+
 @dataclass
 class Run:
     """One table of people over its dates: the person columns (with SUSPECT and CODE), the layers
@@ -187,8 +214,34 @@ class Run:
     layers: Layers
     carried: pl.DataFrame
     codes: list[str]
-    fixed: dict[tuple[str, ...], tuple[pl.Series, pl.DataFrame, pl.Series]] = field(default_factory=dict)
+    fixed: dict[tuple[str, ...], Fixed] = field(default_factory=dict)
     flagged: Flagged = field(default_factory=dict)
+    # The last date's refusals as columns (most dates refuse the same rows in the same words).
+    _refusals: tuple[Refused, pl.Series, pl.Series] | None = None
+    _version: pl.Series | None = None
+
+    def refusals(self, refused: Refused) -> tuple[pl.Series, pl.Series]:
+        """Each row's refusal (null: none) and the numbers of the refused rows."""
+        last = self._refusals
+        if (
+            last is None
+            or len(last[0]) != len(refused)
+            or not all(
+                a.equals(c) and b.equals(d, null_equal=True) for (a, b), (c, d) in zip(last[0], refused, strict=True)
+            )
+        ):
+            errors = pl.repeat(None, self.frame.height, dtype=pl.String(), eager=True)
+            for rows, words in refused:
+                errors = errors.scatter(rows, words)
+            self._refusals = (refused, errors, errors.is_not_null().arg_true())
+        assert self._refusals is not None
+        return self._refusals[1], self._refusals[2]
+
+    def version(self, version: str) -> pl.Series:
+        """The policy version column (one for every date)."""
+        if self._version is None:
+            self._version = pl.repeat(version, self.frame.height, dtype=pl.String(), eager=True)
+        return self._version
 
 
 class Unknown:
@@ -404,15 +457,15 @@ class ColumnarDecider:
             else:
                 ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
             # With the region code, what tells the rows apart on every date: one number per row.
+            # With the region code, what tells the rows apart on every date: a dense number per row.
             code = frame[CODE].fill_null(len(run.codes)).cast(pl.Int64())
-            base = (ids.cast(pl.Int64()) * (1 << len(run.codes).bit_length()) + code).rechunk()
-            run.fixed[fixed_names] = (ids, table, base)
-        ids, table, base = run.fixed[fixed_names]
+            base = (ids.cast(pl.Int64()) * (1 << len(run.codes).bit_length()) + code).to_numpy()
+            run.fixed[fixed_names] = Fixed(ids, table, *dense(base, (table.height << len(run.codes).bit_length())))
+        fixed = run.fixed[fixed_names]
         smalls, indexes = [], []
         offset = 0
         for on, (key, _, mapping) in zip(dates, found, strict=True):
-            rows = frame.with_columns(key, base.alias(BASE))
-            small, index = self._signatures(rows, layers(on), ids, table, keys, dated_part, mapping)
+            small, index = self._signatures(frame.with_columns(key), layers(on), fixed, keys, dated_part, mapping)
             smalls.append(small)
             indexes.append(index + offset)
             offset += small.height
@@ -486,47 +539,49 @@ class ColumnarDecider:
         self,
         frame: pl.DataFrame,
         layers: Layers,
-        ids: pl.Series,
-        table: pl.DataFrame,
+        fixed: Fixed,
         keys: list[Key],
         dated: dict[str, Signal],
         mapping: pl.Series,
     ) -> tuple[pl.DataFrame, pl.Series]:
         """The distinct (key, fixed part, dated part) of the rows, each row's index among them
-        (a refused row's too: the refusal decides what it shows). One Int64 per row when the
-        three fit in it (a single-column lookup is several times faster than a join on
-        several): the fixed id and the region
-        code (which gives the key) are the same on every date, so they are one number per run
-        (the column BASE; `mapping`: each region code's key, the last for no code)."""
-        id_bits = max(table.height - 1, 1).bit_length()
+        (a refused row's too: the refusal decides what it shows). The fixed part and the region
+        code (which gives the key: `mapping`, each code's, the last for no code) are one dense
+        number per run (`fixed.base`); with the dated part packed in one word, the distinct
+        pairs are found by direct addressing (`dense`), else by a join on all of it."""
         code_bits = (len(mapping) - 1).bit_length()  # the mapping's last entry stands for no region code
         dated_bits = sum(signal.bits for signal in dated.values())
-        key = pl.col(KEY).fill_null(len(keys)).cast(pl.Int64())
-        if id_bits + code_bits + dated_bits <= WORD_BITS:
+        if dated_bits <= WORD_BITS:
             word = pack(dated, "__dated")[0] if dated else _int(0)
-            low = 1 << dated_bits
-            sig = streamed(frame, layers, [(pl.col(BASE) * low + word).alias("__sig")]).to_series()
-            distinct = sig.unique()
-            index = sig.replace_strict(distinct, pl.int_range(len(distinct), dtype=pl.UInt32(), eager=True))
-            small = pl.DataFrame({"__sig": distinct}).select(
-                (pl.col("__sig") // low // (1 << code_bits)).cast(pl.UInt32()).alias(FIXED_ID),
-                pl.lit(mapping).gather(pl.col("__sig") // low % (1 << code_bits)).alias(KEY),
-                (pl.col("__sig") % low).alias("__dated0"),
+            words, word_index = dense(
+                streamed(frame, layers, [word.cast(pl.Int64())]).to_series().to_numpy(), 1 << dated_bits
             )
+            width = max(len(words), 1)
+            combos, index = dense(fixed.base.astype(np.int64) * width + word_index, len(fixed.bases) * width)
+            base = fixed.bases[combos // width]
+            small = pl.DataFrame(
+                {
+                    FIXED_ID: pl.Series(base >> code_bits, dtype=pl.UInt32()),
+                    KEY: mapping.gather(pl.Series(base & ((1 << code_bits) - 1))),
+                    "__dated0": pl.Series(words[combos % width], dtype=pl.Int64()),
+                }
+            )
+            found = pl.Series(index, dtype=pl.UInt32())
         else:
+            key = pl.col(KEY).fill_null(len(keys)).cast(pl.Int64())
             rows = pl.concat(
                 [
                     frame.select(key.alias(KEY)),
-                    ids.to_frame(),
+                    fixed.ids.to_frame(),
                     streamed(frame, layers, pack(dated, "__dated")).rechunk(),
                 ],
                 how="horizontal",
             )
             small = rows.unique().with_row_index("__index")
-            index = rows.join(small, on=rows.columns, how="left", maintain_order="left")["__index"]
+            found = rows.join(small, on=rows.columns, how="left", maintain_order="left")["__index"]
             small = small.with_columns(pl.when(pl.col(KEY) < len(keys)).then(pl.col(KEY)).cast(pl.UInt32()).alias(KEY))
-        small = small.join(table, on=FIXED_ID, how="left", maintain_order="left")
-        return small, index
+        small = small.join(fixed.table, on=FIXED_ID, how="left", maintain_order="left")
+        return small, found
 
     def _leaf_name(self, leaf: Cmp, mode: str, compiler: Compiler) -> str:
         """A comparison's column: the same name on every date (one for both modes when it reads
@@ -826,19 +881,17 @@ class ColumnarDecider:
         """Each row's decision on the date: its combination's columns (`source` by `index`), or
         null and its refusal (its own, `refused`; its key's; or the date's, `refusal`)."""
         height = run.frame.height
-        errors = pl.repeat(None, height, dtype=pl.String(), eager=True)
-        for rows, words in refused:
-            errors = errors.scatter(rows, words)
+        errors, rows = run.refusals(refused)
         columns: dict[str, pl.Series] = {
             s.AS_OF: pl.repeat(on, height, dtype=pl.Date(), eager=True),
-            s.POLICY_VERSION: pl.repeat(self.version, height, dtype=pl.String(), eager=True),
+            s.POLICY_VERSION: run.version(self.version),
         }
         if source is None or index is None:
             columns[s.ERROR] = errors.fill_null(refusal) if refusal is not None else errors
         else:
-            if errors.null_count() < height:
-                index = pl.select(pl.when(errors.is_null()).then(index)).to_series()
-            body = source.select(pl.all().gather(index.fill_null(source.height - 1)))
+            if rows.len():  # a refused row picks the all-null row
+                index = index.scatter(rows, source.height - 1)
+            body = source.select(pl.all().gather(index))
             columns[s.ERROR] = errors if body[ERROR].null_count() == height else errors.fill_null(body[ERROR])
             columns.update({c: body[c] for c in body.columns if c != ERROR})
         out = []
