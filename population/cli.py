@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from service.__main__ import default_policies
 
 from .io import JobError, is_postgres, open_sink, open_source
-from .job import BACKENDS, Stats, check_dates, check_reference, run_local
+from .job import BACKENDS, CHUNK, Stats, check_dates, check_reference, run_local
 
 app = typer.Typer(
     name="subsidy-population",
@@ -130,7 +130,7 @@ def run(
     encoding: Annotated[
         str | None, typer.Option(help="CSV encoding (utf-8, gb18030); default: detected", show_default=False)
     ] = None,
-    chunk_size: Annotated[int, typer.Option(help="persons decided at a time (bounds memory)")] = 100_000,
+    chunk_size: Annotated[int, typer.Option(help="persons decided at a time (bounds memory)")] = CHUNK,
     cluster: Annotated[
         str | None,
         typer.Option(

@@ -29,7 +29,7 @@ from service.engine.columnar import schema as s
 
 from .backends import Backend
 from .io import JobError, ParquetDirectorySink, ParquetPiece, ParquetSource, Sink, Source, person_table
-from .job import Stats, decide_batch, decide_each_date, decider_for, empty_batch
+from .job import CHUNK, Stats, decide_batch, decide_each_date, decider_for, empty_batch
 
 _LOCAL = re.compile(r"^local:(\d+)$")
 
@@ -233,7 +233,7 @@ class ClusterDecider:
     set loaded once per worker process) and puts the results together in order. Workers must read
     `policies` at the same path (on a remote cluster, a shared file system)."""
 
-    def __init__(self, client: Any, policies: str | Path, backend: Backend, chunk_size: int = 100_000):
+    def __init__(self, client: Any, policies: str | Path, backend: Backend, chunk_size: int = CHUNK):
         here = decider_for(policies, backend)  # checks the policies load, and gives their version
         self.version, self.programs = here.version, here.programs
         self.client, self.backend, self.chunk_size = client, backend, chunk_size
