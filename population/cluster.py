@@ -1,7 +1,8 @@
 """The same per-chunk function on dask.distributed: a LocalCluster of N worker processes, or an
 existing scheduler.
 
-A Parquet input is split into row groups and each task reads its own (the workers need the input's
+A Parquet input is split into pieces (row groups of one file, a chunk's rows or fewer) and each
+task reads its own (the workers need the input's
 path: on a remote cluster, a shared file system) and decides it with decide_batch, chunk by chunk;
 another input is read here and its chunks are sent, already cast and without ID numbers. Results
 come back as Arrow and are written here in the order the pieces were submitted, at most a few in
@@ -91,8 +92,8 @@ def decide_piece(
     chunk_size: int,
     part: str | None = None,
 ) -> Done:
-    """A worker's task: read one row group and decide it chunk by chunk and date by date (as the
-    single-process runner does, so in the same order); the decisions are returned, or written to
+    """A worker's task: read one piece (row groups of one file) and decide it chunk by chunk and
+    date by date (as the single-process runner does, so in the same order); the decisions are returned, or written to
     the Parquet file `part` when the output is a directory (then only one chunk's decisions on one
     date are held at a time)."""
     done = Done(None, 0)
@@ -208,7 +209,7 @@ def _submit(
     if isinstance(source, ParquetSource):
         # A directory output is written by the workers, each its own part (they need its path).
         writes = isinstance(sink, ParquetDirectorySink)
-        for i, piece in enumerate(source.pieces):
+        for i, piece in enumerate(source.pieces(chunk_size)):
             part = str(sink.part(i)) if isinstance(sink, ParquetDirectorySink) else None
             args = (piece, dates, policies, backend, reference, chunk_size, part if writes else None)
             yield client.submit(decide_piece, *args, pure=False), piece.rows

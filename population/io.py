@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -273,10 +274,11 @@ def rechunk(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordB
 
 @dataclass(frozen=True)
 class ParquetPiece:
-    """One row group of one Parquet file: the unit a cluster task reads (itself) and decides."""
+    """Consecutive row groups of one Parquet file, a chunk's rows or fewer (or one row group of
+    more): the unit a cluster task reads (itself) and decides."""
 
     path: str
-    row_group: int
+    row_groups: tuple[int, ...]
     rows: int
     columns: tuple[str, ...]
     partition: tuple[tuple[str, str], ...] = ()
@@ -284,7 +286,8 @@ class ParquetPiece:
     def batches(self, chunk_size: int) -> Iterator[pa.RecordBatch]:
         parquet = pq.ParquetFile(self.path)
         present = [c for c in self.columns if c in parquet.schema_arrow.names]
-        for batch in parquet.iter_batches(batch_size=chunk_size, row_groups=[self.row_group], columns=present):
+        batches = parquet.iter_batches(batch_size=chunk_size, row_groups=list(self.row_groups), columns=present)
+        for batch in rechunk(batches, chunk_size):
             for key, value in self.partition:
                 if key in self.columns and key not in batch.schema.names:
                     batch = batch.append_column(key, pa.array([value] * batch.num_rows, pa.string()))
@@ -321,20 +324,31 @@ class ParquetSource:
             partitions = {path_file: hive_keys(path, Path(path_file)) for path_file in files}
             self.columns = list(dict.fromkeys([*dataset.schema.names, *(k for p in partitions.values() for k, _ in p)]))
             wanted = tuple(c for c in wanted_columns(reference) if c in self.columns)
-            self.pieces: list[ParquetPiece] = []
+            self.wanted, self.partitions = wanted, partitions
+            self.row_groups: list[tuple[str, int, int]] = []  # file, row group, rows
             for file in files:
                 metadata = pq.ParquetFile(file).metadata
-                for i in range(metadata.num_row_groups):
-                    rows = metadata.row_group(i).num_rows
-                    self.pieces.append(ParquetPiece(file, i, rows, wanted, partitions[file]))
+                self.row_groups += [(file, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups)]
         except (pa.ArrowInvalid, OSError) as exc:
             raise JobError(f"--input {path}: not readable as Parquet ({_first_line(exc)})") from None
-        self.total_rows = sum(p.rows for p in self.pieces)
+        self.total_rows = sum(rows for _, _, rows in self.row_groups)
         self.schema = dataset.schema
+
+    def pieces(self, chunk_size: int) -> list[ParquetPiece]:
+        """The row groups gathered file by file into pieces of at most a chunk's rows: a chunk
+        may span row groups (each chunk costs the decider a set-up of its own)."""
+        found: list[ParquetPiece] = []
+        for file, group, rows in self.row_groups:
+            last = found[-1] if found else None
+            if last is not None and last.path == file and last.rows + rows <= chunk_size:
+                found[-1] = dataclasses.replace(last, row_groups=(*last.row_groups, group), rows=last.rows + rows)
+            else:
+                found.append(ParquetPiece(file, (group,), rows, self.wanted, self.partitions[file]))
+        return found
 
     def chunks(self, chunk_size: int) -> Iterator[pa.RecordBatch]:
         # Piece by piece, as the cluster runner reads them: the same chunks, so the same output order.
-        for piece in self.pieces:
+        for piece in self.pieces(chunk_size):
             yield from piece.batches(chunk_size)
 
     def close(self) -> None:

@@ -6,6 +6,14 @@ a date outside the policy period, a parameter not in force for the row's region 
 every program in force (interactions need them all), its rules three-valued, its outcome, routes,
 amount and missing facts; the defaults it rests on (the rules evaluated again with unstated facts
 unknown); the interactions in the policy's order; the referrals on stated facts alone.
+
+How the work is shared. Per row there is only what reads the row, in passes of the streaming
+engine (`streamed`): once per run, which rows the service's checks must see and the comparisons
+that read neither the region nor the date (one dense number per row with its region code); per
+date, the comparisons that read the date or the region's parameters (one packed word). The
+distinct combinations of those (a few thousand in a million people) are decided once for all the
+dates that have the same programs in force (`BATCH_CELLS` bounds how many), the region and date
+telling them apart through the key; each date's table is then one gather per column.
 """
 
 from __future__ import annotations
