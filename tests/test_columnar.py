@@ -25,8 +25,8 @@ from policycheck.requests import request
 from policycheck.sample import People
 from population.backends import load_decider
 from population.online import OnlineDecider
-from service.engine.columnar.compile import month_thresholds
 from service.engine.columnar import engine
+from service.engine.columnar.compile import month_thresholds
 from service.engine.columnar.engine import ColumnarDecider
 from service.engine.columnar.persons import from_request
 from service.engine.columnar.schema import PERSON_SCHEMA, REFERENCE
