@@ -364,10 +364,11 @@ class ColumnarDecider:
         flags = [
             suspect(_today(self.policy)).alias(SUSPECT),
             pl.col("region_code").cast(pl.Enum(codes)).to_physical().alias(CODE),
+            *born(),  # the birth date's parts: slow to take apart, read by every pass (ages)
         ]
-        frame = frame.with_columns(streamed(frame, [], flags).rechunk())  # two narrow columns: cheap to join up
+        frame = frame.with_columns(streamed(frame, [], flags).rechunk())  # narrow columns: cheap to join up
         # The facts: never whole columns, made piece by piece in each pass that reads them.
-        layers = [born(), [e.alias(fact_column(n)) for n, e in undated.items()]]
+        layers = [[e.alias(fact_column(n)) for n, e in undated.items()]]
         run = Run(frame, layers, carried, codes)
         batch: list[dt.date] = []
         for on in dates:
