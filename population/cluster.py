@@ -30,7 +30,7 @@ from service.engine.columnar import schema as s
 
 from .backends import Backend
 from .io import JobError, ParquetDirectorySink, ParquetPiece, ParquetSource, Sink, Source, person_table
-from .job import CHUNK, Stats, decide_batch, decide_each_date, decider_for, empty_batch
+from .job import CHUNK, Stats, decide_batch, decide_each_date, decider_for, empty_batch, timed_next
 
 _LOCAL = re.compile(r"^local:(\d+)$")
 
@@ -102,9 +102,8 @@ def decide_piece(
     chunks = piece.batches(chunk_size)
     batches = 0
     while True:
-        started = time.perf_counter()
-        batch = next(chunks, None)
-        done.read += time.perf_counter() - started
+        batch, seconds = timed_next(chunks)
+        done.read += seconds
         if batch is None and batches:
             break
         batches += 1
@@ -113,9 +112,8 @@ def decide_piece(
             empty_batch_of(piece) if batch is None else batch, dates, policies, backend, reference
         )
         while True:
-            started = time.perf_counter()
-            table = next(decided, None)
-            done.decide += time.perf_counter() - started
+            table, seconds = timed_next(decided)
+            done.decide += seconds
             if table is None:
                 break
             done.rows += table.num_rows
@@ -216,11 +214,11 @@ def _submit(
         return
     chunks = source.chunks(chunk_size)
     while True:
-        started = time.perf_counter()
-        batch = next(chunks, None)
+        batch, seconds = timed_next(chunks)
+        stats.read += seconds
         if batch is None:
-            stats.read += time.perf_counter() - started
             return
+        started = time.perf_counter()
         # Cast here, so the ID number stays in this process (never in a task's arguments).
         persons = person_table(batch, reference).to_arrow(compat_level=pl.CompatLevel.oldest())
         stats.read += time.perf_counter() - started

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -35,6 +36,7 @@ RESERVED = {s.WEIGHT, *s.decision_schema([])}
 CHUNK = 250_000
 
 _deciders: dict[tuple[str, str, str], Decider] = {}
+T = TypeVar("T")
 
 
 def decider_for(policies: str | Path, backend: Backend) -> Decider:
@@ -48,6 +50,14 @@ def decider_for(policies: str | Path, backend: Backend) -> Decider:
         _deciders.clear()
         _deciders[key] = load_decider(root, backend)
     return _deciders[key]
+
+
+def timed_next(items: Iterator[T]) -> tuple[T | None, float]:
+    """The next item (None at the end) and the seconds it took to come (a run's read and decide
+    times are the waits for its chunks and its tables)."""
+    started = time.perf_counter()
+    item = next(items, None)
+    return item, time.perf_counter() - started
 
 
 def check_reference(reference: str) -> None:
@@ -154,17 +164,15 @@ def run_local(
     chunks = source.chunks(chunk_size)
     any_batch = False
     while True:
-        started = time.perf_counter()
-        batch = next(chunks, None)
-        stats.read += time.perf_counter() - started
+        batch, seconds = timed_next(chunks)
+        stats.read += seconds
         if batch is None:
             break
         any_batch = True
         tables = decide_each_date(batch, dates, policies, backend, reference)
         while True:
-            decided_at = time.perf_counter()
-            table = next(tables, None)
-            stats.decide += time.perf_counter() - decided_at
+            table, seconds = timed_next(tables)
+            stats.decide += seconds
             if table is None:
                 break
             written_at = time.perf_counter()
