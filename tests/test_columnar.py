@@ -29,8 +29,11 @@ from service.engine.columnar import engine
 from service.engine.columnar.compile import month_thresholds
 from service.engine.columnar.engine import ColumnarDecider
 from service.engine.columnar.persons import from_request
+from service.engine.columnar.rows import age_on as columnar_age_on
+from service.engine.columnar.rows import born
 from service.engine.columnar.schema import PERSON_SCHEMA, REFERENCE
 from service.policy.expressions import add_months
+from service.request import age_on
 
 ROW_SCHEMA = {REFERENCE: pl.String(), **PERSON_SCHEMA}
 GENERATED = 4000
@@ -153,6 +156,16 @@ def test_rows_the_service_refuses_and_tables_without_columns(deciders):
                 "household_income_per_head_fen": [-1, 5, None, 0, 100],
             }
         ),
+        pl.DataFrame(  # one fault each: a value an enum column cannot hold
+            {
+                "birth_date": [dt.date(1940, 3, 1)] * 4,
+                "region_code": ["330102"] * 4,
+                "self_care": ["bogus", None, None, "partly_dependent"],
+                "education_level": [None, "nonsense", None, None],
+                "disability_grade": [None, None, 1, None],
+                "disability_category": [None, None, "unheard_of", None],
+            }
+        ),
         pl.DataFrame(schema={"birth_date": pl.Date(), "region_code": pl.String()}),
     ]
     dates = [dt.date(2020, 8, 1), dt.date(2015, 6, 1), dt.date(2014, 12, 31), dt.date(2009, 12, 31)]
@@ -190,6 +203,20 @@ def test_month_thresholds_are_add_months():
                 assert (shifted >= xi) == (ai >= lo), (x, months, a)
                 assert (shifted > xi) == (ai >= hi), (x, months, a)
     assert calendar.isleap(2020)
+
+
+@pytest.mark.parametrize("span", [400, 300_000])  # days: from a table, and (too long) taken apart by polars
+def test_birth_date_parts_and_ages(span: int):
+    """The parts `born` makes give request.age_on's ages, leap days and dates before 1970 too."""
+    first = dt.date(1900, 2, 27)
+    births: list[dt.date | None] = [first + dt.timedelta(days=i) for i in range(0, span, max(1, span // 2000))]
+    births += [dt.date(1960, 2, 29), dt.date(2000, 2, 29), dt.date(1969, 12, 31), dt.date(1970, 1, 1), None]
+    frame = pl.DataFrame({"birth_date": births}, schema={"birth_date": pl.Date()})
+    parts = frame.with_columns(born(frame["birth_date"]))
+    for on in (dt.date(2020, 2, 28), dt.date(2020, 2, 29), dt.date(2021, 3, 1), dt.date(1969, 12, 31)):
+        got = parts.select(columnar_age_on(on)).to_series().to_list()
+        want = [None if b is None else age_on(b, on) for b in births]
+        assert got == want, on
 
 
 # A program the Python code has never seen: other comparisons (ne, gt, a date shifted from the

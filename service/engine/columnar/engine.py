@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import operator
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -38,7 +39,19 @@ from ...request import resolve_region
 from ..decide import ELIGIBLE, INELIGIBLE, ROUNDING, UNDETERMINED
 from . import schema as s
 from .compile import DTYPES, KEY, UNSTATED, VALUES, Compiler, fact_column, key_facts, leaf_facts
-from .rows import ALWAYS_STATED, DATED, born, distinct_rows, refusals, row_facts, suspect, texts
+from .rows import (
+    ALWAYS_STATED,
+    DATED,
+    ENUM_CODE,
+    born,
+    distinct_rows,
+    enum_codes,
+    refusals,
+    row_facts,
+    suspect,
+    texts,
+)
+from .rows import coded as enum_code
 from .tables import Key, KeyTable, in_force, outside_period
 
 OUTCOME_CODES = {INELIGIBLE: 0, UNDETERMINED: 1, ELIGIBLE: 2}
@@ -364,9 +377,11 @@ class ColumnarDecider:
         flags = [
             suspect(_today(self.policy)).alias(SUSPECT),
             pl.col("region_code").cast(pl.Enum(codes)).to_physical().alias(CODE),
-            *born(),  # the birth date's parts: slow to take apart, read by every pass (ages)
+            *born(frame["birth_date"]),  # the birth date's parts, read by every pass (ages)
+            pl.col(f"^{re.escape(ENUM_CODE)}.*$"),
         ]
-        frame = frame.with_columns(streamed(frame, [], flags).rechunk())  # narrow columns: cheap to join up
+        # Narrow columns: cheap to join up.
+        frame = frame.with_columns(streamed(frame, [enum_codes()], flags).rechunk())
         # The facts: never whole columns, made piece by piece in each pass that reads them.
         layers = [[e.alias(fact_column(n)) for n, e in undated.items()]]
         run = Run(frame, layers, carried, codes)
@@ -441,13 +456,14 @@ class ColumnarDecider:
                     unknown.unset(n)
         compiler.sharing = False
         for fact, values in coded.items():  # the value itself (its index among the fact's values)
-            column = pl.col(fact_column(fact))
-            code: Any = pl.when(column.is_null()).then(_int(0))  # a when-then chain
-            for i, value in enumerate(values, start=1):
-                code = code.when(column == value).then(_int(i))
-            fixed_part[f"__code.{fact}"] = Signal(
-                code.otherwise(_int(len(values) + 1)), (len(values) + 1).bit_length(), True
-            )
+            value_code = enum_code(fact, values)  # an enum column's: read from the run's code
+            if value_code is None:
+                column = pl.col(fact_column(fact))
+                chain: Any = pl.when(column.is_null()).then(_int(0))
+                for i, value in enumerate(values, start=1):
+                    chain = chain.when(column == value).then(_int(i))
+                value_code = chain.otherwise(_int(len(values) + 1))
+            fixed_part[f"__code.{fact}"] = Signal(value_code, (len(values) + 1).bit_length(), True)
         shared = [e.alias(name) for name, e in compiler.shared.values()]
 
         def layers(on: dt.date) -> Layers:
@@ -465,7 +481,6 @@ class ColumnarDecider:
                 ids = words.to_series().replace_strict(table[words.columns[0]], table[FIXED_ID])
             else:
                 ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
-            # With the region code, what tells the rows apart on every date: one number per row.
             # With the region code, what tells the rows apart on every date: a dense number per row.
             code = frame[CODE].fill_null(len(run.codes)).cast(pl.Int64())
             base = (ids.cast(pl.Int64()) * (1 << len(run.codes).bit_length()) + code).to_numpy()
