@@ -133,11 +133,20 @@ def run(persons: int = 1_000_000, diff_persons: int = 100_000) -> list[tuple[str
             paid += int(decided.select(pl.sum_horizontal(pl.col("^.*amount_fen$")).sum()).item() or 0)
         return paid
 
+    # Both measured warm, the best of their runs: the first run of 60 months also resolves the
+    # parameters of 59 dates the one date's runs never need (a one-off per decider, kept apart).
     single = best_seconds(lambda: each(dates[-1:]))
     start = time.perf_counter()
     each(dates)
-    many = time.perf_counter() - start
-    rows.append((f"{many:.2f} s", f"60 month ends 2016-01..2020-12, {persons:,} persons ({single:.2f} s one date)"))
+    first = time.perf_counter() - start
+    many = min(first, best_seconds(lambda: each(dates), repeat=1))
+    rows.append(
+        (
+            f"{many:.2f} s",
+            f"60 month ends 2016-01..2020-12, {persons:,} persons, best of 2 "
+            f"({single:.2f} s one date, best of 3; the first of the 2 runs: {first:.2f} s)",
+        )
+    )
     rows.append((f"{many / single:.1f}x", "60 months / one date (target <= 30x)"))
 
     compared, dates_seen, differing = differential(online, columnar, diff_persons)
