@@ -27,7 +27,7 @@ from service.policy.loader import load_policies
 from service.policy.overlay import apply, describe, first_date, load_overlay
 from service.policy.yamlio import PolicyFileError
 
-from . import charts, compare, report, runs
+from . import compare, report, runs
 
 planning_app = typer.Typer(help="Planning: the plan's indicators, what a change costs, who is affected.")
 console = Console()
@@ -229,6 +229,8 @@ def report_command(
     cities, programs = _labels(policies)
     findings = result.pop("findings_text")
     asked = pl.col(s.AS_OF).is_in(dates)  # the charts show the dates asked for; the tables every date run
+    from . import charts  # here: Altair takes 0.2 s to import, which `run` and `explain` need not pay
+
     target = charts.write_report(
         out,
         f"规划指标 Plan indicators (policy {decider.version})",
@@ -314,6 +316,8 @@ def compare_command(
     tables = build_compare(decisions_before, decisions_after, before.programs)
     lines = _overlay_lines(policies, overlay) if overlay else [f"{day_before} -> {day_after} under {before.version}"]
     cities, programs = _labels(policies)
+    from . import charts  # see report
+
     target = charts.write_report(
         out,
         f"变化 What-if: {before.version} {day_before} -> {after.version} {day_after}",
