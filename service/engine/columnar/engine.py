@@ -22,6 +22,7 @@ import datetime as dt
 import functools
 import operator
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -69,6 +70,7 @@ DIRECT = 1 << 22  # `dense` addresses values below this directly (a table of thi
 # Person-dates decided together (the distinct combinations of all their dates decided at once):
 # each holds its row index (4 bytes) until its date's table is made.
 BATCH_CELLS = 1 << 24
+PLANS = 8  # plans a decider keeps (`Plan`), the least recently used dropped first
 Refused = list[tuple[pl.Series, pl.Series]]  # row numbers and the service's words (null: taken)
 
 
@@ -305,18 +307,43 @@ class Masks:
             for i, chunk in enumerate(chunks)
         ]
 
-    def lists(self, frame: pl.DataFrame, name: str) -> pl.Series:
-        """Each row's labels, sorted (as the online decider lists them)."""
-        found = []
-        for i, labels in enumerate(self.labels[name]):
-            column = frame[f"{name}#{i}"]
-            masks = column.unique().to_list()
-            lists = [sorted(x for b, x in enumerate(labels) if m >> b & 1) for m in masks]
-            index = column.replace_strict(masks, list(range(len(masks))), return_dtype=pl.UInt32())
-            found.append(pl.Series(lists, dtype=pl.List(pl.String())).gather(index))
-        if len(found) == 1:
-            return found[0]
-        return pl.DataFrame(found).select(pl.concat_list(pl.all()).list.sort()).to_series()
+    def lists(self, frame: pl.DataFrame, names: Sequence[str]) -> list[pl.Expr]:
+        """Each row's labels under each name, sorted (as the online decider lists them): columns
+        over `frame`, whose distinct masks are all read at once (one query, not one a column)."""
+        columns = [f"{name}#{i}" for name in names for i in range(len(self.labels[name]))]
+        distinct = dict(zip(columns, frame.select(pl.col(c).unique().implode() for c in columns).row(0), strict=True))
+        exprs = []
+        for name in names:
+            found = []
+            for i, labels in enumerate(self.labels[name]):
+                masks = distinct[f"{name}#{i}"]
+                lists = pl.Series([sorted(x for b, x in enumerate(labels) if m >> b & 1) for m in masks])
+                index = pl.col(f"{name}#{i}").replace_strict(masks, list(range(len(masks))), return_dtype=pl.UInt32())
+                found.append(pl.lit(lists.cast(pl.List(pl.String()))).gather(index))
+            exprs.append(found[0] if len(found) == 1 else pl.concat_list(found).list.sort())
+        return exprs
+
+
+@dataclass
+class Plan:
+    """What deciding a batch builds from its programs in force and its keys alone, before any row
+    is read: the compiled comparisons (the signals the passes pack), the expressions over the
+    distinct combinations in the order they run (`stages`), the labels of their bit masks, and
+    the columns every combination takes from its key (`source`). A decider keeps the last few
+    (`PLANS`): a job's chunks and a repeated run have the same keys, and building a plan costs
+    about 0.02 s of Python a batch."""
+
+    compiler: Compiler
+    coded: dict[str, list[Any]]
+    fixed_part: dict[str, Signal]
+    dated_part: dict[str, Signal]
+    dated_facts: list[str]
+    shared: list[pl.Expr]
+    stages: list[list[pl.Expr]] = field(default_factory=list)
+    masks: Masks = field(default_factory=Masks)
+    source: list[pl.Expr] = field(default_factory=list)
+    key_refused: bool = False
+    null_row: pl.DataFrame | None = None  # `_source`'s, made once (5 ms a time)
 
 
 class ColumnarDecider:
@@ -330,6 +357,7 @@ class ColumnarDecider:
         self.defaults = {n: f.default for n, f in policy.facts.items() if f.default is not None}
         self.interactions = [ex.id for ex in policy.exclusions] + [c.id for c in policy.combinations]
         self._leaf_numbers: dict[Cmp, int] = {}
+        self._plans: OrderedDict[tuple[tuple[str, ...], tuple[int, ...]], Plan] = OrderedDict()
         # (program, the values its amounts read) -> the key's rows of `_amount`'s tables
         self._amounts: dict[tuple[str, tuple[Any, ...]], tuple[list[int | None], list[int | None]]] = {}
         # Amounts are computed per region and date (exactly, in Python): one that read a person's
@@ -420,8 +448,61 @@ class ColumnarDecider:
         programs = list(in_force_)
         local: dict[int, int] = {}  # the run's key index -> the batch's
         found = [self._errors(run, on, local) for on in dates]
-        keys = [self.keys.keys[i] for i in local]
-        facts = row_facts(policy, dates[0])  # which facts rows state (the same names on every date)
+        plan = self._plan(programs, tuple(local), dates[0])
+        fixed_part, dated_part = plan.fixed_part, plan.dated_part
+
+        def layers(on: dt.date) -> Layers:
+            dated = [row_facts(policy, on)[n].alias(fact_column(n)) for n in plan.dated_facts]
+            return [*run.layers, dated, plan.shared]
+
+        fixed_names = tuple(fixed_part)
+        if fixed_names not in run.fixed:  # each row's combination of them, as a dense id
+            words = streamed(
+                frame.with_columns(found[0][0]),
+                layers(dates[0]),
+                pack(fixed_part, "__fixed") or [pl.repeat(0, pl.len(), dtype=pl.Int64()).alias("__none")],
+            )
+            table = words.unique().with_row_index(FIXED_ID)
+            if words.width == 1:  # one column: a lookup, several times faster than a join
+                ids = words.to_series().replace_strict(table[words.columns[0]], table[FIXED_ID])
+            else:
+                ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
+            # With the region code, what tells the rows apart on every date: a dense number per row.
+            code = frame[CODE].fill_null(len(run.codes)).cast(pl.Int64())
+            base = (ids.cast(pl.Int64()) * (1 << len(run.codes).bit_length()) + code).to_numpy()
+            run.fixed[fixed_names] = Fixed(ids, table, *dense(base, (table.height << len(run.codes).bit_length())))
+        fixed = run.fixed[fixed_names]
+        smalls, indexes = [], []
+        offset = 0
+        for on, (key, _, mapping) in zip(dates, found, strict=True):
+            small, index = self._signatures(
+                frame.with_columns(key), layers(on), fixed, plan.compiler.keys, dated_part, mapping
+            )
+            smalls.append(small)
+            indexes.append(index + offset)
+            offset += small.height
+        small = pl.concat(smalls).rechunk() if len(smalls) > 1 else smalls[0]
+        for stage in plan.stages:
+            small = small.with_columns(stage)
+        source = self._source(self._output(small, programs, plan.masks), plan)
+        for on, index, (_, refused, _) in zip(dates, indexes, found, strict=True):
+            yield self._table(run, source, index, on, refused, None)
+
+    def _plan(self, programs: list[str], key_ids: tuple[int, ...], on: dt.date) -> Plan:
+        """The batch's plan (`Plan`): kept, or built and kept."""
+        memo = (tuple(programs), key_ids)
+        plan = self._plans.get(memo)
+        if plan is not None:
+            self._plans.move_to_end(memo)
+            return plan
+        plan = self._plans[memo] = self._build_plan(programs, [self.keys.keys[i] for i in key_ids], on)
+        if len(self._plans) > PLANS:
+            self._plans.popitem(last=False)
+        return plan
+
+    def _build_plan(self, programs: list[str], keys: list[Key], on: dt.date) -> Plan:
+        policy = self.policy
+        facts = row_facts(policy, on)  # which facts rows state (the same names on every date)
         compiler = Compiler(policy, keys, facts)
         rules = [r for pid in programs for r in policy.programs[pid].rules] + list(policy.referrals)
         read = {n for r in rules for n in _reads(r)}
@@ -465,37 +546,7 @@ class ColumnarDecider:
                 value_code = chain.otherwise(_int(len(values) + 1))
             fixed_part[f"__code.{fact}"] = Signal(value_code, (len(values) + 1).bit_length(), True)
         shared = [e.alias(name) for name, e in compiler.shared.values()]
-
-        def layers(on: dt.date) -> Layers:
-            return [*run.layers, [row_facts(policy, on)[n].alias(fact_column(n)) for n in dated_facts], shared]
-
-        fixed_names = tuple(fixed_part)
-        if fixed_names not in run.fixed:  # each row's combination of them, as a dense id
-            words = streamed(
-                frame.with_columns(found[0][0]),
-                layers(dates[0]),
-                pack(fixed_part, "__fixed") or [pl.repeat(0, pl.len(), dtype=pl.Int64()).alias("__none")],
-            )
-            table = words.unique().with_row_index(FIXED_ID)
-            if words.width == 1:  # one column: a lookup, several times faster than a join
-                ids = words.to_series().replace_strict(table[words.columns[0]], table[FIXED_ID])
-            else:
-                ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
-            # With the region code, what tells the rows apart on every date: a dense number per row.
-            code = frame[CODE].fill_null(len(run.codes)).cast(pl.Int64())
-            base = (ids.cast(pl.Int64()) * (1 << len(run.codes).bit_length()) + code).to_numpy()
-            run.fixed[fixed_names] = Fixed(ids, table, *dense(base, (table.height << len(run.codes).bit_length())))
-        fixed = run.fixed[fixed_names]
-        smalls, indexes = [], []
-        offset = 0
-        for on, (key, _, mapping) in zip(dates, found, strict=True):
-            small, index = self._signatures(frame.with_columns(key), layers(on), fixed, keys, dated_part, mapping)
-            smalls.append(small)
-            indexes.append(index + offset)
-            offset += small.height
-        small = pl.concat(smalls).rechunk() if len(smalls) > 1 else smalls[0]
-        small = small.with_columns(unpack(fixed_part, "__fixed") + unpack(dated_part, "__dated"))
-        small = small.with_columns(self._decoded(coded))
+        plan = Plan(compiler, coded, fixed_part, dated_part, dated_facts, shared)
 
         def leaf_in(mode: str) -> Callable[[Cmp], pl.Expr]:
             def column(leaf: Cmp) -> pl.Expr:
@@ -517,11 +568,17 @@ class ColumnarDecider:
                 unstated[rule.id] = pl.col(f"__unstated.{rule.id}")
             else:
                 unstated[rule.id] = results[rule.id]
-        small = small.with_columns(exprs)
-        small = self._outcomes(small, programs, compiler, unknown, results, unstated, leaf_in(UNSTATED))
-        source = self._source(small, compiler)
-        for on, index, (_, refused, _) in zip(dates, indexes, found, strict=True):
-            yield self._table(run, source, index, on, refused, None)
+        outcomes = self._outcomes(programs, compiler, unknown, results, unstated, leaf_in(UNSTATED), plan.masks)
+        # Over the distinct combinations: the signals (all of them, those the lists asked for
+        # too), the values of the coded facts, the rules, then the outcomes and the rest.
+        plan.stages = [
+            unpack(fixed_part, "__fixed") + unpack(dated_part, "__dated"),
+            self._decoded(coded),
+            exprs,
+            *outcomes,
+        ]
+        plan.source, plan.key_refused = self._source_columns(compiler)
+        return plan
 
     def _coded(self, rules: list[Rule], compiler: Compiler) -> dict[str, list[Any]]:
         """The facts held in the signature by value (an index among their values), their
@@ -564,7 +621,7 @@ class ColumnarDecider:
         frame: pl.DataFrame,
         layers: Layers,
         fixed: Fixed,
-        keys: list[Key],
+        keys: Sequence[Key],
         dated: dict[str, Signal],
         mapping: pl.Series,
     ) -> tuple[pl.DataFrame, pl.Series]:
@@ -616,16 +673,16 @@ class ColumnarDecider:
 
     def _outcomes(
         self,
-        small: pl.DataFrame,
         programs: list[str],
         compiler: Compiler,
         unknown: Unknown,
         results: dict[str, pl.Expr],
         unstated: dict[str, pl.Expr],
         referral_leaf: Callable[[Cmp], pl.Expr],
-    ) -> pl.DataFrame:
-        """Each distinct combination's decision columns (schema.py), from its rule results."""
-        masks = Masks()
+        masks: Masks,
+    ) -> list[list[pl.Expr]]:
+        """The stages from the rule results to each combination's outcomes, amounts, interactions
+        and the bit masks of its lists (`_output` makes the decision columns of them)."""
         # The outcomes first, as columns: the lists below read them many times, and an outcome's
         # expression inlined in each would cost far more to plan than to run on a few thousand rows.
         first = []
@@ -635,15 +692,16 @@ class ColumnarDecider:
                 outcome_expr(program, results).alias(f"__outcome.{pid}"),
                 outcome_expr(program, unstated).alias(f"__outcome_unstated.{pid}"),
             ]
-        small = small.with_columns(first)
         exprs = []
         for pid in programs:
             exprs += self._program(self.policy.programs[pid], compiler, unknown, results, unstated, masks)
         exprs += self._referrals(compiler, unknown, referral_leaf, unstated, masks)
-        small = small.with_columns(exprs)
-        small = self._interactions(small, programs, results)
-        for pid in programs:
-            small = small.with_columns(masks.add(f"__interactions.{pid}", self._interaction_bits(pid)))
+        stages = [first, exprs, *self._interactions(programs, results)]
+        stages.append([e for pid in programs for e in masks.add(f"__interactions.{pid}", self._interaction_bits(pid))])
+        return stages
+
+    def _output(self, small: pl.DataFrame, programs: list[str], masks: Masks) -> pl.DataFrame:
+        """Each distinct combination's decision columns (schema.py), from its stages' columns."""
         labels = pl.Series(OUTCOME_NAMES, dtype=pl.String())
         columns: dict[str, pl.Series | pl.Expr] = {}
         for pid in programs:
@@ -652,13 +710,17 @@ class ColumnarDecider:
             columns[s.column(pid, s.AMOUNT)] = pl.col(f"__amount.{pid}")
             columns[s.column(pid, s.AMOUNT_BEFORE)] = pl.col(f"__before.{pid}")
             columns[s.column(pid, s.KEPT)] = pl.when(outcome == OUTCOME_CODES[ELIGIBLE]).then(~pl.col(f"__taken.{pid}"))
+        listed = {
+            s.column(pid, name): f"{prefix}.{pid}"
+            for pid in programs
             for name, prefix in (
                 (s.INTERACTIONS, "__interactions"),
                 (s.MISSING, "__missing"),
                 (s.ASSUMPTIONS, "__assumptions"),
-            ):
-                columns[s.column(pid, name)] = masks.lists(small, f"{prefix}.{pid}")
-        columns[s.REFERRALS] = masks.lists(small, "__referrals")
+            )
+        }
+        listed[s.REFERRALS] = "__referrals"
+        columns.update(zip(listed, masks.lists(small, list(listed.values())), strict=True))
         columns[s.CONDITIONAL_REFERRALS] = self._conditional(small)
         columns[KEY] = pl.col(KEY)
         return small.select([(c if isinstance(c, pl.Expr) else pl.lit(c)).alias(name) for name, c in columns.items()])
@@ -790,15 +852,16 @@ class ColumnarDecider:
 
     # Interactions ------------------------------------------------------------------------------
 
-    def _interactions(self, frame: pl.DataFrame, programs: list[str], results: dict[str, pl.Expr]) -> pl.DataFrame:
-        """decide.Engine._interactions, in the policy's order, over the programs in force."""
+    def _interactions(self, programs: list[str], results: dict[str, pl.Expr]) -> list[list[pl.Expr]]:
+        """decide.Engine._interactions, in the policy's order, over the programs in force: a stage
+        each (each reads the columns the one before it wrote)."""
         policy = self.policy
         code = OUTCOME_CODES[ELIGIBLE]
-        frame = frame.with_columns(
+        stages = [
             [pl.col(f"__before.{p}").alias(f"__amount.{p}") for p in programs]
             + [pl.lit(False).alias(f"__taken.{p}") for p in programs]
             + [pl.lit(0, pl.Int64()).alias(f"__inter.{p}") for p in programs]
-        )
+        ]
 
         def out(p: str) -> pl.Expr:
             return pl.col(f"__outcome.{p}")
@@ -817,14 +880,16 @@ class ColumnarDecider:
             applied = (
                 (out(ex.program) == code) & _any(_is_true(results[r]) for r in ex.routes) & (out(ex.excludes) == code)
             )
-            frame = frame.with_columns(
-                pl.when(applied)
-                .then(pl.lit(OUTCOME_CODES[INELIGIBLE], pl.Int8()))
-                .otherwise(out(ex.excludes))
-                .alias(f"__outcome.{ex.excludes}"),
-                pl.when(applied).then(_int(0)).otherwise(amount(ex.excludes)).alias(f"__amount.{ex.excludes}"),
-                mark(ex.program, applied, bit),
-                mark(ex.excludes, applied, bit),
+            stages.append(
+                [
+                    pl.when(applied)
+                    .then(pl.lit(OUTCOME_CODES[INELIGIBLE], pl.Int8()))
+                    .otherwise(out(ex.excludes))
+                    .alias(f"__outcome.{ex.excludes}"),
+                    pl.when(applied).then(_int(0)).otherwise(amount(ex.excludes)).alias(f"__amount.{ex.excludes}"),
+                    mark(ex.program, applied, bit),
+                    mark(ex.excludes, applied, bit),
+                ]
             )
         for i, combo in enumerate(policy.combinations):
             bit = len(policy.exclusions) + i
@@ -840,8 +905,8 @@ class ColumnarDecider:
                         pl.when(dropped).then(_int(0)).otherwise(amount(p)).alias(f"__amount.{p}"),
                         (pl.col(f"__taken.{p}") | dropped).alias(f"__taken.{p}"),
                     ]
-            frame = frame.with_columns(exprs)
-        return frame
+            stages.append(exprs)
+        return stages
 
     def _interaction_bits(self, pid: str) -> list[tuple[pl.Expr, str]]:
         return [((pl.col(f"__inter.{pid}") & _int(1 << b)) != 0, name) for b, name in enumerate(self.interactions)]
@@ -872,26 +937,33 @@ class ColumnarDecider:
 
     # Output ------------------------------------------------------------------------------------
 
-    def _source(self, small: pl.DataFrame, compiler: Compiler) -> pl.DataFrame:
-        """The decision columns of each combination, with its region's (the key is part of it)
-        and its key's refusal (ERROR), so that every column of a row but the date, the version
-        and its own refusal is one gather; and an all-null row at the end for a refused row (a
-        gather by an index without nulls is measured faster than one with them)."""
+    def _source_columns(self, compiler: Compiler) -> tuple[list[pl.Expr], bool]:
+        """The columns a combination takes from its key (`_source`), and whether any key is refused."""
         keys = compiler.keys
         city = [
             k.region.code[:4] + "00" if k.region.in_zhejiang and k.region.level != "province" else None for k in keys
         ]
-        small = small.select(
+        columns = [
             compiler.const([k.region.code for k in keys], pl.String()).alias(s.REGION),
             compiler.const(city, pl.String()).alias(s.CITY),
             compiler.const([k.region.in_zhejiang for k in keys], pl.Boolean()).alias(s.IN_ZHEJIANG),
             pl.exclude(KEY),
             compiler.const([k.error for k in keys], pl.String()).alias(ERROR),
-        )
-        if any(k.error for k in keys):  # a key refused: nothing of its combinations is shown
+        ]
+        return columns, any(k.error for k in keys)
+
+    def _source(self, small: pl.DataFrame, plan: Plan) -> pl.DataFrame:
+        """The decision columns of each combination, with its region's (the key is part of it)
+        and its key's refusal (ERROR), so that every column of a row but the date, the version
+        and its own refusal is one gather; and an all-null row at the end for a refused row (a
+        gather by an index without nulls is measured faster than one with them)."""
+        small = small.select(plan.source)
+        if plan.key_refused:  # a key refused: nothing of its combinations is shown
             refused = pl.col(ERROR).is_not_null()
             small = small.with_columns(pl.when(~refused).then(pl.col(c)).alias(c) for c in small.columns if c != ERROR)
-        return pl.concat([small, small.clear(1)]).rechunk()
+        if plan.null_row is None or plan.null_row.schema != small.schema:
+            plan.null_row = small.clear(1)
+        return pl.concat([small, plan.null_row]).rechunk()
 
     def _table(
         self,
