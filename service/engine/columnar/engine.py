@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
+import pyarrow.compute as pc
 
 from ...convert import spelled
 from ...policy.expressions import Cmp, Fact, condition_refs, evaluate_operand, leaves, operand_refs
@@ -462,10 +463,12 @@ class ColumnarDecider:
                 layers(dates[0]),
                 pack(fixed_part, "__fixed") or [pl.repeat(0, pl.len(), dtype=pl.Int64()).alias("__none")],
             )
-            table = words.unique().with_row_index(FIXED_ID)
-            if words.width == 1:  # one column: a lookup, several times faster than a join
-                ids = words.to_series().replace_strict(table[words.columns[0]], table[FIXED_ID])
+            if words.width == 1:  # one word: Arrow's dictionary encoding, a third of unique and a lookup
+                encoded = pc.dictionary_encode(words.to_series().to_arrow())
+                ids = pl.Series(FIXED_ID, encoded.indices.to_numpy().view(np.uint32))
+                table = pl.DataFrame([pl.Series(words.columns[0], encoded.dictionary)]).with_row_index(FIXED_ID)
             else:
+                table = words.unique().with_row_index(FIXED_ID)
                 ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
             # With the region code, what tells the rows apart on every date: a dense number per row.
             code = frame[CODE].fill_null(len(run.codes)).cast(pl.Int64())
