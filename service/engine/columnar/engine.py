@@ -240,12 +240,13 @@ class Run:
     codes: list[str]
     fixed: dict[tuple[str, ...], Fixed] = field(default_factory=dict)
     flagged: Flagged = field(default_factory=dict)
-    # The last date's refusals as columns (most dates refuse the same rows in the same words).
-    _refusals: tuple[Refused, pl.Series, pl.Series] | None = None
+    # The last date's refusals (most dates refuse the same rows in the same words).
+    _refusals: tuple[Refused, pl.Series, pl.Series, pl.Series] | None = None
     _version: pl.Series | None = None
 
-    def refusals(self, refused: Refused) -> tuple[pl.Series, pl.Series]:
-        """Each row's refusal (null: none) and the numbers of the refused rows."""
+    def refusals(self, refused: Refused) -> tuple[pl.Series, pl.Series, pl.Series]:
+        """The numbers of the refused rows, the distinct words refusing them, and each refused
+        row's words (an index among those)."""
         last = self._refusals
         if (
             last is None
@@ -254,12 +255,14 @@ class Run:
                 a.equals(c) and b.equals(d, null_equal=True) for (a, b), (c, d) in zip(last[0], refused, strict=True)
             )
         ):
-            errors = pl.repeat(None, self.frame.height, dtype=pl.String(), eager=True)
-            for rows, words in refused:
-                errors = errors.scatter(rows, words)
-            self._refusals = (refused, errors, errors.is_not_null().arg_true())
-        assert self._refusals is not None
-        return self._refusals[1], self._refusals[2]
+            rows = pl.Series([], dtype=pl.UInt32())
+            said = pl.Series([], dtype=pl.String())
+            for numbers, words in refused:  # a null word: the service takes that row
+                rows, said = rows.append(numbers.filter(words.is_not_null())), said.append(words.drop_nulls())
+            words = said.unique(maintain_order=True)
+            which = said.replace_strict(words, pl.int_range(words.len(), dtype=pl.UInt32(), eager=True))
+            last = self._refusals = (refused, rows, words, which)
+        return last[1], last[2], last[3]
 
     def version(self, version: str) -> pl.Series:
         """The policy version column (one for every date)."""
@@ -471,8 +474,8 @@ class ColumnarDecider:
                 table = words.unique().with_row_index(FIXED_ID)
                 ids = words.join(table, on=words.columns, how="left", maintain_order="left")[FIXED_ID]
             # With the region code, what tells the rows apart on every date: a dense number per row.
-            code = frame[CODE].fill_null(len(run.codes)).cast(pl.Int64())
-            base = (ids.cast(pl.Int64()) * (1 << len(run.codes).bit_length()) + code).to_numpy()
+            code = frame[CODE].fill_null(len(run.codes)).to_numpy()
+            base = (ids.to_numpy().astype(np.int64) << len(run.codes).bit_length()) | code
             run.fixed[fixed_names] = Fixed(ids, table, *dense(base, (table.height << len(run.codes).bit_length())))
         fixed = run.fixed[fixed_names]
         smalls, indexes = [], []
@@ -980,19 +983,21 @@ class ColumnarDecider:
         """Each row's decision on the date: its combination's columns (`source` by `index`), or
         null and its refusal (its own, `refused`; its key's; or the date's, `refusal`)."""
         height = run.frame.height
-        errors, rows = run.refusals(refused)
+        rows, words, which = run.refusals(refused)
         columns: dict[str, pl.Series] = {
             s.AS_OF: pl.repeat(on, height, dtype=pl.Date(), eager=True),
             s.POLICY_VERSION: run.version(self.version),
         }
         if source is None or index is None:
-            columns[s.ERROR] = errors.fill_null(refusal) if refusal is not None else errors
+            errors = pl.repeat(refusal, height, dtype=pl.String(), eager=True)
+            columns[s.ERROR] = errors.scatter(rows, words.gather(which)) if rows.len() else errors
         else:
-            if rows.len():  # a refused row picks the all-null row
-                index = index.scatter(rows, source.height - 1)
-            body = source.select(pl.all().gather(index))
-            columns[s.ERROR] = errors if body[ERROR].null_count() == height else errors.fill_null(body[ERROR])
-            columns.update({c: body[c] for c in body.columns if c != ERROR})
+            if rows.len():  # a refused row: the all-null row (the last) with its words, one per words
+                said = source[[source.height - 1] * words.len()].with_columns(words.alias(ERROR))
+                index = index.scatter(rows, which + source.height)
+                source = pl.concat([source, said]).rechunk()
+            body = source.select(pl.all().gather(index))  # its refusal too: one gather more, not a scatter
+            columns.update(body.rename({ERROR: s.ERROR}).to_dict())
         out = []
         for c, dtype in s.decision_schema(self.programs).items():
             part = columns.get(c)
