@@ -490,8 +490,14 @@ class ColumnarDecider:
         small = pl.concat(smalls).rechunk() if len(smalls) > 1 else smalls[0]
         for stage in plan.stages:
             small = small.with_columns(stage)
-        source = self._source(self._output(small, programs, plan.masks), plan)
-        for on, index, (_, refused, _) in zip(dates, indexes, found, strict=True):
+        refusals = [run.refusals(refused) for _, refused, _ in found]
+        said = pl.concat([pl.Series([], dtype=pl.String()), *(told for _, told, _ in refusals)])
+        said = said.unique(maintain_order=True)  # the words of every date, each a row of the source
+        source = self._source(self._output(small, programs, plan.masks), plan, said)
+        for on, index, (_, refused, _), (rows, told, which) in zip(dates, indexes, found, refusals, strict=True):
+            if rows.len():  # a refused row: the source's row of its words
+                at = told.replace_strict(said, pl.int_range(said.len(), dtype=pl.UInt32(), eager=True))
+                index = index.scatter(rows, at.gather(which) + (source.height - said.len()))
             yield self._table(run, source, index, on, refused, None)
 
     def _plan(self, programs: list[str], key_ids: tuple[int, ...], on: dt.date) -> Plan:
@@ -958,18 +964,23 @@ class ColumnarDecider:
         ]
         return columns, any(k.error for k in keys)
 
-    def _source(self, small: pl.DataFrame, plan: Plan) -> pl.DataFrame:
+    def _source(self, small: pl.DataFrame, plan: Plan, said: pl.Series) -> pl.DataFrame:
         """The decision columns of each combination, with its region's (the key is part of it)
-        and its key's refusal (ERROR), so that every column of a row but the date, the version
-        and its own refusal is one gather; and an all-null row at the end for a refused row (a
-        gather by an index without nulls is measured faster than one with them)."""
+        and its key's refusal (ERROR), so that every column of a row but the date and the version
+        is one gather; and after them a row for each of the words refusing rows (`said`), all
+        null but those words, for a refused row (a gather by an index without nulls is measured
+        faster than one with them, and than a scatter of the words into a column of every row)."""
         small = small.select(plan.source)
         if plan.key_refused:  # a key refused: nothing of its combinations is shown
             refused = pl.col(ERROR).is_not_null()
             small = small.with_columns(pl.when(~refused).then(pl.col(c)).alias(c) for c in small.columns if c != ERROR)
+        # Booleans as bytes: a row's byte is gathered in two thirds of the time of its bit (`_table`
+        # makes them Booleans again).
+        small = small.with_columns(pl.col(pl.Boolean).cast(pl.UInt8))
         if plan.null_row is None or plan.null_row.schema != small.schema:
             plan.null_row = small.clear(1)
-        return pl.concat([small, plan.null_row]).rechunk()
+        refusing = plan.null_row[[0] * said.len()].with_columns(said.alias(ERROR))
+        return pl.concat([small, refusing]).rechunk()
 
     def _table(
         self,
@@ -983,20 +994,16 @@ class ColumnarDecider:
         """Each row's decision on the date: its combination's columns (`source` by `index`), or
         null and its refusal (its own, `refused`; its key's; or the date's, `refusal`)."""
         height = run.frame.height
-        rows, words, which = run.refusals(refused)
         columns: dict[str, pl.Series] = {
             s.AS_OF: pl.repeat(on, height, dtype=pl.Date(), eager=True),
             s.POLICY_VERSION: run.version(self.version),
         }
         if source is None or index is None:
+            rows, words, which = run.refusals(refused)
             errors = pl.repeat(refusal, height, dtype=pl.String(), eager=True)
             columns[s.ERROR] = errors.scatter(rows, words.gather(which)) if rows.len() else errors
-        else:
-            if rows.len():  # a refused row: the all-null row (the last) with its words, one per words
-                said = source[[source.height - 1] * words.len()].with_columns(words.alias(ERROR))
-                index = index.scatter(rows, which + source.height)
-                source = pl.concat([source, said]).rechunk()
-            body = source.select(pl.all().gather(index))  # its refusal too: one gather more, not a scatter
+        else:  # a refused row's index is already its words' row (`_source`)
+            body = source.select(pl.all().gather(index))
             columns.update(body.rename({ERROR: s.ERROR}).to_dict())
         out = []
         for c, dtype in s.decision_schema(self.programs).items():
