@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...convert import spelled
@@ -494,11 +495,17 @@ class ColumnarDecider:
         said = pl.concat([pl.Series([], dtype=pl.String()), *(told for _, told, _ in refusals)])
         said = said.unique(maintain_order=True)  # the words of every date, each a row of the source
         source = self._source(self._output(small, programs, plan.masks), plan, said)
+        previous: tuple[pl.Series, dict[str, pl.Series]] | None = None
         for on, index, (_, refused, _), (rows, told, which) in zip(dates, indexes, found, refusals, strict=True):
             if rows.len():  # a refused row: the source's row of its words
                 at = told.replace_strict(said, pl.int_range(said.len(), dtype=pl.UInt32(), eager=True))
                 index = index.scatter(rows, at.gather(which) + (source.height - said.len()))
-            yield self._table(run, source, index, on, refused, None)
+            # A column no row's value of which differs from the date before is that date's column.
+            same = self._unchanged(source, previous[0], index) if previous is not None else []
+            table = self._table(run, source, index, on, refused, None, previous[1] if previous else None, same)
+            # Its own handles on the columns (clones share the data): the caller may change the table.
+            previous = (index, {c.name: c.clone() for c in table.get_columns()})
+            yield table
 
     def _plan(self, programs: list[str], key_ids: tuple[int, ...], on: dt.date) -> Plan:
         """The batch's plan (`Plan`): kept, or built and kept."""
@@ -990,9 +997,12 @@ class ColumnarDecider:
         on: dt.date,
         refused: Refused,
         refusal: str | None,
+        before: dict[str, pl.Series] | None = None,
+        same: Sequence[str] = (),
     ) -> pl.DataFrame:
         """Each row's decision on the date: its combination's columns (`source` by `index`), or
-        null and its refusal (its own, `refused`; its key's; or the date's, `refusal`)."""
+        null and its refusal (its own, `refused`; its key's; or the date's, `refusal`). The source
+        columns `same` are taken as they are from `before`, the table of the date before."""
         height = run.frame.height
         columns: dict[str, pl.Series] = {
             s.AS_OF: pl.repeat(on, height, dtype=pl.Date(), eager=True),
@@ -1003,8 +1013,11 @@ class ColumnarDecider:
             errors = pl.repeat(refusal, height, dtype=pl.String(), eager=True)
             columns[s.ERROR] = errors.scatter(rows, words.gather(which)) if rows.len() else errors
         else:  # a refused row's index is already its words' row (`_source`)
-            body = source.select(pl.all().gather(index))
-            columns.update(body.rename({ERROR: s.ERROR}).to_dict())
+            named = {c: s.ERROR if c == ERROR else c for c in source.columns}
+            if before is not None:
+                columns.update({named[c]: before[named[c]] for c in same})
+            body = source.select(pl.col(c).gather(index) for c in source.columns if c not in same)
+            columns.update(body.rename({ERROR: s.ERROR}, strict=False).to_dict())
         out = []
         for c, dtype in s.decision_schema(self.programs).items():
             part = columns.get(c)
@@ -1013,6 +1026,19 @@ class ColumnarDecider:
             else:
                 out.append((part if part.dtype == dtype else part.cast(dtype)).alias(c))
         return pl.DataFrame([*run.carried.get_columns(), *out])
+
+    @staticmethod
+    def _unchanged(source: pl.DataFrame, before: pl.Series, after: pl.Series) -> list[str]:
+        """The source's columns in which every row has the same value with its combination on the
+        date before (`before`) as with its combination now (`after`): found on the distinct pairs
+        of the two (a few thousand), so that a month's table gathers only the columns that change
+        (in the bench's population, about half of them from one month end to the next)."""
+        height = source.height
+        pairs = before.to_numpy().astype(np.int64) * height + after.to_numpy()
+        distinct = pc.unique(pa.array(pairs)).to_numpy()
+        first = source[pl.Series(distinct // height, dtype=pl.UInt32())]
+        second = source[pl.Series(distinct % height, dtype=pl.UInt32())]
+        return [c for c in source.columns if first[c].equals(second[c], null_equal=True)]
 
     def _conditional(self, frame: pl.DataFrame) -> pl.Series:
         """`rule_id:fact,fact` for each referral whose unknown result only unstated facts decide."""
