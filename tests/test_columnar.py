@@ -134,6 +134,25 @@ def test_many_dates_is_each_date(deciders, monkeypatch):
     assert_frame_equal(columnar.decide_many(persons, dates), want)
 
 
+def test_a_kept_plan_decides_other_people(deciders):
+    """A plan kept from one table (the same programs and keys) decides another table as the
+    online decider does: nothing of the first table's rows stays in it."""
+    online, _ = deciders
+    columnar = ColumnarDecider.load(POLICIES)
+    people = People(POLICIES, online.service, 400, seed=5)
+    persons = pl.DataFrame(
+        [dict(from_request(r), reference=str(i)) for i, r in enumerate(people)], schema=ROW_SCHEMA, orient="row"
+    )
+    first, second = (persons.with_columns(pl.lit("330102").alias("region_code")) for _ in range(2))
+    second = second.reverse().with_columns(pl.col("birth_date").dt.offset_by("-7y"))
+    on = dt.date(2020, 8, 1)
+    columnar.decide(first, on)
+    (kept,) = columnar._plans.values()
+    assert_frame_equal(columnar.decide(second, on), online.decide(second, on))
+    (used,) = columnar._plans.values()
+    assert used is kept  # the same keys: the plan was kept, not built again
+
+
 def test_rows_the_service_refuses_and_tables_without_columns(deciders):
     """Rows no request could carry or the service refuses (no birth date, unknown region, bad
     enum value, negative income, a category without a grade, an unknown benefit), columns left
