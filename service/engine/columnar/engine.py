@@ -1007,6 +1007,7 @@ class ColumnarDecider:
         null and its refusal (its own, `refused`; its key's; or the date's, `refusal`). The source
         columns `same` are taken as they are from `before`, the table of the date before."""
         height = run.frame.height
+        schema = s.decision_schema(self.programs)
         columns: dict[str, pl.Series] = {
             s.AS_OF: pl.repeat(on, height, dtype=pl.Date(), eager=True),
             s.POLICY_VERSION: run.version(self.version),
@@ -1019,10 +1020,13 @@ class ColumnarDecider:
             named = {c: s.ERROR if c == ERROR else c for c in source.columns}
             if before is not None:
                 columns.update({named[c]: before[named[c]] for c in same})
-            body = source.select(pl.col(c).gather(index) for c in source.columns if c not in same)
-            columns.update(body.rename({ERROR: s.ERROR}, strict=False).to_dict())
+            # In the schema's types as gathered (Booleans gathered as bytes), side by side.
+            body = source.select(
+                pl.col(c).gather(index).cast(schema[named[c]]).alias(named[c]) for c in source.columns if c not in same
+            )
+            columns.update(body.to_dict())
         out = []
-        for c, dtype in s.decision_schema(self.programs).items():
+        for c, dtype in schema.items():
             part = columns.get(c)
             if part is None:
                 out.append(pl.repeat(None, height, dtype=dtype, eager=True).alias(c))
