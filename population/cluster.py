@@ -2,11 +2,11 @@
 existing scheduler.
 
 A Parquet input is split into pieces (row groups of one file, a chunk's rows or fewer) and each
-task reads its own (the workers need the input's
-path: on a remote cluster, a shared file system) and decides it with decide_batch, chunk by chunk;
-another input is read here and its chunks are sent, already cast and without ID numbers. Results
-come back as Arrow and are written here in the order the pieces were submitted, at most a few in
-flight per worker, so the output is the single-process run's, row for row, and memory stays bounded.
+task reads its own (the workers need the input's path: on a remote cluster, a shared file system)
+and decides it with decide_batch, chunk by chunk; another input is read here and its chunks are
+sent, already cast and without ID numbers. Results come back as Arrow and are written here in the
+order the pieces were submitted, at most a few in flight per worker, so the output is the
+single-process run's, row for row, and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -93,9 +93,9 @@ def decide_piece(
     part: str | None = None,
 ) -> Done:
     """A worker's task: read one piece (row groups of one file) and decide it chunk by chunk and
-    date by date (as the single-process runner does, so in the same order); the decisions are returned, or written to
-    the Parquet file `part` when the output is a directory (then only one chunk's decisions on one
-    date are held at a time)."""
+    date by date (as the single-process runner does, so in the same order); the decisions are
+    returned, or written to the Parquet file `part` when the output is a directory (then only one
+    chunk's decisions on one date are held at a time)."""
     done = Done(None, 0)
     tables: list[pa.Table] = []
     writer: pq.ParquetWriter | None = None

@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import operator
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from .compile import DTYPES, KEY, UNSTATED, VALUES, Compiler, fact_column, key_f
 from .rows import (
     ALWAYS_STATED,
     DATED,
-    ENUM_CODE,
+    ENUM_COLUMNS,
     born,
     distinct_rows,
     enum_codes,
@@ -56,6 +55,7 @@ from .rows import (
     row_facts,
     suspect,
     texts,
+    value_index,
 )
 from .rows import coded as enum_code
 from .tables import Key, KeyTable, in_force, outside_period
@@ -414,7 +414,7 @@ class ColumnarDecider:
             suspect(_today(self.policy)).alias(SUSPECT),
             pl.col("region_code").cast(pl.Enum(codes)).to_physical().alias(CODE),
             *born(frame["birth_date"]),  # the birth date's parts, read by every pass (ages)
-            pl.col(f"^{re.escape(ENUM_CODE)}.*$"),
+            pl.col(ENUM_COLUMNS),
         ]
         # Narrow columns: cheap to join up.
         frame = frame.with_columns(streamed(frame, [enum_codes()], flags).rechunk())
@@ -561,11 +561,7 @@ class ColumnarDecider:
         for fact, values in coded.items():  # the value itself (its index among the fact's values)
             value_code = enum_code(fact, values)  # an enum column's: read from the run's code
             if value_code is None:
-                column = pl.col(fact_column(fact))
-                chain: Any = pl.when(column.is_null()).then(_int(0))
-                for i, value in enumerate(values, start=1):
-                    chain = chain.when(column == value).then(_int(i))
-                value_code = chain.otherwise(_int(len(values) + 1))
+                value_code = value_index(pl.col(fact_column(fact)), values)
             fixed_part[f"__code.{fact}"] = Signal(value_code, (len(values) + 1).bit_length(), True)
         shared = [e.alias(name) for name, e in compiler.shared.values()]
         plan = Plan(compiler, coded, fixed_part, dated_part, dated_facts, shared)
@@ -1027,11 +1023,8 @@ class ColumnarDecider:
             columns.update(body.to_dict())
         out = []
         for c, dtype in schema.items():
-            part = columns.get(c)
-            if part is None:
-                out.append(pl.repeat(None, height, dtype=dtype, eager=True).alias(c))
-            else:
-                out.append((part if part.dtype == dtype else part.cast(dtype)).alias(c))
+            part = columns.get(c)  # each in its type already (the gather casts)
+            out.append(pl.repeat(None, height, dtype=dtype, eager=True).alias(c) if part is None else part.alias(c))
         return pl.DataFrame([*run.carried.get_columns(), *out])
 
     @staticmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import operator
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -124,20 +125,27 @@ def _certificate() -> pl.Expr:
     return grade.is_not_null() & (grade != 0)
 
 
+def value_index(column: pl.Expr, values: Sequence[Any]) -> pl.Expr:
+    """The column's value as its index among `values` (0: null, i: the i-th, len + 1: another
+    value): a when-then chain, measured faster on text than a lookup or `is_in`."""
+    dtype = pl.UInt8 if len(values) < 255 else pl.UInt32
+    code: Any = pl.when(column.is_null()).then(pl.lit(0, dtype))
+    for i, value in enumerate(values, start=1):
+        code = code.when(column == value).then(pl.lit(i, dtype))
+    found: pl.Expr = code.otherwise(pl.lit(len(values) + 1, dtype))
+    return found
+
+
+ENUM_COLUMNS = [ENUM_CODE + name for name in ENUMS if name != BENEFITS]  # `enum_codes`'
+
+
 def enum_codes() -> list[pl.Expr]:
-    """Each enum column's value as a small code (ENUM_CODE; 0: null, i: the i-th of ENUMS' values,
-    len + 1: another value), once per run: the text is read once, and both the service's checks
-    (`suspect`) and the comparisons of a coded fact (`coded`) read the code."""
-    exprs = []
-    for name, values in ENUMS.items():
-        if name == BENEFITS:
-            continue
-        column = pl.col(name)
-        code: Any = pl.when(column.is_null()).then(pl.lit(0, pl.UInt8))  # a when-then chain
-        for i, value in enumerate(values, start=1):
-            code = code.when(column == value).then(pl.lit(i, pl.UInt8))
-        exprs.append(code.otherwise(pl.lit(len(values) + 1, pl.UInt8)).alias(ENUM_CODE + name))
-    return exprs
+    """Each enum column's value as a small code (ENUM_COLUMNS; `value_index` among ENUMS' values),
+    once per run: the text is read once, and both the service's checks (`suspect`) and the
+    comparisons of a coded fact (`coded`) read the code."""
+    return [
+        value_index(pl.col(name), values).alias(ENUM_CODE + name) for name, values in ENUMS.items() if name != BENEFITS
+    ]
 
 
 def coded(fact: str, values: list[Any]) -> pl.Expr | None:
