@@ -134,6 +134,34 @@ def test_many_dates_is_each_date(deciders, monkeypatch):
     assert_frame_equal(columnar.decide_many(persons, dates), want)
 
 
+def pieces(frame: pl.DataFrame, lengths: list[int]) -> pl.DataFrame:
+    """The frame cut in pieces of those lengths (as a Parquet file's row groups come)."""
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    return pl.concat([frame.slice(at, n) for at, n in zip(starts, lengths, strict=True)], rechunk=False)
+
+
+def test_a_table_in_pieces(deciders, monkeypatch):
+    """A person table cut in pieces (evenly, unevenly across its columns, in too many) is decided
+    as the same table in one piece, on several dates, and its decision tables come in one piece
+    for every column (an eager query on a table cut unevenly would first copy all of it)."""
+    online, columnar = deciders
+    people = People(POLICIES, online.service, 500, seed=8)
+    persons = pl.DataFrame(
+        [dict(from_request(r), reference=str(i)) for i, r in enumerate(people)], schema=ROW_SCHEMA, orient="row"
+    )
+    dates = [dt.date(2017, 3, 31), dt.date(2020, 6, 30), dt.date(2020, 7, 1)]
+    want = pl.concat([online.decide(persons, on) for on in dates])
+    even = pieces(persons, [120, 200, 1, 179])
+    uneven = even.with_columns(pieces(persons.select("birth_date"), [250, 250]).to_series())
+    monkeypatch.setattr(engine, "MAX_PIECES", 4)  # the first kept in its pieces, the last copied
+    for table in (even, uneven, pieces(persons, [100] * 5)):
+        assert len(set(table.n_chunks("all"))) == 1 or table is uneven
+        assert table.n_chunks() > 1
+        tables = list(columnar.decide_each(table, dates))
+        assert all(set(t.n_chunks("all")) == {1} for t in tables)
+        assert_frame_equal(pl.concat(tables), want)
+
+
 def test_a_kept_plan_decides_other_people(deciders):
     """A plan kept from one table (the same programs and keys) decides another table as the
     online decider does: nothing of the first table's rows stays in it."""
