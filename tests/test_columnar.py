@@ -162,6 +162,40 @@ def test_a_table_in_pieces(deciders, monkeypatch):
         assert_frame_equal(pl.concat(tables), want)
 
 
+def test_same_columns_is_equal_row_for_row():
+    """`same_columns` (which columns a month's table takes as they were) agrees with comparing
+    each column whole, nulls equal: lists null or empty, of other lengths, with other or null items."""
+    lists = pl.List(pl.String())
+    first = pl.DataFrame(
+        {
+            "a": [1, None, 3],
+            "b": [1, 2, 3],
+            "s": ["x", None, "y"],
+            "t": ["x", "y", "z"],
+            "k": [True, None, False],
+            "l1": [["a"], None, []],
+            "l2": [["a"], None, []],
+            "l3": [["a", "b"], ["c"], []],
+            "l4": [["a", "b"], ["c"], [None]],
+            "l5": [["a"], ["b", "c"], ["d"]],
+            "l6": [None, [], ["x"]],
+        },
+        schema_overrides={c: lists for c in ("l1", "l2", "l3", "l4", "l5", "l6")},
+    )
+    second = first.with_columns(
+        pl.Series("b", [1, 2, None]),
+        pl.Series("t", ["x", "y", "Z"]),
+        pl.Series("l2", [["a"], [], []], dtype=lists),  # null against empty
+        pl.Series("l3", [["a", "c"], ["c"], []], dtype=lists),  # an item
+        pl.Series("l4", [["a", "b"], ["c"], []], dtype=lists),  # a null item against none
+        pl.Series("l5", [["a", "b"], ["c"], ["d"]], dtype=lists),  # lengths differ, items line up
+    )
+    want = [c for c in first.columns if first[c].equals(second[c], null_equal=True)]
+    assert want == ["a", "s", "k", "l1", "l6"]
+    assert engine.same_columns(first, second) == want
+    assert engine.same_columns(first, first) == first.columns
+
+
 def test_a_kept_plan_decides_other_people(deciders):
     """A plan kept from one table (the same programs and keys) decides another table as the
     online decider does: nothing of the first table's rows stays in it."""

@@ -73,6 +73,7 @@ OTHER = "\x00other"  # a coded enum's value that the policy does not list
 # that have no region on the date.
 Flagged = dict[tuple[int, ...], tuple[pl.Series, list[dict[str, Any]], pl.Series]]
 SUSPECT, CODE, FIXED_ID = "__suspect", "__code", "__fixed_id"  # per run: refusal suspects, region code index
+BASE = "__base"  # a row's fixed part and region code, as one dense number (`Fixed.base`)
 MAX_PIECES = 64  # a person table in more pieces than this is copied into one first
 DIRECT = 1 << 22  # `dense` addresses values below this directly (a table of this many flags)
 # Person-dates decided together (the distinct combinations of all their dates decided at once):
@@ -112,6 +113,26 @@ def cut_like(columns: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
         return columns
     starts = itertools.accumulate(lengths, initial=0)
     return pl.concat([columns.slice(at, n) for at, n in zip(starts, lengths, strict=False)], rechunk=False)
+
+
+def same_columns(first: pl.DataFrame, second: pl.DataFrame) -> list[str]:
+    """The columns equal row for row in two frames of one schema (nulls equal). Lists by their
+    lengths, then their items (a list column's own comparison was measured seven times slower)."""
+    both = pl.concat([first, second.rename(lambda c: "__second." + c)], how="horizontal")
+
+    def equal(column: pl.Expr, other: pl.Expr) -> pl.Expr:
+        return column.eq_missing(other).all()
+
+    def pairs(names: Iterable[str], part: Callable[[pl.Expr], pl.Expr]) -> list[str]:
+        names = list(names)
+        found = both.select(equal(part(pl.col(c)), part(pl.col("__second." + c))) for c in names) if names else None
+        return [c for c, same in zip(names, found.row(0) if found is not None else (), strict=True) if same]
+
+    lists = [c for c, dtype in first.schema.items() if isinstance(dtype, pl.List)]
+    flat = pairs((c for c in first.columns if c not in lists), lambda e: e)
+    sized = pairs(lists, lambda e: e.list.len())  # so that the items line up
+    same = set(flat) | set(pairs(sized, lambda e: e.explode()))
+    return [c for c in first.columns if c in same]
 
 
 def _with(frame: pl.DataFrame, column: pl.Series) -> pl.DataFrame:
@@ -678,26 +699,26 @@ class ColumnarDecider:
         """The distinct (key, fixed part, dated part) of the rows, each row's index among them
         (a refused row's too: the refusal decides what it shows). The fixed part and the region
         code (which gives the key: `mapping`, each code's, the last for no code) are one dense
-        number per run (`fixed.base`); with the dated part packed in one word, the distinct
-        pairs are found by direct addressing (`dense`), else by a join on all of it."""
+        number per run (`fixed.base`); with the dated part packed in one word below it, the
+        distinct values come from Arrow's dictionary encoding (one hashing pass), else from a
+        join on all of it."""
         code_bits = (len(mapping) - 1).bit_length()  # the mapping's last entry stands for no region code
         dated_bits = sum(signal.bits for signal in dated.values())
-        if dated_bits <= WORD_BITS:
+        if dated_bits <= WORD_BITS and dated_bits + len(fixed.bases).bit_length() <= 63:
             word = pack(dated, "__dated")[0] if dated else _int(0)
-            words, word_index = dense(
-                streamed(frame, layers, [word.cast(pl.Int64())]).to_series().to_numpy(), 1 << dated_bits
-            )
-            width = max(len(words), 1)
-            combos, index = dense(fixed.base.astype(np.int64) * width + word_index, len(fixed.bases) * width)
-            base = fixed.bases[combos // width]
+            combined = word.cast(pl.Int64()) + pl.col(BASE).cast(pl.Int64()) * (1 << dated_bits)
+            rows = streamed(_with(frame, pl.Series(BASE, fixed.base)), layers, [combined.alias("__combination")])
+            encoded = pc.dictionary_encode(rows.to_series().to_arrow())
+            combos = encoded.dictionary.to_numpy()
+            base = fixed.bases[combos >> dated_bits]
             small = pl.DataFrame(
                 {
                     FIXED_ID: pl.Series(base >> code_bits, dtype=pl.UInt32()),
                     KEY: mapping.gather(pl.Series(base & ((1 << code_bits) - 1))),
-                    "__dated0": pl.Series(words[combos % width], dtype=pl.Int64()),
+                    "__dated0": pl.Series(combos & ((1 << dated_bits) - 1), dtype=pl.Int64()),
                 }
             )
-            found = pl.Series(index, dtype=pl.UInt32())
+            found = pl.Series(encoded.indices.to_numpy().view(np.uint32), dtype=pl.UInt32())
         else:
             key = pl.col(KEY).fill_null(len(keys)).cast(pl.Int64())
             rows = pl.concat(
@@ -1065,11 +1086,17 @@ class ColumnarDecider:
         of the two (a few thousand), so that a month's table gathers only the columns that change
         (in the bench's population, about half of them from one month end to the next)."""
         height = source.height
-        pairs = before.to_numpy().astype(np.int64) * height + after.to_numpy()
-        distinct = pc.unique(pa.array(pairs)).to_numpy()
-        first = source[pl.Series(distinct // height, dtype=pl.UInt32())]
-        second = source[pl.Series(distinct % height, dtype=pl.UInt32())]
-        return [c for c in source.columns if first[c].equals(second[c], null_equal=True)]
+        was, now = before.to_numpy(), after.to_numpy()
+        # Most combinations now come from one combination before: each one's pair is found by
+        # direct addressing (the last row's written), the other rows' pairs by hashing them.
+        last = np.zeros(height, dtype=np.uint32)
+        last[now] = was
+        heads = np.flatnonzero(np.bincount(now, minlength=height))
+        other = last[now] != was
+        pairs = pc.unique(pa.array(was[other].astype(np.int64) * height + now[other])).to_numpy()
+        first = source[pl.Series(np.concatenate([last[heads], pairs // height]), dtype=pl.UInt32())]
+        second = source[pl.Series(np.concatenate([heads, pairs % height]), dtype=pl.UInt32())]
+        return same_columns(first, second)
 
     def _conditional(self, frame: pl.DataFrame) -> pl.Series:
         """`rule_id:fact,fact` for each referral whose unknown result only unstated facts decide."""
