@@ -53,7 +53,7 @@ from .rows import (
     born,
     distinct_rows,
     enum_codes,
-    refusals,
+    refusal,
     row_facts,
     suspect,
     texts,
@@ -810,12 +810,16 @@ class ColumnarDecider:
             region = resolve_region(code, policy, "person.region_code", bad, on)
             mapping.append(None if region is None else local.setdefault(self.keys.index(region, on), len(local)))
         by_code = pl.Series([*mapping, None], dtype=pl.UInt32())
-        key = frame.select(pl.lit(pl.Series(mapping, dtype=pl.UInt32())).gather(pl.col(CODE)).alias(KEY)).to_series()
         # A row suspect on any date, or without a region, goes through the service's checks (each
         # distinct one once). A row whose only fault is a birth date after this one is refused for
         # that alone: the service's words for one such row are every such row's.
         unresolved = tuple(i for i, k in enumerate(mapping) if k is None)
         suspect = pl.col(SUSPECT) | pl.col(CODE).is_null() | pl.col(CODE).is_in(unresolved)
+        keyed = frame.select(
+            pl.lit(pl.Series(mapping, dtype=pl.UInt32())).gather(pl.col(CODE)).alias(KEY),
+            ((pl.col("birth_date") > pl.lit(on)).fill_null(False) & ~suspect).alias("__late"),
+        )
+        key, late = keyed[KEY], keyed["__late"].arg_true()
         if unresolved not in run.flagged:
             found = frame.select(suspect).to_series().arg_true()
             run.flagged[unresolved] = (found, *distinct_rows(frame.select(list(s.PERSON_SCHEMA))[found]))
@@ -823,9 +827,8 @@ class ColumnarDecider:
         refused: Refused = []
         if numbers.len():
             refused.append((numbers, texts(distinct, policy, on).gather(index)))
-        late = frame.select((pl.col("birth_date") > pl.lit(on)).fill_null(False) & ~suspect).to_series().arg_true()
         if late.len():
-            text = refusals(frame.select(list(s.PERSON_SCHEMA))[late[:1]], policy, on)[0]
+            text = refusal(frame.select(list(s.PERSON_SCHEMA)).row(late[0], named=True), policy, on, _today(policy))
             refused.append((late, pl.repeat(text, late.len(), dtype=pl.String(), eager=True)))
         return key, refused, by_code
 

@@ -192,12 +192,6 @@ def refusal(row: dict[str, Any], policy: PolicySet, on: dt.date, now: dt.date) -
     return None
 
 
-def refusals(flagged: pl.DataFrame, policy: PolicySet, on: dt.date) -> pl.Series:
-    """The refusal of each flagged row (null where the service takes it), once per distinct row."""
-    rows, index = distinct_rows(flagged)
-    return texts(rows, policy, on).gather(index)
-
-
 def texts(rows: list[dict[str, Any]], policy: PolicySet, on: dt.date) -> pl.Series:
     """The refusal of each row (null where the service takes it)."""
     now = today(policy)
