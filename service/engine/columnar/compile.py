@@ -139,6 +139,9 @@ class Compiler:
         # While set, per-key constants become columns computed once (`shared`) and named here.
         self.sharing = False
         self.shared: dict[tuple[tuple[Any, ...], str], tuple[str, pl.Expr]] = {}
+        # What the expressions over the combinations read of each key, one entry per thing read
+        # (a value per key): two keys alike in all of them decide alike (`classes`).
+        self.key_reads: list[Sequence[Any]] = []
 
     # Per-key constants -------------------------------------------------------------------------
 
@@ -148,6 +151,7 @@ class Compiler:
             return pl.lit(values[0] if values else None, dtype)
         gathered = pl.lit(pl.Series(values, dtype=dtype)).gather(pl.col(KEY))
         if not self.sharing:
+            self.key_reads.append(values)
             return gathered
         memo = (tuple((type(v), v) for v in values), str(dtype))
         if memo not in self.shared:
@@ -178,6 +182,10 @@ class Compiler:
             return self.const(values, self.dtype(fact))
         found = self.row_facts.get(fact)
         return pl.lit(None, self.dtype(fact)) if found is None else pl.col(fact_column(fact))
+
+    def key_unstated(self, fact: str) -> pl.Expr:
+        """Whether the row's key leaves a fact of keys unstated (what is read of it: not its value)."""
+        return self.const([k.facts.get(fact) is None for k in self.keys], pl.Boolean())
 
     def fact(self, fact: str, mode: str) -> pl.Expr:
         if mode == VALUES and fact in self.defaults and fact not in self.key_facts:
@@ -288,8 +296,17 @@ class Compiler:
                 out.append(seen[memo])
             return pl.Series(out, dtype=pl.Boolean())
 
+        if not self.sharing:  # it reads all of a key
+            self.key_reads.append([(sorted(k.facts.items()), sorted(k.params.items())) for k in keys])
         inputs = [self.fact(n, mode).alias(n) for n in names] + [pl.col(KEY)]
         return pl.struct(inputs).map_batches(run, return_dtype=pl.Boolean())
+
+    def classes(self) -> list[int]:
+        """Each key's class: the first key that the expressions over the combinations read alike
+        (`key_reads`). Most keys of a month end read what the same region's key of the month
+        before reads (only the date differs, and the passes over the rows read that)."""
+        first: dict[tuple[Any, ...], int] = {}
+        return [first.setdefault(tuple(repr(read[k]) for read in self.key_reads), k) for k in range(len(self.keys))]
 
     # Conditions -------------------------------------------------------------------------------
 

@@ -198,6 +198,53 @@ def outcome_expr(program: Program, results: dict[str, pl.Expr]) -> pl.Expr:
     )
 
 
+class Numbering:
+    """The distinct combinations of a batch's dates, numbered across its dates: a combination
+    seen on an earlier date keeps that date's number (its key being a class of keys, `Plan`).
+    Month to month most people keep their combination, so they keep their row of the source
+    and `_unchanged` passes over them. A combination's columns are packed in one Int64 word of
+    `widths` bits each (null as 0); when they do not fit, each date's are numbered apart."""
+
+    def __init__(self, widths: Sequence[int] | None) -> None:
+        self.widths = widths if widths is not None and sum(widths) <= 63 else None
+        self.count = 0
+        self.codes = np.empty(0, dtype=np.int64)  # the known combinations' words, sorted
+        self.numbers = np.empty(0, dtype=np.uint32)  # and their numbers
+
+    def number(self, combinations: pl.DataFrame) -> tuple[np.ndarray | None, pl.DataFrame]:
+        """Each of a date's distinct combinations' number (None: they are the first numbers, in
+        order), and those first seen on the date (numbered after the known ones, in order)."""
+        first = self.count
+        if self.widths is None or not first:
+            self.count += combinations.height
+            if self.widths is not None:
+                self._learn(self._words(combinations), np.arange(combinations.height, dtype=np.uint32))
+            return (None if not first else np.arange(first, self.count, dtype=np.uint32)), combinations
+        words = self._words(combinations)
+        at = np.minimum(np.searchsorted(self.codes, words), max(len(self.codes) - 1, 0))
+        known = self.codes[at] == words
+        numbers = np.where(known, self.numbers[at], 0).astype(np.uint32)
+        fresh = np.flatnonzero(~known)
+        numbers[fresh] = np.arange(first, first + len(fresh), dtype=np.uint32)
+        self.count += len(fresh)
+        self._learn(words[fresh], numbers[fresh])
+        return numbers, combinations[fresh]
+
+    def _words(self, combinations: pl.DataFrame) -> np.ndarray:
+        assert self.widths is not None
+        word = np.zeros(combinations.height, dtype=np.int64)
+        shift = 0
+        for column, width in zip(combinations.get_columns(), self.widths, strict=True):
+            word |= (column.cast(pl.Int64()) + 1).fill_null(0).to_numpy() << shift
+            shift += width
+        return word
+
+    def _learn(self, words: np.ndarray, numbers: np.ndarray) -> None:
+        codes = np.concatenate([self.codes, words])
+        order = np.argsort(codes, kind="stable")
+        self.codes, self.numbers = codes[order], np.concatenate([self.numbers, numbers])[order]
+
+
 class Signal(NamedTuple):
     """A column the rows are told apart by: a three-valued Boolean (two bits: 0 false, 1 true,
     2 null), or an integer code of `bits` bits."""
@@ -326,15 +373,19 @@ class Unknown:
         self.coded = coded  # facts whose value the signature holds: read from it
 
     def missing(self, fact: str) -> pl.Expr:
-        if fact in self.compiler.defaults and fact not in self.compiler.key_facts:
+        if fact in self.compiler.key_facts:
+            return self.compiler.key_unstated(fact)
+        if fact in self.compiler.defaults:
             return pl.lit(False)
         return self._column(f"__missing.{fact}", fact, self.compiler.fact(fact, VALUES).is_null())
 
     def unset(self, fact: str) -> pl.Expr:
+        if fact in self.compiler.key_facts:
+            return self.compiler.key_unstated(fact)
         return self._column(f"__unset.{fact}", fact, self.compiler.stated(fact).is_null())
 
     def _column(self, name: str, fact: str, value: pl.Expr) -> pl.Expr:
-        if fact in self.compiler.key_facts or fact in self.coded:
+        if fact in self.coded:
             return value
         if fact in ALWAYS_STATED:
             return pl.lit(False)
@@ -393,6 +444,7 @@ class Plan:
     source: list[pl.Expr] = field(default_factory=list)
     key_refused: bool = False
     null_row: pl.DataFrame | None = None  # `_source`'s, made once (5 ms a time)
+    classes: pl.Series = field(default_factory=pl.Series)  # each key's class (Compiler.classes)
 
 
 class ColumnarDecider:
@@ -501,7 +553,7 @@ class ColumnarDecider:
         local: dict[int, int] = {}  # the run's key index -> the batch's
         found = [self._errors(run, on, local) for on in dates]
         plan = self._plan(programs, tuple(local), dates[0])
-        fixed_part, dated_part = plan.fixed_part, plan.dated_part
+        fixed_part = plan.fixed_part
 
         def layers(on: dt.date) -> Layers:
             dated = [row_facts(policy, on)[n].alias(fact_column(n)) for n in plan.dated_facts]
@@ -512,14 +564,14 @@ class ColumnarDecider:
             run.fixed[fixed_names] = self._fixed(run, fixed_part, _with(frame, found[0][0]), layers(dates[0]))
         fixed = run.fixed[fixed_names]
         smalls, indexes = [], []
-        offset = 0
+        dated_bits = sum(signal.bits for signal in plan.dated_part.values())
+        # The columns of a combination (`_signatures`): fixed id, key class (nullable), dated word.
+        widths = [fixed.table.height.bit_length(), (len(plan.compiler.keys) + 1).bit_length(), dated_bits + 1]
+        numbering = Numbering(widths if self._one_word(fixed, plan) else None)
         for on, (key, _, mapping) in zip(dates, found, strict=True):
-            small, index = self._signatures(
-                _with(frame, key), layers(on), fixed, plan.compiler.keys, dated_part, mapping
-            )
+            small, index = self._signatures(_with(frame, key), layers(on), fixed, plan, mapping, numbering)
             smalls.append(small)
-            indexes.append(index + offset)
-            offset += small.height
+            indexes.append(index)
         small = pl.concat(smalls).rechunk() if len(smalls) > 1 else smalls[0]
         for stage in plan.stages:
             small = small.with_columns(stage)
@@ -649,6 +701,7 @@ class ColumnarDecider:
             *outcomes,
         ]
         plan.source, plan.key_refused = self._source_columns(compiler)
+        plan.classes = pl.Series(compiler.classes(), dtype=pl.UInt32())
         return plan
 
     def _coded(self, rules: list[Rule], compiler: Compiler) -> dict[str, list[Any]]:
@@ -687,38 +740,45 @@ class ColumnarDecider:
             exprs.append(value.otherwise(other).alias(fact_column(fact)))
         return exprs
 
+    @staticmethod
+    def _one_word(fixed: Fixed, plan: Plan) -> bool:
+        """Whether a row's combination (its fixed part and region code, its dated part) is one word."""
+        dated_bits = sum(signal.bits for signal in plan.dated_part.values())
+        return dated_bits <= WORD_BITS and dated_bits + len(fixed.bases).bit_length() <= 63
+
     def _signatures(
         self,
         frame: pl.DataFrame,
         layers: Layers,
         fixed: Fixed,
-        keys: Sequence[Key],
-        dated: dict[str, Signal],
+        plan: Plan,
         mapping: pl.Series,
+        numbering: Numbering,
     ) -> tuple[pl.DataFrame, pl.Series]:
-        """The distinct (key, fixed part, dated part) of the rows, each row's index among them
-        (a refused row's too: the refusal decides what it shows). The fixed part and the region
-        code (which gives the key: `mapping`, each code's, the last for no code) are one dense
-        number per run (`fixed.base`); with the dated part packed in one word below it, the
-        distinct values come from Arrow's dictionary encoding (one hashing pass), else from a
-        join on all of it."""
+        """The (key class, fixed part, dated part) of the rows first seen in the batch on this
+        date, and each row's number among the batch's (`numbering`; a refused row's too: the
+        refusal decides what it shows). The fixed part and the region code (which gives the key:
+        `mapping`, each code's, the last for no code) are one dense number per run (`fixed.base`);
+        with the dated part packed in one word below it, the distinct values come from Arrow's
+        dictionary encoding (one hashing pass), else from a join on all of it."""
+        keys, dated, classes = plan.compiler.keys, plan.dated_part, plan.classes
         code_bits = (len(mapping) - 1).bit_length()  # the mapping's last entry stands for no region code
         dated_bits = sum(signal.bits for signal in dated.values())
-        if dated_bits <= WORD_BITS and dated_bits + len(fixed.bases).bit_length() <= 63:
+        if self._one_word(fixed, plan):
             word = pack(dated, "__dated")[0] if dated else _int(0)
             combined = word.cast(pl.Int64()) + pl.col(BASE).cast(pl.Int64()) * (1 << dated_bits)
             rows = streamed(_with(frame, pl.Series(BASE, fixed.base)), layers, [combined.alias("__combination")])
             encoded = pc.dictionary_encode(rows.to_series().to_arrow())
             combos = encoded.dictionary.to_numpy()
             base = fixed.bases[combos >> dated_bits]
-            small = pl.DataFrame(
+            triples = pl.DataFrame(
                 {
                     FIXED_ID: pl.Series(base >> code_bits, dtype=pl.UInt32()),
-                    KEY: mapping.gather(pl.Series(base & ((1 << code_bits) - 1))),
+                    KEY: classes.gather(mapping.gather(pl.Series(base & ((1 << code_bits) - 1)))),
                     "__dated0": pl.Series(combos & ((1 << dated_bits) - 1), dtype=pl.Int64()),
                 }
             )
-            found = pl.Series(encoded.indices.to_numpy().view(np.uint32), dtype=pl.UInt32())
+            local = encoded.indices.to_numpy().view(np.uint32)
         else:
             key = pl.col(KEY).fill_null(len(keys)).cast(pl.Int64())
             rows = pl.concat(
@@ -729,11 +789,14 @@ class ColumnarDecider:
                 ],
                 how="horizontal",
             )
-            small = rows.unique().with_row_index("__index")
-            found = rows.join(small, on=rows.columns, how="left", maintain_order="left")["__index"]
-            small = small.with_columns(pl.when(pl.col(KEY) < len(keys)).then(pl.col(KEY)).cast(pl.UInt32()).alias(KEY))
+            triples = rows.unique().with_row_index("__index")
+            local = rows.join(triples, on=rows.columns, how="left", maintain_order="left")["__index"].to_numpy()
+            triples = triples.drop("__index").with_columns(
+                classes.gather(pl.when(pl.col(KEY) < len(keys)).then(pl.col(KEY)).cast(pl.UInt32())).alias(KEY)
+            )
+        numbers, small = numbering.number(triples)
         small = small.join(fixed.table, on=FIXED_ID, how="left", maintain_order="left")
-        return small, found
+        return small, pl.Series(local if numbers is None else numbers[local], dtype=pl.UInt32())
 
     def _leaf_name(self, leaf: Cmp, mode: str, compiler: Compiler) -> str:
         """A comparison's column: the same name on every date (one for both modes when it reads
@@ -888,6 +951,7 @@ class ColumnarDecider:
         ranks: list[list[int | None]] = [[] for _ in routes]
         formulas = [r.amount for r in routes] + [a.multiply for a in adjustments]
         refs = sorted({ref for f in formulas if f is not None for ref in operand_refs(f)}, key=repr)
+        rows = []
         for k in keys:
             # Most keys of a date read the same values as a key of an earlier date: computed once.
             read = tuple(k.facts.get(r.name) if isinstance(r, Fact) else k.params.get(r.name) for r in refs)
@@ -897,6 +961,8 @@ class ColumnarDecider:
             for i, rank in enumerate(memo[0]):
                 ranks[i].append(rank)
             table += memo[1]
+            rows.append(memo)
+        compiler.key_reads.append(rows)  # the table is picked by key, not through `const`
         best = pl.max_horizontal(
             [pl.when(_is_true(results[r.id])).then(compiler.const(ranks[i], pl.Int64())) for i, r in enumerate(routes)]
         )
@@ -1085,20 +1151,16 @@ class ColumnarDecider:
     @staticmethod
     def _unchanged(source: pl.DataFrame, before: pl.Series, after: pl.Series) -> list[str]:
         """The source's columns in which every row has the same value with its combination on the
-        date before (`before`) as with its combination now (`after`): found on the distinct pairs
-        of the two (a few thousand), so that a month's table gathers only the columns that change
-        (in the bench's population, about half of them from one month end to the next)."""
+        date before (`before`) as with its combination now (`after`), found on the distinct pairs
+        of the two (of the rows whose combination is another: few, most keep their row,
+        `Numbering`), so that a month's table gathers only the columns that change (in the
+        bench's population, about half of them from one month end to the next)."""
         height = source.height
-        was, now = before.to_numpy(), after.to_numpy()
-        # Most combinations now come from one combination before: each one's pair is found by
-        # direct addressing (the last row's written), the other rows' pairs by hashing them.
-        last = np.zeros(height, dtype=np.uint32)
-        last[now] = was
-        heads = np.flatnonzero(np.bincount(now, minlength=height))
-        other = last[now] != was
-        pairs = pc.unique(pa.array(was[other].astype(np.int64) * height + now[other])).to_numpy()
-        first = source[pl.Series(np.concatenate([last[heads], pairs // height]), dtype=pl.UInt32())]
-        second = source[pl.Series(np.concatenate([heads, pairs % height]), dtype=pl.UInt32())]
+        moved = np.flatnonzero(before.to_numpy() != after.to_numpy())
+        was, now = before.to_numpy()[moved], after.to_numpy()[moved]
+        pairs = pc.unique(pa.array(was.astype(np.int64) * height + now)).to_numpy()
+        first = source[pl.Series(pairs // height, dtype=pl.UInt32())]
+        second = source[pl.Series(pairs % height, dtype=pl.UInt32())]
         return same_columns(first, second)
 
     def _conditional(self, frame: pl.DataFrame) -> pl.Series:
