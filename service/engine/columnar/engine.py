@@ -13,11 +13,14 @@ that read neither the region nor the date (one dense number per row with its reg
 date, the comparisons that read the date or the region's parameters (one packed word). The
 distinct combinations of those (a few thousand in a million people) are decided once for all the
 dates that have the same programs in force (`BATCH_CELLS` bounds how many), the region and date
-telling them apart through the key; each date's table is then one gather of their columns (a
-refused row gathers its refusal's row), but for the columns in which no row changed from the date
-before. A person table in a few even pieces (a Parquet file's row groups) is read in them.
-What a batch builds before reading any row (the compiled comparisons, the expressions over the
-combinations) is a `Plan`, kept for the next batch with the same programs and keys.
+telling them apart through the key, or rather its class (keys read alike by the expressions over
+the combinations: most of a month end's are the month before's), so that a person keeps their
+combination's number from date to date while it stays (`Numbering`); each date's table is then
+one gather of their columns (a refused row gathers its refusal's row), but for the columns in
+which no row changed from the date before. A person table in a few even pieces (a Parquet file's
+row groups) is read in them. What a batch builds before reading any row (the compiled
+comparisons, the expressions over the combinations) is a `Plan`, kept for the next batch with the
+same programs and keys.
 """
 
 from __future__ import annotations
