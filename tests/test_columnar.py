@@ -398,3 +398,48 @@ def test_a_new_program_runs_on_both(tmp_path: Path):
         applied |= set(got["home_care_allowance.interactions"].explode().drop_nulls().to_list())
     assert outcomes == {"ELIGIBLE", "INELIGIBLE", "UNDETERMINED"}
     assert "interaction.home_care_or_elderly_care_higher" in applied
+
+
+DATED_ADJUSTMENT = """
+  - id: home.doubled_from_mid_february_2018
+    text: {zh: 2018年2月15日起加倍, en: Doubled from 15 February 2018}
+    confidence: reference
+    citation_zh: 测试用规则
+    citation: test rule
+    when: {fact: evaluation_date, ge: 20180215}
+    multiply: {mul: [2, 1]}
+"""
+
+
+def test_keys_in_classes(tmp_path: Path):
+    """Keys (a region on a date) share a class when the expressions over the combinations read
+    them alike, so that month ends share their combinations (`Numbering`); a rule that reads the
+    date itself there (a comparison of the key's facts alone) keeps the dates apart, and the
+    batch of month ends still decides as the online decider does, date by date."""
+    root = tmp_path / "policies"
+    shutil.copytree(POLICIES, root, ignore=shutil.ignore_patterns("tests"))
+    program = EXTRA_PROGRAM.replace("adjustments:\n", "adjustments:" + DATED_ADJUSTMENT, 1)
+    (root / "programs" / "home_care_allowance.yaml").write_text(program, encoding="utf-8")
+    dates = [dt.date(2018, 1, 31), dt.date(2018, 2, 28), dt.date(2018, 3, 31), dt.date(2018, 4, 30)]
+    tables = {}
+    for policies in (POLICIES, root):
+        online, columnar = OnlineDecider.load(policies), ColumnarDecider.load(policies)
+        people = People(policies, online.service, 600, seed=11)
+        persons = pl.DataFrame(
+            [dict(from_request(r), reference=str(i)) for i, r in enumerate(people)], schema=ROW_SCHEMA, orient="row"
+        )
+        got = columnar.decide_many(persons, dates)
+        assert_frame_equal(got, pl.concat([online.decide(persons, on) for on in dates]))
+        (plan,) = columnar._plans.values()
+        classes = plan.classes.to_list()
+        by_region: dict[str, set[int]] = defaultdict(set)
+        for key, cls in zip(plan.compiler.keys, classes, strict=True):
+            by_region[key.region.code].add(cls)
+        tables[policies] = (got, by_region)
+    got, by_region = tables[POLICIES]
+    assert all(len(c) == 1 for c in by_region.values())  # no standard changes in these months: one class a region
+    got, by_region = tables[root]
+    assert all(len(c) == 2 for c in by_region.values())  # before and from 15 February
+    amount = "home_care_allowance.amount_fen"
+    jan, feb = (got.filter(pl.col("as_of") == on)[amount] for on in dates[:2])
+    assert ((feb == 2 * jan) & (jan > 0)).any()

@@ -198,12 +198,14 @@ class Compiler:
     # Comparisons ------------------------------------------------------------------------------
 
     def leaf(self, leaf: Cmp, mode: str) -> pl.Expr:
-        lhs = self.fact(leaf.fact, mode)
+        def lhs() -> pl.Expr:  # made only where read: a key fact's values would count as read (`key_reads`)
+            return self.fact(leaf.fact, mode)
+
         if isinstance(leaf.rhs, tuple):
             listed = list(leaf.rhs)
             if self.policy.facts[leaf.fact].type == "date":  # the real dates listed, as days
                 listed = [ceil_days(v) for v in listed if floor_days(v) == ceil_days(v)]
-            return is_one_of(lhs, listed)
+            return is_one_of(lhs(), listed)
         rhs = leaf.rhs
         row_refs = [r.name for r in operand_refs(rhs) if isinstance(r, Fact) and r.name not in self.key_facts]
         lhs_by_key = leaf.fact in self.key_facts
@@ -211,14 +213,14 @@ class Compiler:
             if lhs_by_key:  # the whole comparison is a function of the key
                 return self.const([evaluate_leaf(leaf, k.facts, k.params) for k in self.keys], pl.Boolean())
             if not list(operand_refs(rhs)):  # a literal: the same for every key (and with no key)
-                return self.compare(leaf.fact, lhs, leaf.op, [evaluate_operand(rhs, {}, {})])
+                return self.compare(leaf.fact, lhs(), leaf.op, [evaluate_operand(rhs, {}, {})])
             values = [evaluate_operand(rhs, k.facts, k.params) for k in self.keys]
-            return self.compare(leaf.fact, lhs, leaf.op, values)
+            return self.compare(leaf.fact, lhs(), leaf.op, values)
         if isinstance(rhs, Fact):
             if lhs_by_key:
                 values = [k.facts.get(leaf.fact) for k in self.keys]
                 return self.compare(rhs.name, self.fact(rhs.name, mode), FLIP[leaf.op], values)
-            return COMPARE[leaf.op](lhs, self.fact(rhs.name, mode))
+            return COMPARE[leaf.op](lhs(), self.fact(rhs.name, mode))
         if (
             isinstance(rhs, AddMonths)
             and lhs_by_key
