@@ -213,6 +213,9 @@ class Numbering:
         self.count = 0
         self.codes = np.empty(0, dtype=np.int64)  # the known combinations' words, sorted
         self.numbers = np.empty(0, dtype=np.uint32)  # and their numbers
+        # The date before's rows (`_signatures`' one word each), their numbers and each region
+        # code's key class: a row whose word and class stay keeps its number.
+        self.last: tuple[np.ndarray, np.ndarray, list[int | None]] | None = None
 
     def number(self, combinations: pl.DataFrame) -> tuple[np.ndarray | None, pl.DataFrame]:
         """Each of a date's distinct combinations' number (None: they are the first numbers, in
@@ -771,7 +774,13 @@ class ColumnarDecider:
             word = pack(dated, "__dated")[0] if dated else _int(0)
             combined = word.cast(pl.Int64()) + pl.col(BASE).cast(pl.Int64()) * (1 << dated_bits)
             rows = streamed(_with(frame, pl.Series(BASE, fixed.base)), layers, [combined.alias("__combination")])
-            encoded = pc.dictionary_encode(rows.to_series().to_arrow())
+            words = rows.to_series().to_numpy()
+            by_code = classes.gather(mapping).to_list()
+            last, moved = numbering.last, None
+            if last is not None and numbering.widths is not None and last[2] == by_code:
+                moved = np.flatnonzero(words != last[0])  # few: the rest keep their number
+            # The distinct words (of the rows that moved), by Arrow's dictionary encoding.
+            encoded = pc.dictionary_encode(pa.array(words if moved is None else words[moved]))
             combos = encoded.dictionary.to_numpy()
             base = fixed.bases[combos >> dated_bits]
             triples = pl.DataFrame(
@@ -782,6 +791,15 @@ class ColumnarDecider:
                 }
             )
             local = encoded.indices.to_numpy().view(np.uint32)
+            numbers, small = numbering.number(triples)
+            found = local if numbers is None else numbers[local]
+            if last is not None and moved is not None:
+                index = last[1].copy()
+                index[moved] = found
+                found = index
+            numbering.last = (words, found, by_code)
+            small = small.join(fixed.table, on=FIXED_ID, how="left", maintain_order="left")
+            return small, pl.Series(found.copy(), dtype=pl.UInt32())  # its own: refusals are set in it
         else:
             key = pl.col(KEY).fill_null(len(keys)).cast(pl.Int64())
             rows = pl.concat(
