@@ -114,8 +114,8 @@ def cut_like(columns: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
     lengths = frame.to_series(0).chunk_lengths() if frame.width else []
     if len(lengths) <= 1:
         return columns
-    starts = itertools.accumulate(lengths, initial=0)
-    return pl.concat([columns.slice(at, n) for at, n in zip(starts, lengths, strict=False)], rechunk=False)
+    starts = itertools.accumulate(lengths[:-1], initial=0)
+    return pl.concat([columns.slice(at, n) for at, n in zip(starts, lengths, strict=True)], rechunk=False)
 
 
 def same_columns(first: pl.DataFrame, second: pl.DataFrame) -> list[str]:
@@ -123,18 +123,16 @@ def same_columns(first: pl.DataFrame, second: pl.DataFrame) -> list[str]:
     lengths, then their items (a list column's own comparison was measured seven times slower)."""
     both = pl.concat([first, second.rename(lambda c: "__second." + c)], how="horizontal")
 
-    def equal(column: pl.Expr, other: pl.Expr) -> pl.Expr:
-        return column.eq_missing(other).all()
-
-    def pairs(names: Iterable[str], part: Callable[[pl.Expr], pl.Expr]) -> list[str]:
-        names = list(names)
-        found = both.select(equal(part(pl.col(c)), part(pl.col("__second." + c))) for c in names) if names else None
-        return [c for c, same in zip(names, found.row(0) if found is not None else (), strict=True) if same]
+    def agreeing(names: list[str], part: Callable[[pl.Expr], pl.Expr]) -> list[str]:
+        if not names:
+            return []
+        found = both.select(part(pl.col(c)).eq_missing(part(pl.col("__second." + c))).all() for c in names)
+        return [c for c, same in zip(names, found.row(0), strict=True) if same]
 
     lists = [c for c, dtype in first.schema.items() if isinstance(dtype, pl.List)]
-    flat = pairs((c for c in first.columns if c not in lists), lambda e: e)
-    sized = pairs(lists, lambda e: e.list.len())  # so that the items line up
-    same = set(flat) | set(pairs(sized, lambda e: e.explode()))
+    flat = agreeing([c for c in first.columns if c not in lists], lambda e: e)
+    sized = agreeing(lists, lambda e: e.list.len())  # so that the items line up
+    same = set(flat) | set(agreeing(sized, lambda e: e.explode()))
     return [c for c in first.columns if c in same]
 
 
@@ -211,7 +209,7 @@ class Numbering:
     def __init__(self, widths: Sequence[int] | None) -> None:
         self.widths = widths if widths is not None and sum(widths) <= 63 else None
         self.count = 0
-        self.codes = np.empty(0, dtype=np.int64)  # the known combinations' words, sorted
+        self.known = np.empty(0, dtype=np.int64)  # the known combinations' words, sorted
         self.numbers = np.empty(0, dtype=np.uint32)  # and their numbers
         # The date before's rows (`_signatures`' one word each), their numbers and each region
         # code's key class: a row whose word and class stay keeps its number.
@@ -227,14 +225,32 @@ class Numbering:
                 self._learn(self._words(combinations), np.arange(combinations.height, dtype=np.uint32))
             return (None if not first else np.arange(first, self.count, dtype=np.uint32)), combinations
         words = self._words(combinations)
-        at = np.minimum(np.searchsorted(self.codes, words), max(len(self.codes) - 1, 0))
-        known = self.codes[at] == words
-        numbers = np.where(known, self.numbers[at], 0).astype(np.uint32)
-        fresh = np.flatnonzero(~known)
+        at = np.minimum(np.searchsorted(self.known, words), max(len(self.known) - 1, 0))
+        seen = self.known[at] == words
+        numbers = np.where(seen, self.numbers[at], 0).astype(np.uint32)
+        fresh = np.flatnonzero(~seen)
         numbers[fresh] = np.arange(first, first + len(fresh), dtype=np.uint32)
         self.count += len(fresh)
         self._learn(words[fresh], numbers[fresh])
         return numbers, combinations[fresh]
+
+    def moved(self, words: np.ndarray, by_code: list[int | None]) -> np.ndarray | None:
+        """The rows whose word (`_signatures`) or region code's key class is not the date
+        before's; None: every row is numbered afresh (no date before, or no numbers across dates)."""
+        last = self.last
+        if last is None or self.widths is None or last[2] != by_code:
+            return None
+        return np.flatnonzero(words != last[0])
+
+    def rows(self, found: np.ndarray, moved: np.ndarray | None) -> np.ndarray:
+        """Each row's number: `found` for every row, or for the rows that moved (the others keep
+        the date before's)."""
+        if moved is None:
+            return found
+        assert self.last is not None
+        index = self.last[1].copy()
+        index[moved] = found
+        return index
 
     def _words(self, combinations: pl.DataFrame) -> np.ndarray:
         assert self.widths is not None
@@ -246,9 +262,9 @@ class Numbering:
         return word
 
     def _learn(self, words: np.ndarray, numbers: np.ndarray) -> None:
-        codes = np.concatenate([self.codes, words])
-        order = np.argsort(codes, kind="stable")
-        self.codes, self.numbers = codes[order], np.concatenate([self.numbers, numbers])[order]
+        known = np.concatenate([self.known, words])
+        order = np.argsort(known, kind="stable")
+        self.known, self.numbers = known[order], np.concatenate([self.numbers, numbers])[order]
 
 
 class Signal(NamedTuple):
@@ -770,15 +786,14 @@ class ColumnarDecider:
         keys, dated, classes = plan.compiler.keys, plan.dated_part, plan.classes
         code_bits = (len(mapping) - 1).bit_length()  # the mapping's last entry stands for no region code
         dated_bits = sum(signal.bits for signal in dated.values())
+        words, by_code, moved = None, None, None
         if self._one_word(fixed, plan):
             word = pack(dated, "__dated")[0] if dated else _int(0)
             combined = word.cast(pl.Int64()) + pl.col(BASE).cast(pl.Int64()) * (1 << dated_bits)
             rows = streamed(_with(frame, pl.Series(BASE, fixed.base)), layers, [combined.alias("__combination")])
             words = rows.to_series().to_numpy()
             by_code = classes.gather(mapping).to_list()
-            last, moved = numbering.last, None
-            if last is not None and numbering.widths is not None and last[2] == by_code:
-                moved = np.flatnonzero(words != last[0])  # few: the rest keep their number
+            moved = numbering.moved(words, by_code)  # few: the rest keep their number
             # The distinct words (of the rows that moved), by Arrow's dictionary encoding.
             encoded = pc.dictionary_encode(pa.array(words if moved is None else words[moved]))
             combos = encoded.dictionary.to_numpy()
@@ -791,15 +806,6 @@ class ColumnarDecider:
                 }
             )
             local = encoded.indices.to_numpy().view(np.uint32)
-            numbers, small = numbering.number(triples)
-            found = local if numbers is None else numbers[local]
-            if last is not None and moved is not None:
-                index = last[1].copy()
-                index[moved] = found
-                found = index
-            numbering.last = (words, found, by_code)
-            small = small.join(fixed.table, on=FIXED_ID, how="left", maintain_order="left")
-            return small, pl.Series(found.copy(), dtype=pl.UInt32())  # its own: refusals are set in it
         else:
             key = pl.col(KEY).fill_null(len(keys)).cast(pl.Int64())
             rows = pl.concat(
@@ -816,8 +822,11 @@ class ColumnarDecider:
                 classes.gather(pl.when(pl.col(KEY) < len(keys)).then(pl.col(KEY)).cast(pl.UInt32())).alias(KEY)
             )
         numbers, small = numbering.number(triples)
+        found = numbering.rows(local if numbers is None else numbers[local], moved)
+        if words is not None and by_code is not None:
+            numbering.last = (words, found, by_code)
         small = small.join(fixed.table, on=FIXED_ID, how="left", maintain_order="left")
-        return small, pl.Series(local if numbers is None else numbers[local], dtype=pl.UInt32())
+        return small, pl.Series(found.copy(), dtype=pl.UInt32())  # its own: refusals are set in it
 
     def _leaf_name(self, leaf: Cmp, mode: str, compiler: Compiler) -> str:
         """A comparison's column: the same name on every date (one for both modes when it reads
@@ -1177,8 +1186,9 @@ class ColumnarDecider:
         `Numbering`), so that a month's table gathers only the columns that change (in the
         bench's population, about half of them from one month end to the next)."""
         height = source.height
-        moved = np.flatnonzero(before.to_numpy() != after.to_numpy())
-        was, now = before.to_numpy()[moved], after.to_numpy()[moved]
+        was, now = before.to_numpy(), after.to_numpy()
+        moved = np.flatnonzero(was != now)
+        was, now = was[moved], now[moved]
         pairs = pc.unique(pa.array(was.astype(np.int64) * height + now)).to_numpy()
         first = source[pl.Series(pairs // height, dtype=pl.UInt32())]
         second = source[pl.Series(pairs % height, dtype=pl.UInt32())]
